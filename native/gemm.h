@@ -1,0 +1,32 @@
+// SGEMM, row-major: C(M x N) = alpha * op(A)(M x K) * op(B)(K x N) + beta * C. B may be f32, bf16 or f16
+// (frozen weights kept in their file dtype, widened while packing). BLIS-style packing + per-ISA micro-kernel.
+#pragma once
+#include <cstdint>
+
+namespace perp {
+
+enum BType { B_F32 = 0, B_BF16 = 1, B_F16 = 2 };
+
+struct GemmArgs {
+  float* C;
+  long ldc;
+  const float* A;
+  long lda;
+  bool transA;
+  const void* B;
+  int btype;
+  long ldb;
+  bool transB;
+  long M, N, K;
+  float alpha, beta;
+};
+
+// Multi-threaded over the pool (each thread owns a block of C; per-element results do not depend on the split).
+void gemm(const GemmArgs& g);
+// Single-threaded, for use inside kernels that are already split across the pool.
+void gemm_st(const GemmArgs& g);
+
+float bf16_to_f32(uint16_t h);
+float f16_to_f32(uint16_t h);
+
+}  // namespace perp

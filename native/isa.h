@@ -1,0 +1,38 @@
+// Per-ISA kernel table: the only code compiled with AVX2/AVX-512 target attributes (gemm_*.cc).
+// Those files are C-style (no STL, no shared inline code) so no ISA-specific instantiation can leak into other TUs.
+#pragma once
+#include <cstddef>
+
+namespace perp {
+
+// C(MR x NR, row stride ldc) = alpha * sum_k A[k*MR + i] * B[k*NR + j] + beta * C   (beta == 0: C is not read)
+// Rounding contract shared by every ISA and by the edge path: c = fma(beta, c_old, alpha * acc).
+typedef void (*micro_fn)(long K, const float* A, const float* B, float* C, long ldc, float alpha, float beta);
+// x[i] = exp(x[i] - sub); returns the sum of the new x (fixed lane order for a given ISA).
+typedef float (*expsum_fn)(float* x, long n, float sub);
+
+// Runs an FMA-throughput loop of `iters` iterations; returns the number of floating-point operations done.
+typedef double (*peak_fn)(long iters, float* sink);
+
+struct IsaKernels {
+  const char* name;
+  int MR, NR;
+  micro_fn micro;
+  expsum_fn expsum;
+  peak_fn peak;
+};
+
+enum Isa { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+
+const IsaKernels* isa_scalar();
+const IsaKernels* isa_avx2();
+const IsaKernels* isa_avx512();
+
+// Active table (PERP_CPU or best supported); cpu_set returns false if the machine lacks the ISA.
+const IsaKernels* isa_active();
+int isa_active_id();
+int isa_best_id();
+bool isa_supported(int id);
+bool isa_set(int id);
+
+}  // namespace perp

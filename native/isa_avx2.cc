@@ -1,0 +1,118 @@
+// AVX2+FMA kernels: 6x16 SGEMM micro-kernel and a vectorised exp (Cephes expf polynomial).
+#if defined(__x86_64__) || defined(__i386__)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#include <immintrin.h>
+
+#include "isa.h"
+
+namespace perp {
+namespace {
+
+constexpr int MR = 6, NR = 16;
+
+void micro(long K, const float* A, const float* B, float* C, long ldc, float alpha, float beta) {
+  __m256 c[MR][2];
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = _mm256_setzero_ps();
+  for (long k = 0; k < K; ++k) {
+    const __m256 b0 = _mm256_load_ps(B);
+    const __m256 b1 = _mm256_load_ps(B + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      const __m256 a = _mm256_broadcast_ss(A + i);
+      c[i][0] = _mm256_fmadd_ps(a, b0, c[i][0]);
+      c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
+    }
+    A += MR;
+    B += NR;
+  }
+  const __m256 va = _mm256_set1_ps(alpha);
+  if (beta == 0.0f) {
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      _mm256_storeu_ps(C + i * ldc, _mm256_mul_ps(va, c[i][0]));
+      _mm256_storeu_ps(C + i * ldc + 8, _mm256_mul_ps(va, c[i][1]));
+    }
+  } else {
+    const __m256 vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      float* r = C + i * ldc;
+      _mm256_storeu_ps(r, _mm256_fmadd_ps(vb, _mm256_loadu_ps(r), _mm256_mul_ps(va, c[i][0])));
+      _mm256_storeu_ps(r + 8, _mm256_fmadd_ps(vb, _mm256_loadu_ps(r + 8), _mm256_mul_ps(va, c[i][1])));
+    }
+  }
+}
+
+inline __m256 vexp(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.33654f);
+  const __m256 tiny = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  x = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(88.0f));
+  __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  // 2^fx built in the exponent field; fx in [-126, 127] after the clamp.
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+  return _mm256_andnot_ps(tiny, y);
+}
+
+float expsum(float* x, long n, float sub) {
+  const __m256 vs = _mm256_set1_ps(sub);
+  __m256 acc = _mm256_setzero_ps();
+  long i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 e = vexp(_mm256_sub_ps(_mm256_loadu_ps(x + i), vs));
+    _mm256_storeu_ps(x + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  float lanes[8];
+  _mm256_storeu_ps(lanes, acc);
+  float s = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+  if (i < n) {
+    float tail[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (long j = i; j < n; ++j) tail[j - i] = x[j] - sub;
+    __m256 e = vexp(_mm256_loadu_ps(tail));
+    _mm256_storeu_ps(tail, e);
+    for (long j = i; j < n; ++j) {
+      x[j] = tail[j - i];
+      s += tail[j - i];
+    }
+  }
+  return s;
+}
+
+double peak(long iters, float* sink) {
+  __m256 c[12];
+  for (int i = 0; i < 12; ++i) c[i] = _mm256_set1_ps(1.0f + i * 1e-3f);
+  const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+  for (long it = 0; it < iters; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) c[i] = _mm256_fmadd_ps(c[i], a, b);
+  }
+  float lanes[8];
+  __m256 s = c[0];
+  for (int i = 1; i < 12; ++i) s = _mm256_add_ps(s, c[i]);
+  _mm256_storeu_ps(lanes, s);
+  *sink = lanes[0];
+  return 2.0 * 12 * 8 * (double)iters;
+}
+
+const IsaKernels kTable = {"avx2", MR, NR, micro, expsum, peak};
+
+}  // namespace
+
+const IsaKernels* isa_avx2() { return &kTable; }
+
+}  // namespace perp
+#pragma GCC pop_options
+#endif

@@ -1,0 +1,107 @@
+// AVX-512 kernels: 12x32 SGEMM micro-kernel and a vectorised exp (Cephes expf polynomial, scalef for 2^n).
+#if defined(__x86_64__) || defined(__i386__)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,fma,avx2")
+#include <immintrin.h>
+
+#include "isa.h"
+
+namespace perp {
+namespace {
+
+constexpr int MR = 12, NR = 32;
+
+void micro(long K, const float* A, const float* B, float* C, long ldc, float alpha, float beta) {
+  __m512 c[MR][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
+  for (long k = 0; k < K; ++k) {
+    const __m512 b0 = _mm512_load_ps(B);
+    const __m512 b1 = _mm512_load_ps(B + 16);
+    _mm_prefetch((const char*)(B + 8 * NR), _MM_HINT_T0);
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      const __m512 a = _mm512_set1_ps(A[i]);
+      c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
+      c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
+    }
+    A += MR;
+    B += NR;
+  }
+  const __m512 va = _mm512_set1_ps(alpha);
+  if (beta == 0.0f) {
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      _mm512_storeu_ps(C + i * ldc, _mm512_mul_ps(va, c[i][0]));
+      _mm512_storeu_ps(C + i * ldc + 16, _mm512_mul_ps(va, c[i][1]));
+    }
+  } else {
+    const __m512 vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      float* r = C + i * ldc;
+      _mm512_storeu_ps(r, _mm512_fmadd_ps(vb, _mm512_loadu_ps(r), _mm512_mul_ps(va, c[i][0])));
+      _mm512_storeu_ps(r + 16, _mm512_fmadd_ps(vb, _mm512_loadu_ps(r + 16), _mm512_mul_ps(va, c[i][1])));
+    }
+  }
+}
+
+inline __m512 vexp(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(-87.33654f);
+  const __mmask16 tiny = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+  x = _mm512_min_ps(_mm512_max_ps(x, lo), _mm512_set1_ps(88.72283f));
+  __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+  __m512 y = _mm512_set1_ps(1.9875691500E-4f);
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507E-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073E-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894E-2f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459E-1f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201E-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+  y = _mm512_scalef_ps(y, fx);
+  return _mm512_mask_mov_ps(y, tiny, _mm512_setzero_ps());
+}
+
+float expsum(float* x, long n, float sub) {
+  const __m512 vs = _mm512_set1_ps(sub);
+  __m512 acc = _mm512_setzero_ps();
+  long i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512 e = vexp(_mm512_sub_ps(_mm512_loadu_ps(x + i), vs));
+    _mm512_storeu_ps(x + i, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  if (i < n) {
+    const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+    __m512 e = vexp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vs));
+    _mm512_mask_storeu_ps(x + i, m, e);
+    acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(m, e));
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+double peak(long iters, float* sink) {
+  __m512 c[16];
+  for (int i = 0; i < 16; ++i) c[i] = _mm512_set1_ps(1.0f + i * 1e-3f);
+  const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+  for (long it = 0; it < iters; ++it) {
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) c[i] = _mm512_fmadd_ps(c[i], a, b);
+  }
+  __m512 s = c[0];
+  for (int i = 1; i < 16; ++i) s = _mm512_add_ps(s, c[i]);
+  *sink = _mm512_reduce_add_ps(s);
+  return 2.0 * 16 * 16 * (double)iters;
+}
+
+const IsaKernels kTable = {"avx512", MR, NR, micro, expsum, peak};
+
+}  // namespace
+
+const IsaKernels* isa_avx512() { return &kTable; }
+
+}  // namespace perp
+#pragma GCC pop_options
+#endif

@@ -1,0 +1,52 @@
+// Portable scalar kernels (baseline ISA): the fallback path and the rounding contract the SIMD paths follow.
+#include <cmath>
+
+#include "isa.h"
+
+namespace perp {
+namespace {
+
+constexpr int MR = 4, NR = 8;
+
+void micro(long K, const float* A, const float* B, float* C, long ldc, float alpha, float beta) {
+  float c[MR][NR] = {};
+  for (long k = 0; k < K; ++k) {
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) c[i][j] += A[i] * B[j];
+    A += MR;
+    B += NR;
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) {
+      float* r = C + i * ldc + j;
+      *r = beta == 0.0f ? alpha * c[i][j] : beta * *r + alpha * c[i][j];
+    }
+}
+
+float expsum(float* x, long n, float sub) {
+  float s = 0.0f;
+  for (long i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - sub);
+    s += x[i];
+  }
+  return s;
+}
+
+double peak(long iters, float* sink) {
+  float c[16];
+  for (int i = 0; i < 16; ++i) c[i] = 1.0f + i * 1e-3f;
+  for (long it = 0; it < iters; ++it)
+    for (int i = 0; i < 16; ++i) c[i] = c[i] * 0.999999f + 1e-7f;
+  float s = 0;
+  for (int i = 0; i < 16; ++i) s += c[i];
+  *sink = s;
+  return 2.0 * 16 * (double)iters;
+}
+
+const IsaKernels kTable = {"scalar", MR, NR, micro, expsum, peak};
+
+}  // namespace
+
+const IsaKernels* isa_scalar() { return &kTable; }
+
+}  // namespace perp

@@ -1,0 +1,572 @@
+// Coarse kernels (norms, RoPE, attention, activations, cross-entropy, AdamW, masks, selection, Cholesky).
+// Work is split with pool_run; reductions over rows are split by column ranges, so results do not depend on the
+// number of threads. Attention and Cholesky use the packed GEMM for their matrix products.
+#include "kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "gemm.h"
+#include "isa.h"
+#include "pool.h"
+
+namespace perp {
+
+namespace {
+
+template <typename F>
+void parallel_rows(long n, long align, F&& f) {
+  pool_run([&](int ith, int nth) {
+    long b, e;
+    pool_split(n, ith, nth, align, &b, &e);
+    if (e > b) f(b, e);
+  });
+}
+
+GemmArgs gargs(float* C, long ldc, const float* A, long lda, bool ta, const float* B, long ldb, bool tb, long M, long N,
+               long K, float alpha, float beta) {
+  GemmArgs g;
+  g.C = C;
+  g.ldc = ldc;
+  g.A = A;
+  g.lda = lda;
+  g.transA = ta;
+  g.B = B;
+  g.btype = B_F32;
+  g.ldb = ldb;
+  g.transB = tb;
+  g.M = M;
+  g.N = N;
+  g.K = K;
+  g.alpha = alpha;
+  g.beta = beta;
+  return g;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------- bias
+void bias_add(float* y, const float* b, long M, long N) {
+  parallel_rows(M, 1, [&](long r0, long r1) {
+    for (long i = r0; i < r1; ++i)
+      for (long j = 0; j < N; ++j) y[i * N + j] += b[j];
+  });
+}
+
+void bias_grad(float* db, const float* dy, long M, long N) {
+  parallel_rows(N, 16, [&](long c0, long c1) {
+    for (long i = 0; i < M; ++i)
+      for (long j = c0; j < c1; ++j) db[j] += dy[i * N + j];
+  });
+}
+
+// ---------------------------------------------------------------------------------------------- norms
+void rmsnorm_fwd(float* out, float* rstd, const float* x, const float* w, long M, long C, float eps) {
+  parallel_rows(M, 1, [&](long r0, long r1) {
+    for (long i = r0; i < r1; ++i) {
+      const float* xi = x + i * C;
+      double ss = 0;
+      for (long j = 0; j < C; ++j) ss += (double)xi[j] * xi[j];
+      float r = (float)(1.0 / std::sqrt(ss / C + eps));
+      if (rstd) rstd[i] = r;
+      float* oi = out + i * C;
+      for (long j = 0; j < C; ++j) oi[j] = w[j] * (xi[j] * r);
+    }
+  });
+}
+
+void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, long M,
+                 long C) {
+  if (dx) {
+    parallel_rows(M, 1, [&](long r0, long r1) {
+      for (long i = r0; i < r1; ++i) {
+        const float *xi = x + i * C, *gi = dout + i * C;
+        const float r = rstd[i];
+        double dot = 0;  // sum_j g_j w_j xhat_j
+        for (long j = 0; j < C; ++j) dot += (double)gi[j] * w[j] * (xi[j] * r);
+        const float c = (float)(dot / C);
+        float* di = dx + i * C;
+        for (long j = 0; j < C; ++j) di[j] = r * (gi[j] * w[j] - (xi[j] * r) * c);
+      }
+    });
+  }
+  if (dw) {
+    parallel_rows(C, 16, [&](long c0, long c1) {
+      for (long i = 0; i < M; ++i) {
+        const float r = rstd[i];
+        for (long j = c0; j < c1; ++j) dw[j] += dout[i * C + j] * (x[i * C + j] * r);
+      }
+    });
+  }
+}
+
+void layernorm_fwd(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, long M, long C,
+                   float eps) {
+  parallel_rows(M, 1, [&](long r0, long r1) {
+    for (long i = r0; i < r1; ++i) {
+      const float* xi = x + i * C;
+      double s = 0;
+      for (long j = 0; j < C; ++j) s += xi[j];
+      const double mu = s / C;
+      double v = 0;
+      for (long j = 0; j < C; ++j) v += (xi[j] - mu) * (xi[j] - mu);
+      const float m = (float)mu, r = (float)(1.0 / std::sqrt(v / C + eps));
+      if (mean) mean[i] = m;
+      if (rstd) rstd[i] = r;
+      float* oi = out + i * C;
+      for (long j = 0; j < C; ++j) {
+        float n = (xi[j] - m) * r;
+        oi[j] = (w ? n * w[j] : n) + (b ? b[j] : 0.0f);
+      }
+    }
+  });
+}
+
+void layernorm_bwd(float* dx, float* dw, float* db, const float* dout, const float* x, const float* mean,
+                   const float* rstd, const float* w, long M, long C) {
+  if (dx) {
+    parallel_rows(M, 1, [&](long r0, long r1) {
+      for (long i = r0; i < r1; ++i) {
+        const float *xi = x + i * C, *gi = dout + i * C;
+        const float m = mean[i], r = rstd[i];
+        double s1 = 0, s2 = 0;  // mean(g·w), mean(g·w·xhat)
+        for (long j = 0; j < C; ++j) {
+          float gw = w ? gi[j] * w[j] : gi[j];
+          s1 += gw;
+          s2 += (double)gw * ((xi[j] - m) * r);
+        }
+        const float a = (float)(s1 / C), c = (float)(s2 / C);
+        float* di = dx + i * C;
+        for (long j = 0; j < C; ++j) {
+          float gw = w ? gi[j] * w[j] : gi[j];
+          di[j] = r * (gw - a - ((xi[j] - m) * r) * c);
+        }
+      }
+    });
+  }
+  if (dw || db) {
+    parallel_rows(C, 16, [&](long c0, long c1) {
+      for (long i = 0; i < M; ++i) {
+        const float m = mean[i], r = rstd[i];
+        for (long j = c0; j < c1; ++j) {
+          const float g = dout[i * C + j];
+          if (dw) dw[j] += g * ((x[i * C + j] - m) * r);
+          if (db) db[j] += g;
+        }
+      }
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- RoPE
+void rope(float* out, const float* x, const float* cs, const float* sn, long B, long T, long H, long D, long R,
+          bool interleaved, bool inverse) {
+  const long half = R / 2;
+  const float sgn = inverse ? -1.0f : 1.0f;
+  parallel_rows(B * T, 1, [&](long r0, long r1) {
+    for (long bt = r0; bt < r1; ++bt) {
+      const long t = bt % T;
+      const float *c = cs + t * half, *s = sn + t * half;
+      for (long h = 0; h < H; ++h) {
+        const float* xi = x + (bt * H + h) * D;
+        float* oi = out + (bt * H + h) * D;
+        for (long i = 0; i < half; ++i) {
+          const long i0 = interleaved ? 2 * i : i, i1 = interleaved ? 2 * i + 1 : i + half;
+          const float a = xi[i0], b = xi[i1], si = sgn * s[i];
+          oi[i0] = a * c[i] - b * si;
+          oi[i1] = b * c[i] + a * si;
+        }
+        if (out != x)
+          for (long i = R; i < D; ++i) oi[i] = xi[i];
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------- attention
+namespace {
+constexpr long ATT_TB = 64;  // query rows per block: the causal mask skips the blocks above the diagonal
+
+struct AttScratch {
+  std::vector<float> buf;
+  float* get(size_t n) {
+    if (buf.size() < n) buf.resize(n);
+    return buf.data();
+  }
+};
+thread_local AttScratch t_att_s, t_att_d;
+}  // namespace
+
+void attention_fwd(float* out, float* P, const float* q, const float* k, const float* v, long B, long T, long H,
+                   long KV, long D, float scale) {
+  const IsaKernels* isa = isa_active();
+  const long rep = H / KV, ldq = H * D, ldk = KV * D;
+  pool_run([&](int ith, int nth) {
+    long b0, e0;
+    pool_split(B * H, ith, nth, 1, &b0, &e0);
+    for (long bh = b0; bh < e0; ++bh) {
+      const long b = bh / H, h = bh % H, kh = h / rep;
+      const float* qb = q + b * T * ldq + h * D;
+      const float* kb = k + b * T * ldk + kh * D;
+      const float* vb = v + b * T * ldk + kh * D;
+      float* ob = out + b * T * ldq + h * D;
+      float* pb = P ? P + bh * T * T : nullptr;
+      for (long t0 = 0; t0 < T; t0 += ATT_TB) {
+        const long t1 = std::min(T, t0 + ATT_TB), nb = t1 - t0;
+        float* S = pb ? pb + t0 * T : t_att_s.get(ATT_TB * T);
+        const long lds = T;
+        gemm_st(gargs(S, lds, qb + t0 * ldq, ldq, false, kb, ldk, true, nb, t1, D, scale, 0.0f));
+        for (long r = 0; r < nb; ++r) {
+          float* row = S + r * lds;
+          const long len = t0 + r + 1;
+          float mx = row[0];
+          for (long j = 1; j < len; ++j) mx = row[j] > mx ? row[j] : mx;
+          const float sum = isa->expsum(row, len, mx);
+          const float inv = 1.0f / sum;
+          for (long j = 0; j < len; ++j) row[j] *= inv;
+          for (long j = len; j < (pb ? T : t1); ++j) row[j] = 0.0f;
+        }
+        gemm_st(gargs(ob + t0 * ldq, ldq, S, lds, false, vb, ldk, false, nb, D, t1, 1.0f, 0.0f));
+      }
+    }
+  });
+}
+
+void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
+                   const float* P, long B, long T, long H, long KV, long D, float scale) {
+  const long rep = H / KV, ldq = H * D, ldk = KV * D;
+  pool_run([&](int ith, int nth) {
+    long b0, e0;
+    pool_split(B * KV, ith, nth, 1, &b0, &e0);
+    for (long bk = b0; bk < e0; ++bk) {
+      const long b = bk / KV, kh = bk % KV;
+      const float* kb = k + b * T * ldk + kh * D;
+      const float* vb = v + b * T * ldk + kh * D;
+      float* dkb = dk + b * T * ldk + kh * D;
+      float* dvb = dv + b * T * ldk + kh * D;
+      for (long t = 0; t < T; ++t) {
+        std::memset(dkb + t * ldk, 0, D * sizeof(float));
+        std::memset(dvb + t * ldk, 0, D * sizeof(float));
+      }
+      for (long h = kh * rep; h < (kh + 1) * rep; ++h) {
+        const float* qb = q + b * T * ldq + h * D;
+        const float* dob = dout + b * T * ldq + h * D;
+        float* dqb = dq + b * T * ldq + h * D;
+        const float* pb = P + (b * H + h) * T * T;
+        for (long t0 = 0; t0 < T; t0 += ATT_TB) {
+          const long t1 = std::min(T, t0 + ATT_TB), nb = t1 - t0;
+          const float* Pb = pb + t0 * T;
+          // dV[0:t1] += P[t0:t1, 0:t1]^T · dO[t0:t1]
+          gemm_st(gargs(dvb, ldk, Pb, T, true, dob + t0 * ldq, ldq, false, t1, D, nb, 1.0f, 1.0f));
+          // dP = dO[t0:t1] · V[0:t1]^T
+          float* dS = t_att_d.get(ATT_TB * T);
+          gemm_st(gargs(dS, t1, dob + t0 * ldq, ldq, false, vb, ldk, true, nb, t1, D, 1.0f, 0.0f));
+          for (long r = 0; r < nb; ++r) {
+            const long len = t0 + r + 1;
+            float* ds = dS + r * t1;
+            const float* pr = Pb + r * T;
+            double dot = 0;
+            for (long j = 0; j < len; ++j) dot += (double)ds[j] * pr[j];
+            const float d = (float)dot;
+            for (long j = 0; j < len; ++j) ds[j] = pr[j] * (ds[j] - d);
+            for (long j = len; j < t1; ++j) ds[j] = 0.0f;
+          }
+          // dQ[t0:t1] = scale · dS · K[0:t1];  dK[0:t1] += scale · dS^T · Q[t0:t1]
+          gemm_st(gargs(dqb + t0 * ldq, ldq, dS, t1, false, kb, ldk, false, nb, D, t1, scale, 0.0f));
+          gemm_st(gargs(dkb, ldk, dS, t1, true, qb + t0 * ldq, ldq, false, t1, D, nb, scale, 1.0f));
+        }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------- activations
+namespace {
+constexpr float SQRT_2_OVER_PI = 0.7978845608028654f;
+constexpr float INV_SQRT2 = 0.7071067811865476f;
+constexpr long EW_CHUNK = 1024;
+
+// sig[i] = 1 / (1 + exp(-g[i])) using the ISA's vector exp.
+void sigmoid_chunk(float* sig, const float* g, long n, const IsaKernels* isa) {
+  for (long i = 0; i < n; ++i) sig[i] = -g[i];
+  isa->expsum(sig, n, 0.0f);
+  for (long i = 0; i < n; ++i) sig[i] = 1.0f / (1.0f + sig[i]);
+}
+}  // namespace
+
+void act_fwd(float* out, const float* x, long n, int kind) {
+  const IsaKernels* isa = isa_active();
+  parallel_rows(n, EW_CHUNK, [&](long b, long e) {
+    float sig[EW_CHUNK];
+    for (long c = b; c < e; c += EW_CHUNK) {
+      const long len = std::min(EW_CHUNK, e - c);
+      const float* xi = x + c;
+      float* oi = out + c;
+      switch (kind) {
+        case ACT_RELU:
+          for (long i = 0; i < len; ++i) oi[i] = xi[i] > 0.0f ? xi[i] : 0.0f;
+          break;
+        case ACT_GELU:
+          for (long i = 0; i < len; ++i) oi[i] = 0.5f * xi[i] * (1.0f + std::erf(xi[i] * INV_SQRT2));
+          break;
+        case ACT_GELU_TANH:
+          for (long i = 0; i < len; ++i) {
+            const float u = SQRT_2_OVER_PI * (xi[i] + 0.044715f * xi[i] * xi[i] * xi[i]);
+            oi[i] = 0.5f * xi[i] * (1.0f + std::tanh(u));
+          }
+          break;
+        default:
+          sigmoid_chunk(sig, xi, len, isa);
+          for (long i = 0; i < len; ++i) oi[i] = xi[i] * sig[i];
+      }
+    }
+  });
+}
+
+void act_bwd(float* dx, const float* dout, const float* x, long n, int kind) {
+  const IsaKernels* isa = isa_active();
+  parallel_rows(n, EW_CHUNK, [&](long b, long e) {
+    float sig[EW_CHUNK];
+    for (long c = b; c < e; c += EW_CHUNK) {
+      const long len = std::min(EW_CHUNK, e - c);
+      const float *xi = x + c, *gi = dout + c;
+      float* di = dx + c;
+      switch (kind) {
+        case ACT_RELU:
+          for (long i = 0; i < len; ++i) di[i] = xi[i] > 0.0f ? gi[i] : 0.0f;
+          break;
+        case ACT_GELU:
+          for (long i = 0; i < len; ++i) {
+            const float cdf = 0.5f * (1.0f + std::erf(xi[i] * INV_SQRT2));
+            const float pdf = 0.3989422804014327f * std::exp(-0.5f * xi[i] * xi[i]);
+            di[i] = gi[i] * (cdf + xi[i] * pdf);
+          }
+          break;
+        case ACT_GELU_TANH:
+          for (long i = 0; i < len; ++i) {
+            const float x3 = xi[i] * xi[i] * xi[i];
+            const float th = std::tanh(SQRT_2_OVER_PI * (xi[i] + 0.044715f * x3));
+            const float du = SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * xi[i] * xi[i]);
+            di[i] = gi[i] * (0.5f * (1.0f + th) + 0.5f * xi[i] * (1.0f - th * th) * du);
+          }
+          break;
+        default:
+          sigmoid_chunk(sig, xi, len, isa);
+          for (long i = 0; i < len; ++i) di[i] = gi[i] * sig[i] * (1.0f + xi[i] * (1.0f - sig[i]));
+      }
+    }
+  });
+}
+
+void swiglu_fwd(float* out, const float* g, const float* u, long n) {
+  const IsaKernels* isa = isa_active();
+  parallel_rows(n, EW_CHUNK, [&](long b, long e) {
+    float sig[EW_CHUNK];
+    for (long c = b; c < e; c += EW_CHUNK) {
+      const long len = std::min(EW_CHUNK, e - c);
+      sigmoid_chunk(sig, g + c, len, isa);
+      for (long i = 0; i < len; ++i) out[c + i] = (g[c + i] * sig[i]) * u[c + i];
+    }
+  });
+}
+
+void swiglu_bwd(float* dg, float* du, const float* dout, const float* g, const float* u, long n) {
+  const IsaKernels* isa = isa_active();
+  parallel_rows(n, EW_CHUNK, [&](long b, long e) {
+    float sig[EW_CHUNK];
+    for (long c = b; c < e; c += EW_CHUNK) {
+      const long len = std::min(EW_CHUNK, e - c);
+      sigmoid_chunk(sig, g + c, len, isa);
+      for (long i = 0; i < len; ++i) {
+        const float gi = g[c + i], s = sig[i], d = dout[c + i];
+        if (du) du[c + i] = d * (gi * s);
+        if (dg) dg[c + i] = d * u[c + i] * s * (1.0f + gi * (1.0f - s));
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------- cross-entropy
+void xent(float* loss, float* dlogits, const float* logits, const int32_t* targets, long M, long V, int32_t ignore,
+          float scale) {
+  const IsaKernels* isa = isa_active();
+  pool_run([&](int ith, int nth) {
+    long r0, r1;
+    pool_split(M, ith, nth, 1, &r0, &r1);
+    std::vector<float> tmp;
+    if (!dlogits) tmp.resize(V);
+    for (long i = r0; i < r1; ++i) {
+      const float* li = logits + i * V;
+      const int32_t t = targets[i];
+      float* ei = dlogits ? dlogits + i * V : tmp.data();
+      if (t == ignore) {
+        loss[i] = 0.0f;
+        if (dlogits) std::memset(ei, 0, V * sizeof(float));
+        continue;
+      }
+      const float lt = li[t];
+      float mx = li[0];
+      for (long j = 1; j < V; ++j) mx = li[j] > mx ? li[j] : mx;
+      if (ei != li) std::memcpy(ei, li, V * sizeof(float));
+      const float sum = isa->expsum(ei, V, mx);
+      loss[i] = (float)(std::log((double)sum) + mx - lt);
+      if (dlogits) {
+        const float inv = scale / sum;
+        for (long j = 0; j < V; ++j) ei[j] *= inv;
+        ei[t] -= scale;
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------- AdamW
+long adamw(float* p, const float* g, float* m, float* v, long n, float lr, float b1, float b2, float eps, float wd,
+           long step) {
+  long bad = 0;
+  for (long i = 0; i < n; ++i) bad += std::isfinite(g[i]) ? 0 : 1;
+  if (bad) return bad;
+  const double bc1 = 1.0 - std::pow((double)b1, (double)step), bc2 = 1.0 - std::pow((double)b2, (double)step);
+  const float step_size = (float)(lr / bc1), bc2_sqrt = (float)std::sqrt(bc2), decay = 1.0f - lr * wd;
+  parallel_rows(n, 1024, [&](long b, long e) {
+    for (long i = b; i < e; ++i) {
+      const float gi = g[i];
+      p[i] *= decay;
+      m[i] = b1 * m[i] + (1.0f - b1) * gi;
+      v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+      p[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
+    }
+  });
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------- elementwise, masks
+void ew(int op, float* out, const float* a, const float* b, long n, float alpha) {
+  parallel_rows(n, 4096, [&](long s, long e) {
+    switch (op) {
+      case EW_ADD:
+        for (long i = s; i < e; ++i) out[i] = a[i] + b[i];
+        break;
+      case EW_SUB:
+        for (long i = s; i < e; ++i) out[i] = a[i] - b[i];
+        break;
+      case EW_MUL:
+        for (long i = s; i < e; ++i) out[i] = a[i] * b[i];
+        break;
+      case EW_AXPY:
+        for (long i = s; i < e; ++i) out[i] += alpha * a[i];
+        break;
+      case EW_SCALE:
+        for (long i = s; i < e; ++i) out[i] = alpha * a[i];
+        break;
+      default:
+        for (long i = s; i < e; ++i) out[i] += a[i] * b[i];
+    }
+  });
+}
+
+void mask_apply(float* w, const uint8_t* mask, long n) {
+  parallel_rows(n, 4096, [&](long s, long e) {
+    for (long i = s; i < e; ++i)
+      if (!mask[i]) w[i] = 0.0f;
+  });
+}
+
+namespace {
+// k smallest of scores[0..n) (ties: lower index first) get mask 0, the rest 1.
+void prune_smallest(uint8_t* mask, const float* scores, long n, long k, std::vector<int32_t>& idx) {
+  for (long i = 0; i < n; ++i) mask[i] = 1;
+  if (k <= 0) return;
+  if (k >= n) {
+    std::memset(mask, 0, n);
+    return;
+  }
+  idx.resize(n);
+  std::iota(idx.begin(), idx.end(), 0);
+  auto less = [&](int32_t a, int32_t b) { return scores[a] < scores[b] || (scores[a] == scores[b] && a < b); };
+  std::nth_element(idx.begin(), idx.begin() + (k - 1), idx.end(), less);
+  for (long i = 0; i < k; ++i) mask[idx[i]] = 0;
+}
+}  // namespace
+
+void topk_prune(uint8_t* mask, const float* scores, long rows, long cols, long k, bool per_row) {
+  if (!per_row) {
+    std::vector<int32_t> idx;
+    prune_smallest(mask, scores, rows * cols, k, idx);
+    return;
+  }
+  parallel_rows(rows, 1, [&](long r0, long r1) {
+    std::vector<int32_t> idx;
+    for (long r = r0; r < r1; ++r) prune_smallest(mask + r * cols, scores + r * cols, cols, k, idx);
+  });
+}
+
+void nm_keep(uint8_t* mask, const float* scores, long rows, long cols, long n, long m) {
+  parallel_rows(rows, 1, [&](long r0, long r1) {
+    std::vector<int32_t> idx;
+    for (long r = r0; r < r1; ++r)
+      for (long g = 0; g < cols; g += m)
+        prune_smallest(mask + r * cols + g, scores + r * cols + g, m, m - n, idx);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------- linear algebra
+long cholesky(float* a, long n) {
+  constexpr long NB = 64;
+  for (long kb = 0; kb < n; kb += NB) {
+    const long nb = std::min(NB, n - kb);
+    // Factor the diagonal block (unblocked, row-oriented; dot products accumulated in double).
+    for (long i = kb; i < kb + nb; ++i) {
+      for (long j = kb; j <= i; ++j) {
+        double s = a[i * n + j];
+        for (long p = kb; p < j; ++p) s -= (double)a[i * n + p] * a[j * n + p];
+        if (i == j) {
+          if (!(s > 0.0) || !std::isfinite(s)) return j + 1;
+          a[i * n + i] = (float)std::sqrt(s);
+        } else {
+          a[i * n + j] = (float)(s / a[j * n + j]);
+        }
+      }
+    }
+    const long rest = n - kb - nb;
+    if (rest <= 0) break;
+    // Panel: L21 = A21 · L11^{-T} (forward substitution per row).
+    float* A21 = a + (kb + nb) * n + kb;
+    const float* L11 = a + kb * n + kb;
+    parallel_rows(rest, 1, [&](long r0, long r1) {
+      for (long r = r0; r < r1; ++r) {
+        float* row = A21 + r * n;
+        for (long j = 0; j < nb; ++j) {
+          double s = row[j];
+          for (long p = 0; p < j; ++p) s -= (double)row[p] * L11[j * n + p];
+          row[j] = (float)(s / L11[j * n + j]);
+        }
+      }
+    });
+    // Trailing update: A22 -= L21 · L21^T (the full square; only the lower triangle is used later).
+    gemm(gargs(a + (kb + nb) * n + kb + nb, n, A21, n, false, A21, n, true, rest, rest, nb, -1.0f, 1.0f));
+  }
+  for (long i = 0; i < n; ++i)
+    for (long j = i + 1; j < n; ++j) a[i * n + j] = 0.0f;
+  return 0;
+}
+
+void trtri_lower(float* out, const float* L, long n) {
+  parallel_rows(n, 1, [&](long c0, long c1) {
+    std::vector<double> x(n);
+    for (long j = c0; j < c1; ++j) {
+      // Solve L x = e_j; x[i] = 0 for i < j.
+      for (long i = j; i < n; ++i) {
+        double s = i == j ? 1.0 : 0.0;
+        const float* li = L + i * n;
+        for (long p = j; p < i; ++p) s -= li[p] * x[p];
+        x[i] = s / li[i];
+      }
+      for (long i = 0; i < n; ++i) out[i * n + j] = i < j ? 0.0f : (float)x[i];
+    }
+  });
+}
+
+}  // namespace perp

@@ -1,0 +1,60 @@
+// Coarse kernels over caller-owned float buffers (llm.c signatures: outputs first, explicit dims).
+// Gradients of activations are written (overwritten); gradients of weights (dw, db) are accumulated (+=).
+#pragma once
+#include <cstdint>
+
+namespace perp {
+
+void bias_add(float* y, const float* b, long M, long N);
+void bias_grad(float* db, const float* dy, long M, long N);  // db[j] += sum_i dy[i, j]
+
+void rmsnorm_fwd(float* out, float* rstd, const float* x, const float* w, long M, long C, float eps);
+void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, long M,
+                 long C);
+void layernorm_fwd(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, long M, long C,
+                   float eps);
+void layernorm_bwd(float* dx, float* dw, float* db, const float* dout, const float* x, const float* mean,
+                   const float* rstd, const float* w, long M, long C);
+
+// x, out: (B, T, H, D); cos/sin: (T, R/2) for the rotated dims [0, R). inverse=true applies the transposed rotation
+// (the backward). interleaved: pairs (2i, 2i+1) (llama2.c / GPT-J); else rotate-half pairs (i, i + R/2) (HF LLaMA/NeoX).
+void rope(float* out, const float* x, const float* cos, const float* sin, long B, long T, long H, long D, long R,
+          bool interleaved, bool inverse);
+
+// Causal attention. q, out: (B, T, H, D); k, v: (B, T, KV, D); P (B, H, T, T) stores the probabilities for backward
+// (may be null in inference). scale multiplies q·k.
+void attention_fwd(float* out, float* P, const float* q, const float* k, const float* v, long B, long T, long H,
+                   long KV, long D, float scale);
+void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
+                   const float* P, long B, long T, long H, long KV, long D, float scale);
+
+enum Act { ACT_RELU = 0, ACT_GELU = 1, ACT_GELU_TANH = 2, ACT_SILU = 3 };
+void act_fwd(float* out, const float* x, long n, int kind);
+void act_bwd(float* dx, const float* dout, const float* x, long n, int kind);
+void swiglu_fwd(float* out, const float* g, const float* u, long n);
+void swiglu_bwd(float* dg, float* du, const float* dout, const float* g, const float* u, long n);
+
+// Per row: loss = logsumexp(logits) - logits[target] (0 where target == ignore). If dlogits is non-null it receives
+// scale * (softmax - onehot) (zeros for ignored rows); dlogits may alias logits.
+void xent(float* loss, float* dlogits, const float* logits, const int32_t* targets, long M, long V, int32_t ignore,
+          float scale);
+
+// Returns the number of non-finite gradient entries; the parameter is only updated when that is 0.
+long adamw(float* p, const float* g, float* m, float* v, long n, float lr, float b1, float b2, float eps, float wd,
+           long step);
+
+enum Ew { EW_ADD = 0, EW_MUL = 1, EW_AXPY = 2, EW_SCALE = 3, EW_MULACC = 4, EW_SUB = 5 };
+void ew(int op, float* out, const float* a, const float* b, long n, float alpha);
+
+void mask_apply(float* w, const uint8_t* mask, long n);
+// mask = 1 keeps, 0 prunes. topk_prune: prune the k smallest scores per row (per_row) or of the whole matrix;
+// ties prune the lower index first. nm_keep: keep the n largest of every m consecutive entries of each row.
+void topk_prune(uint8_t* mask, const float* scores, long rows, long cols, long k, bool per_row);
+void nm_keep(uint8_t* mask, const float* scores, long rows, long cols, long n, long m);
+
+// Lower Cholesky in place (upper triangle zeroed); returns 0, or j+1 where the pivot j was not positive.
+long cholesky(float* a, long n);
+// out = inverse of the lower-triangular L (out lower-triangular).
+void trtri_lower(float* out, const float* L, long n);
+
+}  // namespace perp

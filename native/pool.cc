@@ -1,0 +1,130 @@
+// Persistent pool: workers spin briefly on a generation counter, then sleep on a condition variable.
+#include "pool.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace perp {
+namespace {
+
+struct Pool {
+  std::vector<std::thread> workers;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::atomic<unsigned> generation{0};
+  std::atomic<int> pending{0};
+  std::atomic<int> sleepers{0};
+  const std::function<void(int, int)>* job = nullptr;
+  int nth = 1;
+  bool stop = false;
+};
+
+Pool* g_pool = nullptr;
+thread_local bool t_in_pool = false;
+
+void worker_main(Pool* p, int ith) {
+  t_in_pool = true;
+  unsigned seen = 0;
+  for (;;) {
+    unsigned g;
+    int spins = 0;
+    while ((g = p->generation.load(std::memory_order_acquire)) == seen && spins < 20000) {
+      ++spins;
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+    if (g == seen) {
+      std::unique_lock<std::mutex> lk(p->mu);
+      p->sleepers.fetch_add(1);
+      p->cv.wait(lk, [&] { return p->stop || p->generation.load() != seen; });
+      p->sleepers.fetch_sub(1);
+      if (p->stop) return;
+      g = p->generation.load(std::memory_order_acquire);
+    }
+    seen = g;
+    if (p->stop) return;
+    (*p->job)(ith, p->nth);
+    p->pending.fetch_sub(1, std::memory_order_acq_rel);
+  }
+}
+
+void pool_shutdown() {
+  if (!g_pool) return;
+  {
+    std::lock_guard<std::mutex> lk(g_pool->mu);
+    g_pool->stop = true;
+    g_pool->generation.fetch_add(1, std::memory_order_release);
+  }
+  g_pool->cv.notify_all();
+  for (auto& t : g_pool->workers) t.join();
+  delete g_pool;
+  g_pool = nullptr;
+}
+
+int default_threads() {
+  const char* env = std::getenv("PERP_THREADS");
+  if (env && *env) {
+    int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  unsigned hc = std::thread::hardware_concurrency();
+  return hc ? (int)hc : 1;
+}
+
+}  // namespace
+
+void pool_init(int n) {
+  if (n <= 0) n = default_threads();
+  if (n > 256) n = 256;
+  if (g_pool && g_pool->nth == n) return;
+  pool_shutdown();
+  g_pool = new Pool();
+  g_pool->nth = n;
+  for (int i = 1; i < n; ++i) g_pool->workers.emplace_back(worker_main, g_pool, i);
+}
+
+int pool_threads() {
+  if (!g_pool) pool_init(0);
+  return g_pool->nth;
+}
+
+void pool_run(const std::function<void(int, int)>& fn) {
+  if (!g_pool) pool_init(0);
+  Pool* p = g_pool;
+  if (t_in_pool || p->nth == 1) {
+    fn(0, 1);
+    return;
+  }
+  p->job = &fn;
+  p->pending.store(p->nth - 1, std::memory_order_release);
+  p->generation.fetch_add(1);
+  if (p->sleepers.load() > 0) {
+    { std::lock_guard<std::mutex> lk(p->mu); }
+    p->cv.notify_all();
+  }
+  t_in_pool = true;
+  fn(0, p->nth);
+  t_in_pool = false;
+  while (p->pending.load(std::memory_order_acquire) != 0) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+}
+
+void pool_split(long n, int ith, int nth, long align, long* b, long* e) {
+  if (align < 1) align = 1;
+  long units = (n + align - 1) / align;
+  long per = units / nth, rem = units % nth;
+  long ub = ith * per + (ith < rem ? ith : rem);
+  long ue = ub + per + (ith < rem ? 1 : 0);
+  *b = ub * align < n ? ub * align : n;
+  *e = ue * align < n ? ue * align : n;
+}
+
+}  // namespace perp

@@ -1,0 +1,14 @@
+// Persistent thread pool: pool_run(fn) calls fn(ith, nth) on nth threads (the caller is thread 0) and waits.
+// Kernels split work by (ith, nth) themselves, as ggml does. Nested calls run inline on one thread.
+#pragma once
+#include <functional>
+
+namespace perp {
+
+void pool_init(int nthreads);
+int pool_threads();
+void pool_run(const std::function<void(int, int)>& fn);
+// Static contiguous split of [0, n) into nth parts: [*b, *e) for part ith, aligned to `align`.
+void pool_split(long n, int ith, int nth, long align, long* b, long* e);
+
+}  // namespace perp

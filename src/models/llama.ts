@@ -1,0 +1,202 @@
+// LLaMA / Mistral decoder (HF modeling_llama.py): RMSNorm, RoPE (rotate-half), GQA attention, SwiGLU MLP.
+// Parameter names are the HF state-dict keys (model.layers.N.self_attn.q_proj.weight, ...).
+import * as F from "../nn/functional.js";
+import { Embedding, Linear, RMSNorm } from "../nn/layers.js";
+import { Module, ModuleList } from "../nn/module.js";
+import { checkpoint } from "../nn/tape.js";
+import { Rng } from "../tensor/rng.js";
+import type { Tensor } from "../tensor/tensor.js";
+
+export interface LlamaConfig {
+  model_type?: string;
+  hidden_size: number;
+  intermediate_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  num_key_value_heads?: number;
+  head_dim?: number;
+  vocab_size: number;
+  rms_norm_eps?: number;
+  rope_theta?: number;
+  max_position_embeddings?: number;
+  tie_word_embeddings?: boolean;
+  attention_bias?: boolean;
+  mlp_bias?: boolean;
+}
+
+/** HF rotary tables: inv_freq in float32, angles pos·inv_freq in float32, cos/sin of those (T, D/2). */
+export function ropeTables(T: number, rotDim: number, theta: number, interleaved = false): F.RopeTables {
+  const half = rotDim / 2;
+  const cos = new Float32Array(T * half);
+  const sin = new Float32Array(T * half);
+  for (let i = 0; i < half; i++) {
+    const inv = Math.fround(1 / Math.fround(theta ** Math.fround((2 * i) / rotDim)));
+    for (let t = 0; t < T; t++) {
+      const a = Math.fround(t * inv);
+      cos[t * half + i] = Math.cos(a);
+      sin[t * half + i] = Math.sin(a);
+    }
+  }
+  return { cos, sin, R: rotDim, interleaved };
+}
+
+class LlamaAttention extends Module {
+  readonly q_proj: Linear;
+  readonly k_proj: Linear;
+  readonly v_proj: Linear;
+  readonly o_proj: Linear;
+  constructor(
+    readonly H: number,
+    readonly KV: number,
+    readonly D: number,
+    C: number,
+    bias: boolean,
+  ) {
+    super();
+    this.q_proj = this.registerModule("q_proj", new Linear(C, H * D, { bias }));
+    this.k_proj = this.registerModule("k_proj", new Linear(C, KV * D, { bias }));
+    this.v_proj = this.registerModule("v_proj", new Linear(C, KV * D, { bias }));
+    this.o_proj = this.registerModule("o_proj", new Linear(H * D, C, { bias }));
+  }
+  forward(x: Tensor, B: number, T: number, rope: F.RopeTables): Tensor {
+    const { H, KV, D } = this;
+    // x: (B, T, C) → q: (B, T, H, D), k/v: (B, T, KV, D)
+    const q = F.rope(this.q_proj.forward(x), B, T, H, D, rope);
+    const k = F.rope(this.k_proj.forward(x), B, T, KV, D, rope);
+    const v = this.v_proj.forward(x);
+    return this.o_proj.forward(F.attention(q, k, v, B, T, H, KV, D));
+  }
+}
+
+class LlamaMLP extends Module {
+  readonly gate_proj: Linear;
+  readonly up_proj: Linear;
+  readonly down_proj: Linear;
+  constructor(C: number, I: number, bias: boolean) {
+    super();
+    this.gate_proj = this.registerModule("gate_proj", new Linear(C, I, { bias }));
+    this.up_proj = this.registerModule("up_proj", new Linear(C, I, { bias }));
+    this.down_proj = this.registerModule("down_proj", new Linear(I, C, { bias }));
+  }
+  forward(x: Tensor): Tensor {
+    return this.down_proj.forward(F.swiglu(this.gate_proj.forward(x), this.up_proj.forward(x)));
+  }
+}
+
+export class LlamaDecoderLayer extends Module {
+  readonly input_layernorm: RMSNorm;
+  readonly self_attn: LlamaAttention;
+  readonly post_attention_layernorm: RMSNorm;
+  readonly mlp: LlamaMLP;
+  constructor(cfg: Required<Pick<LlamaConfig, "hidden_size" | "intermediate_size">> & LlamaConfig) {
+    super();
+    const C = cfg.hidden_size;
+    const H = cfg.num_attention_heads;
+    const KV = cfg.num_key_value_heads ?? H;
+    const D = cfg.head_dim ?? C / H;
+    const eps = cfg.rms_norm_eps ?? 1e-6;
+    this.input_layernorm = this.registerModule("input_layernorm", new RMSNorm(C, eps));
+    this.self_attn = this.registerModule("self_attn", new LlamaAttention(H, KV, D, C, !!cfg.attention_bias));
+    this.post_attention_layernorm = this.registerModule("post_attention_layernorm", new RMSNorm(C, eps));
+    this.mlp = this.registerModule("mlp", new LlamaMLP(C, cfg.intermediate_size, !!cfg.mlp_bias));
+  }
+  forward(x: Tensor, B: number, T: number, rope: F.RopeTables): Tensor {
+    const h = F.add(x, this.self_attn.forward(this.input_layernorm.forward(x), B, T, rope));
+    return F.add(h, this.mlp.forward(this.post_attention_layernorm.forward(h)));
+  }
+  /** The 7 prunable linears, in HF order. */
+  linears(): [string, Linear][] {
+    const a = this.self_attn;
+    const m = this.mlp;
+    return [
+      ["self_attn.q_proj", a.q_proj],
+      ["self_attn.k_proj", a.k_proj],
+      ["self_attn.v_proj", a.v_proj],
+      ["self_attn.o_proj", a.o_proj],
+      ["mlp.gate_proj", m.gate_proj],
+      ["mlp.up_proj", m.up_proj],
+      ["mlp.down_proj", m.down_proj],
+    ];
+  }
+}
+
+class LlamaModel extends Module {
+  readonly embed_tokens: Embedding;
+  readonly layers: ModuleList<LlamaDecoderLayer>;
+  readonly norm: RMSNorm;
+  constructor(cfg: LlamaConfig) {
+    super();
+    this.embed_tokens = this.registerModule("embed_tokens", new Embedding(cfg.vocab_size, cfg.hidden_size));
+    const layers: LlamaDecoderLayer[] = [];
+    for (let i = 0; i < cfg.num_hidden_layers; i++) layers.push(new LlamaDecoderLayer(cfg));
+    this.layers = this.registerModule("layers", new ModuleList(layers));
+    this.norm = this.registerModule("norm", new RMSNorm(cfg.hidden_size, cfg.rms_norm_eps ?? 1e-6));
+  }
+}
+
+export interface ForwardOptions {
+  /** Per-block gradient checkpointing (recompute each block in backward). */
+  checkpoint?: boolean;
+}
+
+export class LlamaForCausalLM extends Module {
+  readonly model: LlamaModel;
+  readonly lm_head: Linear | null;
+  private ropeCache: F.RopeTables | null = null;
+  readonly headDim: number;
+
+  constructor(readonly config: LlamaConfig) {
+    super();
+    const H = config.num_attention_heads;
+    const KV = config.num_key_value_heads ?? H;
+    this.headDim = config.head_dim ?? config.hidden_size / H;
+    if (!Number.isInteger(this.headDim) || H % KV !== 0)
+      throw new RangeError(
+        `llama config: hidden_size ${config.hidden_size} / heads ${H} / kv heads ${KV} are inconsistent`,
+      );
+    this.model = this.registerModule("model", new LlamaModel(config));
+    this.lm_head = config.tie_word_embeddings
+      ? null
+      : this.registerModule("lm_head", new Linear(config.hidden_size, config.vocab_size));
+  }
+
+  /** Random init (N(0, std) for matrices, ones for norms), seeded; for tests and benchmarks. */
+  initRandom(seed = 0, std = 0.02): this {
+    const rng = new Rng(seed);
+    for (const [, p] of this.namedParameters()) {
+      if (p.shape.length === 2) rng.fillNormal(p.data, std);
+    }
+    return this;
+  }
+
+  rope(T: number): F.RopeTables {
+    if (!this.ropeCache || this.ropeCache.cos.length < (T * this.headDim) / 2) {
+      this.ropeCache = ropeTables(T, this.headDim, this.config.rope_theta ?? 10000);
+    }
+    const c = this.ropeCache;
+    const n = (T * this.headDim) / 2;
+    return { ...c, cos: c.cos.subarray(0, n), sin: c.sin.subarray(0, n) };
+  }
+
+  /** Final hidden states (B·T, C) for token ids (B·T). */
+  hidden(ids: Int32Array, B: number, T: number, opts: ForwardOptions = {}): Tensor {
+    if (ids.length !== B * T) throw new RangeError(`forward: ${ids.length} ids for B=${B}, T=${T}`);
+    const rope = this.rope(T);
+    let x = this.model.embed_tokens.forward(ids);
+    for (const layer of this.model.layers.items) {
+      x = opts.checkpoint
+        ? checkpoint((h) => layer.forward(h, B, T, rope), x, layer.parameters())
+        : layer.forward(x, B, T, rope);
+    }
+    return this.model.norm.forward(x);
+  }
+
+  head(h: Tensor): Tensor {
+    return this.lm_head ? this.lm_head.forward(h) : F.linear(h, this.model.embed_tokens.weight);
+  }
+
+  /** Logits (B·T, V). */
+  forward(ids: Int32Array, B: number, T: number, opts: ForwardOptions = {}): Tensor {
+    return this.head(this.hidden(ids, B, T, opts));
+  }
+}

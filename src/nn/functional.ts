@@ -1,0 +1,300 @@
+// Differentiable ops over Tensors: each runs one coarse native kernel forward and records a backward that asks only
+// for the gradients its inputs need (no dW GEMM for a frozen weight, no dX for an input that needs none).
+import { K } from "../tensor/native.js";
+import type { ActKind } from "../tensor/ref/kernels.js";
+import { Tensor, assertShape } from "../tensor/tensor.js";
+import { addGrad, gradStats, isGradEnabled, leafGrad, record } from "./tape.js";
+
+const EW_ADD = 0;
+const EW_MUL = 1;
+const EW_AXPY = 2;
+const EW_SCALE = 3;
+
+function lastDim(t: Tensor): number {
+  return t.shape[t.shape.length - 1];
+}
+
+function rowsOf(t: Tensor, cols: number, op: string): number {
+  if (t.size % cols !== 0) throw new RangeError(`${op}: size ${t.size} of [${t.shape}] is not a multiple of ${cols}`);
+  return t.size / cols;
+}
+
+/** y = x Wᵀ + b. x: (..., in), W: (out, in) (f32 data or bf16/f16 `half` storage), b: (out). */
+export function linear(x: Tensor, W: Tensor, b?: Tensor | null): Tensor {
+  const [out, inp] = W.shape;
+  if (lastDim(x) !== inp) throw new RangeError(`linear: x [${x.shape}] does not match weight [${W.shape}]`);
+  if (b) assertShape("linear bias", b, [out]);
+  const M = rowsOf(x, inp, "linear");
+  const y = Tensor.zeros([...x.shape.slice(0, -1), out]);
+  const half = W.half;
+  if (half) K.gemm(y.data, x.data, half.bits as never, M, out, inp, false, true, 1, 0, half.dtype);
+  else K.gemm(y.data, x.data, W.data, M, out, inp, false, true, 1, 0);
+  if (b) K.biasAdd(y.data, b.data, M, out);
+  const inputs = b ? [x, W, b] : [x, W];
+  return record(y, inputs, (g) => {
+    if (x.requiresGrad) {
+      // dX = dY · W : (M, out) x (out, in)
+      const dx = new Float32Array(x.size);
+      if (half) K.gemm(dx, g, half.bits as never, M, inp, out, false, false, 1, 0, half.dtype);
+      else K.gemm(dx, g, W.data, M, inp, out, false, false, 1, 0);
+      gradStats.dXGemms++;
+      addGrad(x, dx);
+    }
+    if (W.requiresGrad) {
+      // dW = dYᵀ · X : (out, M) x (M, in)
+      const lg = leafGrad(W);
+      const dw = lg ?? new Float32Array(W.size);
+      K.gemm(dw, g, x.data, out, inp, M, true, false, 1, lg ? 1 : 0);
+      gradStats.dWGemms++;
+      gradStats.dWFlops += 2 * out * inp * M;
+      if (!lg) addGrad(W, dw);
+    }
+    if (b?.requiresGrad) {
+      const lg = leafGrad(b);
+      const db = lg ?? new Float32Array(out);
+      K.biasGrad(db, g, M, out);
+      if (!lg) addGrad(b, db);
+    }
+  });
+}
+
+/** C = op(A) op(B) for 2-D tensors (used by LoRA reparametrisations: B·A). */
+export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Tensor {
+  const [ar, ac] = a.shape;
+  const [br, bc] = b.shape;
+  const M = transA ? ac : ar;
+  const Kd = transA ? ar : ac;
+  const N = transB ? br : bc;
+  if ((transB ? bc : br) !== Kd) throw new RangeError(`matmul: [${a.shape}] and [${b.shape}] do not fit`);
+  const c = Tensor.zeros([M, N]);
+  K.gemm(c.data, a.data, b.data, M, N, Kd, transA, transB, 1, 0);
+  return record(c, [a, b], (g) => {
+    if (a.requiresGrad) {
+      // dA = g · op(B)ᵀ (or its transpose when A is transposed)
+      const da = new Float32Array(a.size);
+      if (!transA) K.gemm(da, g, b.data, M, Kd, N, false, !transB, 1, 0);
+      else K.gemm(da, b.data, g, Kd, M, N, transB, true, 1, 0);
+      addGrad(a, da);
+    }
+    if (b.requiresGrad) {
+      const db = new Float32Array(b.size);
+      if (!transB) K.gemm(db, a.data, g, Kd, N, M, !transA, false, 1, 0);
+      else K.gemm(db, g, a.data, N, Kd, M, true, transA, 1, 0);
+      addGrad(b, db);
+    }
+  });
+}
+
+export function add(a: Tensor, b: Tensor): Tensor {
+  if (a.size !== b.size) throw new RangeError(`add: [${a.shape}] and [${b.shape}] differ`);
+  const y = Tensor.zeros(a.shape);
+  K.ew(EW_ADD, y.data, a.data, b.data, 0);
+  return record(y, [a, b], (g) => {
+    addGrad(a, g);
+    if (b.requiresGrad) addGrad(b, a.requiresGrad && !a.isLeaf ? g.slice() : g);
+  });
+}
+
+export function mul(a: Tensor, b: Tensor): Tensor {
+  if (a.size !== b.size) throw new RangeError(`mul: [${a.shape}] and [${b.shape}] differ`);
+  const y = Tensor.zeros(a.shape);
+  K.ew(EW_MUL, y.data, a.data, b.data, 0);
+  return record(y, [a, b], (g) => {
+    if (a.requiresGrad) {
+      const da = new Float32Array(a.size);
+      K.ew(EW_MUL, da, g, b.data, 0);
+      addGrad(a, da);
+    }
+    if (b.requiresGrad) {
+      const db = new Float32Array(b.size);
+      K.ew(EW_MUL, db, g, a.data, 0);
+      addGrad(b, db);
+    }
+  });
+}
+
+export function scale(a: Tensor, s: number): Tensor {
+  const y = Tensor.zeros(a.shape);
+  K.ew(EW_SCALE, y.data, a.data, null, s);
+  return record(y, [a], (g) => {
+    const da = new Float32Array(a.size);
+    K.ew(EW_SCALE, da, g, null, s);
+    addGrad(a, da);
+  });
+}
+
+/** Elementwise product with a constant 0/1 mask (no gradient to the mask). */
+export function maskMul(a: Tensor, mask: Uint8Array): Tensor {
+  if (mask.length !== a.size) throw new RangeError(`maskMul: mask length ${mask.length} != ${a.size}`);
+  const y = new Tensor(a.data.slice(), a.shape);
+  K.maskApply(y.data, mask);
+  return record(y, [a], (g) => {
+    const da = g.slice();
+    K.maskApply(da, mask);
+    addGrad(a, da);
+  });
+}
+
+/** Same data, new shape; the gradient passes through unchanged. */
+export function reshape(a: Tensor, shape: number[]): Tensor {
+  const y = new Tensor(a.data, shape);
+  return record(y, [a], (g) => addGrad(a, g));
+}
+
+export function rmsnorm(x: Tensor, w: Tensor, eps: number): Tensor {
+  const C = w.size;
+  const M = rowsOf(x, C, "rmsnorm");
+  const y = Tensor.zeros(x.shape);
+  const rstd = new Float32Array(M);
+  K.rmsnormFwd(y.data, rstd, x.data, w.data, M, C, eps);
+  return record(y, [x, w], (g) => {
+    const dx = x.requiresGrad ? new Float32Array(x.size) : null;
+    const lg = leafGrad(w);
+    const dw = w.requiresGrad ? (lg ?? new Float32Array(C)) : null;
+    K.rmsnormBwd(dx, dw, g, x.data, w.data, rstd, M, C);
+    if (dx) addGrad(x, dx);
+    if (dw && !lg) addGrad(w, dw);
+  });
+}
+
+export function layernorm(x: Tensor, w: Tensor | null, b: Tensor | null, eps: number): Tensor {
+  const C = lastDim(x);
+  const M = rowsOf(x, C, "layernorm");
+  const y = Tensor.zeros(x.shape);
+  const mean = new Float32Array(M);
+  const rstd = new Float32Array(M);
+  K.layernormFwd(y.data, mean, rstd, x.data, w?.data ?? null, b?.data ?? null, M, C, eps);
+  const inputs = [x, ...(w ? [w] : []), ...(b ? [b] : [])];
+  return record(y, inputs, (g) => {
+    const dx = x.requiresGrad ? new Float32Array(x.size) : null;
+    const lw = w ? leafGrad(w) : null;
+    const lb = b ? leafGrad(b) : null;
+    const dw = w?.requiresGrad ? (lw ?? new Float32Array(C)) : null;
+    const db = b?.requiresGrad ? (lb ?? new Float32Array(C)) : null;
+    K.layernormBwd(dx, dw, db, g, x.data, mean, rstd, w?.data ?? null, M, C);
+    if (dx) addGrad(x, dx);
+    if (w && dw && !lw) addGrad(w, dw);
+    if (b && db && !lb) addGrad(b, db);
+  });
+}
+
+export interface RopeTables {
+  cos: Float32Array;
+  sin: Float32Array;
+  /** Rotated dims per head (partial rotary: R < D). */
+  R: number;
+  interleaved: boolean;
+}
+
+/** x: (B, T, H, D) → rotated copy. Tables are (T, R/2) for positions 0..T-1 of this call. */
+export function rope(x: Tensor, B: number, T: number, H: number, D: number, tab: RopeTables): Tensor {
+  const y = Tensor.zeros(x.shape);
+  K.rope(y.data, x.data, tab.cos, tab.sin, B, T, H, D, tab.R, tab.interleaved, false);
+  return record(y, [x], (g) => {
+    const dx = new Float32Array(x.size);
+    K.rope(dx, g, tab.cos, tab.sin, B, T, H, D, tab.R, tab.interleaved, true);
+    addGrad(x, dx);
+  });
+}
+
+/** Causal self-attention with GQA. q: (B, T, H·D), k/v: (B, T, KV·D) → (B, T, H·D). */
+export function attention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  B: number,
+  T: number,
+  H: number,
+  KV: number,
+  D: number,
+  scaleQK = 1 / Math.sqrt(D),
+): Tensor {
+  const y = Tensor.zeros(q.shape);
+  const keep = isGradEnabled() && (q.requiresGrad || k.requiresGrad || v.requiresGrad);
+  const P = keep ? new Float32Array(B * H * T * T) : null;
+  K.attentionFwd(y.data, P, q.data, k.data, v.data, B, T, H, KV, D, scaleQK);
+  return record(y, [q, k, v], (g) => {
+    const dq = new Float32Array(q.size);
+    const dk = new Float32Array(k.size);
+    const dv = new Float32Array(v.size);
+    K.attentionBwd(dq, dk, dv, g, q.data, k.data, v.data, P as Float32Array, B, T, H, KV, D, scaleQK);
+    addGrad(q, dq);
+    addGrad(k, dk);
+    addGrad(v, dv);
+  });
+}
+
+export function act(x: Tensor, kind: ActKind): Tensor {
+  const y = Tensor.zeros(x.shape);
+  K.actFwd(y.data, x.data, kind);
+  return record(y, [x], (g) => {
+    const dx = new Float32Array(x.size);
+    K.actBwd(dx, g, x.data, kind);
+    addGrad(x, dx);
+  });
+}
+
+/** SwiGLU: silu(g) ⊙ u. */
+export function swiglu(gate: Tensor, up: Tensor): Tensor {
+  const y = Tensor.zeros(gate.shape);
+  K.swigluFwd(y.data, gate.data, up.data);
+  return record(y, [gate, up], (g) => {
+    const dg = gate.requiresGrad ? new Float32Array(gate.size) : null;
+    const du = up.requiresGrad ? new Float32Array(up.size) : null;
+    K.swigluBwd(dg, du, g, gate.data, up.data);
+    if (dg) addGrad(gate, dg);
+    if (du) addGrad(up, du);
+  });
+}
+
+/** Rows of `table` (V, C) for each id → (n, C). */
+export function embedding(ids: Int32Array, table: Tensor): Tensor {
+  const [V, C] = table.shape;
+  const y = Tensor.zeros([ids.length, C]);
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i];
+    if (!(id >= 0 && id < V)) throw new RangeError(`embedding: token id ${id} at position ${i} is outside [0, ${V})`);
+    y.data.set(table.data.subarray(id * C, (id + 1) * C), i * C);
+  }
+  return record(y, [table], (g) => {
+    const lg = leafGrad(table);
+    const dt = lg ?? new Float32Array(table.size);
+    for (let i = 0; i < ids.length; i++) {
+      const o = ids[i] * C;
+      for (let j = 0; j < C; j++) dt[o + j] += g[i * C + j];
+    }
+    if (!lg) addGrad(table, dt);
+  });
+}
+
+/**
+ * Mean next-token cross-entropy over the rows whose target is not `ignoreIndex`. logits: (M, V) → scalar.
+ * Also returns the per-row losses (−log p(target)) for evaluation.
+ */
+export function crossEntropy(
+  logits: Tensor,
+  targets: Int32Array,
+  ignoreIndex = -100,
+): { loss: Tensor; rowLoss: Float32Array; count: number } {
+  const V = lastDim(logits);
+  const M = rowsOf(logits, V, "crossEntropy");
+  if (targets.length !== M) throw new RangeError(`crossEntropy: ${targets.length} targets for ${M} rows`);
+  const rowLoss = new Float32Array(M);
+  K.xent(rowLoss, null, logits.data, targets, M, V, ignoreIndex, 1);
+  let count = 0;
+  let sum = 0;
+  for (let i = 0; i < M; i++)
+    if (targets[i] !== ignoreIndex) {
+      count++;
+      sum += rowLoss[i];
+    }
+  const loss = new Tensor(Float32Array.of(count ? sum / count : 0), [1]);
+  record(loss, [logits], (g) => {
+    const dl = new Float32Array(logits.size);
+    K.xent(new Float32Array(M), dl, logits.data, targets, M, V, ignoreIndex, count ? g[0] / count : 0);
+    addGrad(logits, dl);
+  });
+  return { loss, rowLoss, count };
+}
+
+export { EW_ADD, EW_AXPY, EW_MUL, EW_SCALE };

@@ -1,0 +1,122 @@
+// A small tape autograd: ops append nodes in execution order, backward walks them in reverse. requiresGrad is per
+// tensor; an op whose inputs need no gradient records nothing, so frozen weights never get weight-gradient GEMMs.
+import { K } from "../tensor/native.js";
+import { type GradNode, Tensor } from "../tensor/tensor.js";
+
+interface Tape {
+  nodes: { node: GradNode; out: Tensor }[];
+}
+
+let current: Tape | null = { nodes: [] };
+let enabled = true;
+
+/** Counters of the work done by backward passes (tests use them to prove that frozen weights cost no dW GEMM). */
+export const gradStats = { dWGemms: 0, dWFlops: 0, dXGemms: 0 };
+
+export function isGradEnabled(): boolean {
+  return enabled && current !== null;
+}
+
+/** Runs fn without recording (inference / evaluation fast path). */
+export function noGrad<T>(fn: () => T): T {
+  const prev = enabled;
+  enabled = false;
+  try {
+    return fn();
+  } finally {
+    enabled = prev;
+  }
+}
+
+/** Records `out` as produced by `backward` from `inputs` if grad mode is on and any input needs a gradient. */
+export function record(out: Tensor, inputs: Tensor[], backward: (gOut: Float32Array) => void): Tensor {
+  if (!isGradEnabled() || !inputs.some((t) => t.requiresGrad)) return out;
+  out.requiresGrad = true;
+  const node: GradNode = { inputs, backward };
+  out.node = node;
+  (current as Tape).nodes.push({ node, out });
+  return out;
+}
+
+// Gradients of non-leaf tensors during one backward pass.
+let pending: Map<Tensor, Float32Array> | null = null;
+
+/** Adds g to the gradient of t (a leaf accumulates into .grad; an intermediate into the pass's map). */
+export function addGrad(t: Tensor, g: Float32Array): void {
+  if (!t.requiresGrad) return;
+  if (t.isLeaf) {
+    if (!t.grad) t.grad = new Float32Array(t.size);
+    K.ew(2, t.grad, g, null, 1);
+    return;
+  }
+  const m = pending as Map<Tensor, Float32Array>;
+  const prev = m.get(t);
+  if (prev) K.ew(2, prev, g, null, 1);
+  else m.set(t, g);
+}
+
+/** The .grad buffer of a leaf that needs a gradient (allocated on first use), for kernels that accumulate in place. */
+export function leafGrad(t: Tensor): Float32Array | null {
+  if (!t.requiresGrad || !t.isLeaf) return null;
+  if (!t.grad) t.grad = new Float32Array(t.size);
+  return t.grad;
+}
+
+/** Backpropagates from `loss` (seed gradient `seed`, default 1 for a scalar), then clears the tape. */
+export function backward(loss: Tensor, seed?: Float32Array): void {
+  if (!current) throw new Error("backward: no tape");
+  if (!loss.requiresGrad) throw new Error("backward: the loss does not depend on any tensor that requires grad");
+  const tape = current;
+  const outer = pending;
+  pending = new Map();
+  try {
+    const g0 = seed ?? new Float32Array(loss.size).fill(1);
+    if (loss.isLeaf) {
+      addGrad(loss, g0);
+      return;
+    }
+    pending.set(loss, g0);
+    for (let i = tape.nodes.length - 1; i >= 0; i--) {
+      const { node, out } = tape.nodes[i];
+      const g = pending.get(out);
+      if (!g) continue;
+      pending.delete(out);
+      node.backward(g);
+    }
+  } finally {
+    tape.nodes.length = 0;
+    pending = outer;
+  }
+}
+
+/** Forgets everything recorded so far (after a forward whose backward is not wanted). */
+export function clearTape(): void {
+  if (current) current.nodes.length = 0;
+}
+
+/**
+ * Gradient checkpointing: runs fn(x) without keeping its intermediates; the backward re-runs it on a private tape.
+ * `params` are the trainable tensors fn reads (its gradients land in their .grad as usual).
+ */
+export function checkpoint(fn: (x: Tensor) => Tensor, x: Tensor, params: Tensor[]): Tensor {
+  if (!isGradEnabled() || !(x.requiresGrad || params.some((p) => p.requiresGrad))) return fn(x);
+  const out = noGrad(() => fn(x));
+  const res = new Tensor(out.data, out.shape);
+  return record(res, [x, ...params], (gOut) => {
+    const outerTape = current;
+    const outerPending = pending;
+    current = { nodes: [] };
+    try {
+      const xin = new Tensor(x.data, x.shape, x.requiresGrad);
+      const y = fn(xin);
+      if (y.requiresGrad) backward(y, gOut);
+      if (x.requiresGrad && xin.grad) {
+        pending = outerPending;
+        addGrad(x, xin.grad);
+      }
+    } finally {
+      current = outerTape;
+      pending = outerPending;
+    }
+  });
+}

@@ -1,0 +1,102 @@
+// Loads the C++ addon (build/Release/perp_native.node); PERP_NATIVE=0, or a missing build, selects the pure-TS twins.
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as ref from "./ref/kernels.js";
+
+export type CpuPath = "avx512" | "avx2" | "scalar";
+export interface CpuInfo {
+  active: CpuPath;
+  best: CpuPath;
+  supported: CpuPath[];
+  mr: number;
+  nr: number;
+}
+
+type Ref = typeof ref;
+/** The kernel set: every native export, with the signatures of the TS twins in ref/kernels.ts. */
+export interface Kernels
+  extends Pick<
+    Ref,
+    | "gemm"
+    | "biasAdd"
+    | "biasGrad"
+    | "rmsnormFwd"
+    | "rmsnormBwd"
+    | "layernormFwd"
+    | "layernormBwd"
+    | "rope"
+    | "attentionFwd"
+    | "attentionBwd"
+    | "actFwd"
+    | "actBwd"
+    | "swigluFwd"
+    | "swigluBwd"
+    | "xent"
+    | "adamw"
+    | "ew"
+    | "maskApply"
+    | "topkPrune"
+    | "nmKeep"
+    | "cholesky"
+    | "trtriLower"
+  > {
+  mmapFile(path: string): ArrayBuffer;
+  setThreads(n: number): number;
+  threads(): number;
+  cpu(): CpuInfo;
+  setCpu(path: CpuPath): boolean;
+  peakGflops(seconds?: number): number;
+}
+
+const refKernels: Kernels = {
+  ...ref,
+  mmapFile(path: string): ArrayBuffer {
+    const b = readFileSync(path);
+    return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+  },
+  setThreads: () => 1,
+  threads: () => 1,
+  cpu: () => ({ active: "scalar", best: "scalar", supported: ["scalar"], mr: 1, nr: 1 }),
+  setCpu: (p: CpuPath) => p === "scalar",
+  peakGflops: () => Number.NaN,
+};
+
+function findAddon(): string | null {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 4; i++) {
+    const p = join(dir, "build", "Release", "perp_native.node");
+    try {
+      readFileSync(p, { flag: "r" }).subarray(0, 0);
+      return p;
+    } catch {
+      dir = dirname(dir);
+    }
+  }
+  return null;
+}
+
+function load(): { kernels: Kernels; native: boolean; error?: string } {
+  if (process.env.PERP_NATIVE === "0") return { kernels: refKernels, native: false };
+  const path = findAddon();
+  if (!path) return { kernels: refKernels, native: false, error: "build/Release/perp_native.node not found" };
+  try {
+    const req = createRequire(import.meta.url);
+    return { kernels: req(path) as Kernels, native: true };
+  } catch (e) {
+    return { kernels: refKernels, native: false, error: String(e) };
+  }
+}
+
+const loaded = load();
+if (loaded.error && process.env.PERP_NATIVE !== "0") {
+  process.emitWarning(`perp: native engine unavailable (${loaded.error}); using the slow TS kernels`);
+}
+
+/** The active kernels (native unless PERP_NATIVE=0 or the addon is missing). */
+export const K: Kernels = loaded.kernels;
+/** True when the C++ addon is in use. */
+export const isNative: boolean = loaded.native;
+/** The TS reference twins, for tests. */
+export const refK: Kernels = refKernels;

@@ -1,0 +1,75 @@
+// Tensor: a Float32Array plus a shape (row-major). Frozen weights may keep bf16/f16 storage (`half`), widened by the
+// GEMM while packing. Autograd state (requiresGrad, grad, the creating tape node) lives here; the tape is in nn/tape.ts.
+export type Half = { dtype: "bf16" | "f16"; bits: Uint16Array };
+
+export interface GradNode {
+  /** Receives d(loss)/d(output) and routes gradients to the inputs. */
+  backward(gOut: Float32Array): void;
+  inputs: Tensor[];
+}
+
+let nextId = 1;
+
+export class Tensor {
+  readonly id = nextId++;
+  data: Float32Array;
+  readonly shape: number[];
+  requiresGrad: boolean;
+  /** Accumulated gradient of a leaf tensor (parameter); null until a backward pass writes one. */
+  grad: Float32Array | null = null;
+  /** The tape node that produced this tensor; null for leaves. */
+  node: GradNode | null = null;
+  /** Optional bf16/f16 storage of a frozen weight (then `data` may be empty until widened). */
+  half: Half | null = null;
+  name = "";
+
+  constructor(data: Float32Array, shape: number[], requiresGrad = false) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (data.length !== n) throw new RangeError(`Tensor: data length ${data.length} does not match shape [${shape}]`);
+    this.data = data;
+    this.shape = shape;
+    this.requiresGrad = requiresGrad;
+  }
+
+  static zeros(shape: number[], requiresGrad = false): Tensor {
+    return new Tensor(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape, requiresGrad);
+  }
+
+  static from(values: ArrayLike<number>, shape?: number[]): Tensor {
+    return new Tensor(Float32Array.from(values), shape ?? [values.length]);
+  }
+
+  get size(): number {
+    return this.data.length;
+  }
+
+  /** Leaf = not produced by a recorded op; a leaf with requiresGrad accumulates into `.grad`. */
+  get isLeaf(): boolean {
+    return this.node === null;
+  }
+
+  /** Same storage, new shape. */
+  view(shape: number[]): Tensor {
+    const t = new Tensor(this.data, shape, this.requiresGrad);
+    t.node = this.node;
+    if (this.node) throw new Error("view(): reshape a recorded tensor with reshape() from nn/functional");
+    return t;
+  }
+
+  zeroGrad(): void {
+    this.grad = null;
+  }
+
+  toString(): string {
+    return `Tensor(${this.name || this.id}, [${this.shape}])`;
+  }
+}
+
+export function numel(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+export function assertShape(op: string, t: Tensor, shape: number[]): void {
+  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))
+    throw new RangeError(`${op}: ${t.name || "tensor"} has shape [${t.shape}], expected [${shape}]`);
+}

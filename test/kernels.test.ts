@@ -1,0 +1,373 @@
+// Every native kernel against its TS twin, on every CPU path this machine supports, over random awkward shapes.
+import fc from "fast-check";
+import { afterAll, describe, expect, it } from "vitest";
+import { type CpuPath, isNative, K, refK } from "../src/tensor/native.js";
+import { AWKWARD, bitsEqual, expectClose, randF32 } from "./helpers.js";
+
+const paths: CpuPath[] = isNative ? K.cpu().supported : ["scalar"];
+const initial = K.cpu().active;
+afterAll(() => {
+  K.setCpu(initial);
+});
+
+const dim = fc.constantFrom(...AWKWARD);
+const runs = { numRuns: 12, seed: 42 };
+
+function toBf16(x: Float32Array): Uint16Array {
+  const u = new Uint32Array(x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength));
+  return Uint16Array.from(u, (v) => v >>> 16);
+}
+
+function toF16(x: Float32Array): Uint16Array {
+  // Round-trip through a simple converter (values are O(1), no subnormal/overflow cases needed here).
+  return Uint16Array.from(x, (v) => {
+    const s = v < 0 ? 0x8000 : 0;
+    const a = Math.abs(v);
+    if (a < 2 ** -14) return s;
+    const e = Math.floor(Math.log2(a));
+    const m = Math.round((a / 2 ** e - 1) * 1024);
+    return m === 1024 ? s | ((e + 16) << 10) : s | ((e + 15) << 10) | m;
+  });
+}
+
+describe.each(paths)("cpu path %s", (path) => {
+  it("is selectable", () => {
+    expect(K.setCpu(path)).toBe(true);
+    expect(K.cpu().active).toBe(path);
+  });
+
+  it("gemm: all transposes, alpha/beta, awkward shapes", () => {
+    K.setCpu(path);
+    fc.assert(
+      fc.property(dim, dim, dim, fc.boolean(), fc.boolean(), fc.constantFrom(0, 1, -0.5), (M, N, Kd, ta, tb, beta) => {
+        const A = randF32(M * Kd, M + N);
+        const B = randF32(Kd * N, Kd + 7);
+        const C0 = randF32(M * N, 99);
+        const c = C0.slice();
+        const r = Float64Array.from(C0);
+        K.gemm(c, A, B, M, N, Kd, ta, tb, 0.75, beta);
+        refK.gemm(r, Float64Array.from(A), Float64Array.from(B), M, N, Kd, ta, tb, 0.75, beta);
+        expectClose(c, r, 1e-5 * Math.sqrt(Kd), 1e-5, `gemm ${M}x${N}x${Kd} ${ta}${tb}`);
+      }),
+      runs,
+    );
+  });
+
+  it("gemm: a large 1000-sized case and strided operands", () => {
+    K.setCpu(path);
+    const [M, N, Kd] = [1000, 33, 129];
+    const A = randF32(M * Kd, 1);
+    const B = randF32(N * Kd, 2);
+    const c = new Float32Array(M * N);
+    const r = new Float64Array(M * N);
+    K.gemm(c, A, B, M, N, Kd, false, true, 1, 0);
+    refK.gemm(r, Float64Array.from(A), Float64Array.from(B), M, N, Kd, false, true, 1, 0);
+    expectClose(c, r, 1e-4, 1e-5, "gemm 1000");
+    // sub-matrix views through leading dimensions: columns 5..5+17 of a (40 x 64) A
+    const Abig = randF32(40 * 64, 3);
+    const cs = new Float32Array(40 * 9);
+    const rs = new Float64Array(40 * 9);
+    const Bs = randF32(17 * 9, 4);
+    K.gemm(cs, Abig.subarray(5), Bs, 40, 9, 17, false, false, 1, 0, "f32", 64, 9, 9);
+    refK.gemm(rs, Float64Array.from(Abig.subarray(5)), Float64Array.from(Bs), 40, 9, 17, false, false, 1, 0, "f32", 64);
+    expectClose(cs, rs, 1e-5, 1e-5, "strided gemm");
+  });
+
+  it("gemm: bf16 and f16 B operands are widened exactly", () => {
+    K.setCpu(path);
+    for (const [name, conv] of [
+      ["bf16", toBf16],
+      ["f16", toF16],
+    ] as const) {
+      const [M, N, Kd] = [33, 17, 129];
+      const A = randF32(M * Kd, 5);
+      const Bh = conv(randF32(N * Kd, 6));
+      const c = new Float32Array(M * N);
+      const r = new Float64Array(M * N);
+      K.gemm(c, A, Bh as never, M, N, Kd, false, true, 1, 0, name);
+      refK.gemm(r, Float64Array.from(A), Bh, M, N, Kd, false, true, 1, 0, name);
+      expectClose(c, r, 1e-5, 1e-5, `gemm ${name}`);
+    }
+  });
+
+  it("norms, bias, rope forward and backward", () => {
+    K.setCpu(path);
+    fc.assert(
+      fc.property(dim, dim, (M, C) => {
+        const x = randF32(M * C, M * 31 + C);
+        const w = randF32(C, 3);
+        const b = randF32(C, 4);
+        const g = randF32(M * C, 5);
+        const out = new Float32Array(M * C);
+        const rstd = new Float32Array(M);
+        const ro = new Float64Array(M * C);
+        const rr = new Float64Array(M);
+        K.rmsnormFwd(out, rstd, x, w, M, C, 1e-5);
+        refK.rmsnormFwd(ro, rr, Float64Array.from(x), Float64Array.from(w), M, C, 1e-5);
+        expectClose(out, ro, 1e-5, 1e-6, "rmsnormFwd");
+        const dx = new Float32Array(M * C);
+        const dw = new Float32Array(C);
+        const rdx = new Float64Array(M * C);
+        const rdw = new Float64Array(C);
+        K.rmsnormBwd(dx, dw, g, x, w, rstd, M, C);
+        refK.rmsnormBwd(rdx, rdw, Float64Array.from(g), Float64Array.from(x), Float64Array.from(w), rr, M, C);
+        expectClose(dx, rdx, 1e-4, 1e-6, "rmsnormBwd dx");
+        expectClose(dw, rdw, 1e-4, 1e-5, "rmsnormBwd dw");
+
+        const mean = new Float32Array(M);
+        const rm = new Float64Array(M);
+        K.layernormFwd(out, mean, rstd, x, w, b, M, C, 1e-5);
+        refK.layernormFwd(ro, rm, rr, Float64Array.from(x), Float64Array.from(w), Float64Array.from(b), M, C, 1e-5);
+        expectClose(out, ro, 1e-4, 1e-5, "layernormFwd");
+        const db = new Float32Array(C);
+        const rdb = new Float64Array(C);
+        dw.fill(0);
+        rdw.fill(0);
+        K.layernormBwd(dx, dw, db, g, x, mean, rstd, w, M, C);
+        refK.layernormBwd(rdx, rdw, rdb, Float64Array.from(g), Float64Array.from(x), rm, rr, Float64Array.from(w), M, C);
+        expectClose(dx, rdx, 1e-3, 1e-5, "layernormBwd dx");
+        expectClose(dw, rdw, 1e-4, 1e-5, "layernormBwd dw");
+        expectClose(db, rdb, 1e-5, 1e-5, "layernormBwd db");
+
+        const y = x.slice();
+        const ry = Float64Array.from(x);
+        K.biasAdd(y, b, M, C);
+        refK.biasAdd(ry, Float64Array.from(b), M, C);
+        expectClose(y, ry, 1e-6, 1e-6, "biasAdd");
+        const bg = new Float32Array(C);
+        const rbg = new Float64Array(C);
+        K.biasGrad(bg, g, M, C);
+        refK.biasGrad(rbg, Float64Array.from(g), M, C);
+        expectClose(bg, rbg, 1e-5, 1e-5, "biasGrad");
+      }),
+      runs,
+    );
+  });
+
+  it("rope: rotate-half and interleaved, partial rotary, inverse", () => {
+    K.setCpu(path);
+    for (const interleaved of [false, true]) {
+      const [B, T, H, D, R] = [2, 17, 3, 8, interleaved ? 8 : 6];
+      const x = randF32(B * T * H * D, 7);
+      const cos = randF32((T * R) / 2, 8);
+      const sin = randF32((T * R) / 2, 9);
+      const o = new Float32Array(x.length);
+      const r = new Float64Array(x.length);
+      K.rope(o, x, cos, sin, B, T, H, D, R, interleaved, false);
+      refK.rope(r, Float64Array.from(x), Float64Array.from(cos), Float64Array.from(sin), B, T, H, D, R, interleaved, false);
+      expectClose(o, r, 1e-5, 1e-6, "rope");
+      K.rope(o, x, cos, sin, B, T, H, D, R, interleaved, true);
+      refK.rope(r, Float64Array.from(x), Float64Array.from(cos), Float64Array.from(sin), B, T, H, D, R, interleaved, true);
+      expectClose(o, r, 1e-5, 1e-6, "rope inverse");
+    }
+  });
+
+  it("causal GQA attention forward and backward", () => {
+    K.setCpu(path);
+    fc.assert(
+      fc.property(fc.constantFrom(1, 3, 17, 129), fc.constantFrom([4, 2], [3, 3], [4, 1]), (T, [H, KV]) => {
+        const [B, D] = [2, 8];
+        const q = randF32(B * T * H * D, T);
+        const k = randF32(B * T * KV * D, T + 1);
+        const v = randF32(B * T * KV * D, T + 2);
+        const g = randF32(B * T * H * D, T + 3);
+        const o = new Float32Array(q.length);
+        const P = new Float32Array(B * H * T * T);
+        const ro = new Float64Array(q.length);
+        const rP = new Float64Array(B * H * T * T);
+        const f64 = (a: Float32Array) => Float64Array.from(a);
+        K.attentionFwd(o, P, q, k, v, B, T, H, KV, D, 0.35);
+        refK.attentionFwd(ro, rP, f64(q), f64(k), f64(v), B, T, H, KV, D, 0.35);
+        expectClose(o, ro, 1e-5, 1e-5, "attentionFwd");
+        expectClose(P, rP, 1e-5, 1e-6, "attention P");
+        const o2 = new Float32Array(q.length);
+        K.attentionFwd(o2, null, q, k, v, B, T, H, KV, D, 0.35);
+        expectClose(o2, ro, 1e-5, 1e-5, "attentionFwd without P");
+        const [dq, dk, dv] = [new Float32Array(q.length), new Float32Array(k.length), new Float32Array(v.length)];
+        const [rq, rk, rv] = [new Float64Array(q.length), new Float64Array(k.length), new Float64Array(v.length)];
+        K.attentionBwd(dq, dk, dv, g, q, k, v, P, B, T, H, KV, D, 0.35);
+        refK.attentionBwd(rq, rk, rv, f64(g), f64(q), f64(k), f64(v), rP, B, T, H, KV, D, 0.35);
+        expectClose(dq, rq, 1e-4, 1e-5, "dq");
+        expectClose(dk, rk, 1e-4, 1e-5, "dk");
+        expectClose(dv, rv, 1e-4, 1e-5, "dv");
+      }),
+      { numRuns: 8, seed: 3 },
+    );
+  });
+
+  it("activations, SwiGLU, elementwise, mask", () => {
+    K.setCpu(path);
+    for (const n of [...AWKWARD, 1000, 5000]) {
+      const x = randF32(n, n, 3);
+      const u = randF32(n, n + 1);
+      const g = randF32(n, n + 2);
+      for (const kind of ["relu", "gelu", "gelu_tanh", "silu"] as const) {
+        const o = new Float32Array(n);
+        const r = new Float64Array(n);
+        K.actFwd(o, x, kind);
+        refK.actFwd(r, Float64Array.from(x), kind);
+        expectClose(o, r, 2e-6, 2e-6, `act ${kind}`);
+        K.actBwd(o, g, x, kind);
+        refK.actBwd(r, Float64Array.from(g), Float64Array.from(x), kind);
+        expectClose(o, r, 2e-6, 2e-6, `act' ${kind}`);
+      }
+      const o = new Float32Array(n);
+      const r = new Float64Array(n);
+      K.swigluFwd(o, x, u);
+      refK.swigluFwd(r, Float64Array.from(x), Float64Array.from(u));
+      expectClose(o, r, 2e-6, 2e-6, "swiglu");
+      const [dg, du] = [new Float32Array(n), new Float32Array(n)];
+      const [rg, ru] = [new Float64Array(n), new Float64Array(n)];
+      K.swigluBwd(dg, du, g, x, u);
+      refK.swigluBwd(rg, ru, Float64Array.from(g), Float64Array.from(x), Float64Array.from(u));
+      expectClose(dg, rg, 2e-6, 2e-6, "swiglu dg");
+      expectClose(du, ru, 2e-6, 2e-6, "swiglu du");
+      for (const op of [0, 1, 2, 3, 4, 5]) {
+        const out = g.slice();
+        const rout = Float64Array.from(g);
+        K.ew(op, out, x, u, 0.5);
+        refK.ew(op, rout, Float64Array.from(x), Float64Array.from(u), 0.5);
+        expectClose(out, rout, 1e-6, 1e-6, `ew ${op}`);
+      }
+      const mask = Uint8Array.from(x, (v) => (v > 0 ? 1 : 0));
+      const w = u.slice();
+      K.maskApply(w, mask);
+      for (let i = 0; i < n; i++) expect(w[i]).toBe(mask[i] ? u[i] : 0);
+    }
+  });
+
+  it("fused cross-entropy with ignore index, gradient aliasing the logits", () => {
+    K.setCpu(path);
+    for (const [M, V] of [
+      [1, 3],
+      [17, 33],
+      [33, 1000],
+    ]) {
+      const logits = randF32(M * V, M + V, 3);
+      const t = Int32Array.from({ length: M }, (_, i) => (i % 5 === 4 ? -100 : (i * 7) % V));
+      const loss = new Float32Array(M);
+      const d = new Float32Array(M * V);
+      const rl = new Float64Array(M);
+      const rd = new Float64Array(M * V);
+      K.xent(loss, d, logits, t, M, V, -100, 0.5);
+      refK.xent(rl, rd, Float64Array.from(logits), t, M, V, -100, 0.5);
+      expectClose(loss, rl, 1e-5, 1e-5, "xent loss");
+      expectClose(d, rd, 1e-5, 1e-7, "xent grad");
+      const alias = logits.slice();
+      K.xent(loss, alias, alias, t, M, V, -100, 0.5);
+      expect(bitsEqual(alias, d)).toBe(true);
+    }
+  });
+
+  it("AdamW step", () => {
+    K.setCpu(path);
+    const n = 1000;
+    const p = randF32(n, 1);
+    const g = randF32(n, 2);
+    const [m, v] = [randF32(n, 3, 0.1), randF32(n, 4, 0.1).map(Math.abs)];
+    const rp = Float64Array.from(p);
+    const [rm, rv] = [Float64Array.from(m), Float64Array.from(v)];
+    expect(K.adamw(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.1, 3)).toBe(0);
+    refK.adamw(rp, Float64Array.from(g), rm, rv, 1e-3, 0.9, 0.999, 1e-8, 0.1, 3);
+    expectClose(p, rp, 1e-6, 1e-7, "adamw p");
+    expectClose(m, rm, 1e-6, 1e-7, "adamw m");
+    expectClose(v, rv, 1e-6, 1e-7, "adamw v");
+  });
+});
+
+describe("selection and linear algebra", () => {
+  it("top-k pruning: exactly k zeros per scope, ties to the lower index, same as the TS twin", () => {
+    fc.assert(
+      fc.property(dim, dim, fc.double({ min: 0, max: 0.99, noNaN: true }), fc.boolean(), (rows, cols, s, perRow) => {
+        const scores = randF32(rows * cols, rows * cols).map((v) => Math.round(v * 4) / 4); // many ties
+        const n = perRow ? cols : rows * cols;
+        const k = Math.round(s * n);
+        const m = new Uint8Array(rows * cols);
+        const r = new Uint8Array(rows * cols);
+        K.topkPrune(m, scores, rows, cols, k, perRow);
+        refK.topkPrune(r, scores, rows, cols, k, perRow);
+        expect(Array.from(m)).toEqual(Array.from(r));
+        if (perRow)
+          for (let i = 0; i < rows; i++) expect(m.subarray(i * cols, (i + 1) * cols).filter((v) => !v).length).toBe(k);
+        else expect(m.filter((v) => !v).length).toBe(k);
+      }),
+      { numRuns: 30, seed: 5 },
+    );
+  });
+
+  it("N:M keeps exactly N of every M", () => {
+    for (const [n, m] of [
+      [2, 4],
+      [4, 8],
+      [1, 4],
+    ]) {
+      const [rows, cols] = [17, 64];
+      const s = randF32(rows * cols, n * m);
+      const mask = new Uint8Array(rows * cols);
+      const r = new Uint8Array(rows * cols);
+      K.nmKeep(mask, s, rows, cols, n, m);
+      refK.nmKeep(r, s, rows, cols, n, m);
+      expect(Array.from(mask)).toEqual(Array.from(r));
+      for (let g = 0; g < rows * cols; g += m) expect(mask.subarray(g, g + m).reduce((a, b) => a + b, 0)).toBe(n);
+    }
+  });
+
+  it("Cholesky and triangular inverse against the TS twins (blocked sizes)", () => {
+    for (const n of [1, 3, 17, 65, 129, 200]) {
+      const X = randF32(n * (n + 5), n);
+      const H = new Float32Array(n * n);
+      K.gemm(H, X, X, n, n, n + 5, false, true, 1, 0);
+      for (let i = 0; i < n; i++) H[i * n + i] += 0.1 * n;
+      const L = H.slice();
+      const rL = Float64Array.from(H);
+      expect(K.cholesky(L, n)).toBe(0);
+      expect(refK.cholesky(rL, n)).toBe(0);
+      expectClose(L, rL, 1e-4, 1e-5, `cholesky ${n}`);
+      const inv = new Float32Array(n * n);
+      const rinv = new Float64Array(n * n);
+      K.trtriLower(inv, L, n);
+      refK.trtriLower(rinv, rL, n);
+      expectClose(inv, rinv, 1e-3, 1e-5, `trtri ${n}`);
+    }
+  });
+
+  it("Cholesky reports a non-positive-definite pivot", () => {
+    const a = Float32Array.from([4, 2, 0, 2, 1, 0, 0, 0, 1]); // rank-deficient leading 2x2
+    expect(K.cholesky(a, 3)).toBe(2);
+    expect(refK.cholesky(Float64Array.from([4, 2, 0, 2, 1, 0, 0, 0, 1]), 3)).toBe(2);
+  });
+});
+
+describe("threads", () => {
+  it.skipIf(!isNative)("same thread count → same bits; 1 vs 2 threads agree", () => {
+    const before = K.threads();
+    const [M, N, Kd] = [129, 200, 333];
+    const A = randF32(M * Kd, 1);
+    const B = randF32(Kd * N, 2);
+    const run = (t: number) => {
+      K.setThreads(t);
+      const c = new Float32Array(M * N);
+      K.gemm(c, A, B, M, N, Kd, false, false, 1, 0);
+      const [T, H, KV, D] = [65, 4, 2, 16];
+      const q = randF32(T * H * D, 3);
+      const k = randF32(T * KV * D, 4);
+      const o = new Float32Array(q.length);
+      K.attentionFwd(o, null, q, k, k, 1, T, H, KV, D, 0.25);
+      const x = randF32(M * N, 5);
+      const rs = new Float32Array(M * N);
+      const dw = new Float32Array(N);
+      K.rmsnormFwd(rs, null, x, randF32(N, 6), M, N, 1e-5);
+      const rstd = new Float32Array(M).fill(1);
+      K.rmsnormBwd(null, dw, x, x, randF32(N, 6), rstd, M, N);
+      return [c, o, rs, dw];
+    };
+    const a1 = run(1);
+    const a2 = run(2);
+    const b2 = run(2);
+    for (let i = 0; i < a1.length; i++) {
+      expect(bitsEqual(a2[i], b2[i])).toBe(true);
+      expectClose(a1[i], a2[i], 1e-6, 1e-7, "1 vs 2 threads");
+    }
+    K.setThreads(before);
+  });
+});
