@@ -70,7 +70,7 @@ export function backward(loss: Tensor, seed?: Float32Array): void {
   const outer = pending;
   pending = new Map();
   try {
-    const g0 = seed ?? new Float32Array(loss.size).fill(1);
+    const g0 = seed ? seed.slice() : new Float32Array(loss.size).fill(1);
     if (loss.isLeaf) {
       addGrad(loss, g0);
       return;

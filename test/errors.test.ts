@@ -1,0 +1,83 @@
+// Bad input: the addon throws a JS error naming the op and the problem, never crashes the process.
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { AdamW } from "../src/nn/optim.js";
+import { isNative, K } from "../src/tensor/native.js";
+import { Tensor } from "../src/tensor/tensor.js";
+import * as F from "../src/nn/functional.js";
+
+describe.skipIf(!isNative)("native argument checks", () => {
+  it("gemm: wrong lengths, wrong types, bad dims", () => {
+    const a = new Float32Array(6);
+    expect(() => K.gemm(new Float32Array(4), a, new Float32Array(6), 2, 2, 3, false, false, 1, 0)).not.toThrow();
+    expect(() => K.gemm(new Float32Array(3), a, new Float32Array(6), 2, 2, 3, false, false, 1, 0)).toThrow(
+      /gemm: C has length 3, expected at least 4/,
+    );
+    expect(() => K.gemm(new Float32Array(4), a, new Float32Array(5), 2, 2, 3, false, false, 1, 0)).toThrow(/gemm: B/);
+    expect(() => K.gemm(new Float32Array(4), [1, 2] as never, a, 2, 2, 3, false, false, 1, 0)).toThrow(
+      /A must be a Float32Array/,
+    );
+    expect(() => K.gemm(new Float32Array(4), a, a, -2, 2, 3, false, false, 1, 0)).toThrow(/M must be a non-negative/);
+    expect(() => K.gemm(new Float32Array(4), a, a, 2, 2, 3, false, false, 1, 0, "int8" as never)).toThrow(/btype/);
+    expect(() => (K.gemm as (...x: unknown[]) => void)(new Float32Array(4))).toThrow(/expected 10 arguments/);
+  });
+
+  it("attention: heads not a multiple of kv heads; rope: odd rotary dims", () => {
+    const q = new Float32Array(2 * 3 * 4);
+    expect(() => K.attentionFwd(q, null, q, q, q, 1, 2, 3, 2, 4, 1)).toThrow(/H \(3\) must be a multiple of KV \(2\)/);
+    expect(() => K.rope(q, q, q, q, 1, 2, 3, 4, 3, false, false)).toThrow(/rotary dims R must be even/);
+  });
+
+  it("xent: target out of range; selection: NaN scores, bad N:M", () => {
+    expect(() => K.xent(new Float32Array(1), null, new Float32Array(3), Int32Array.of(5), 1, 3, -100, 1)).toThrow(
+      /target 5 at row 0 is outside \[0, 3\)/,
+    );
+    expect(() => K.topkPrune(new Uint8Array(2), Float32Array.of(1, Number.NaN), 1, 2, 1, true)).toThrow(/NaN/);
+    expect(() => K.nmKeep(new Uint8Array(8), new Float32Array(8), 1, 8, 4, 4)).toThrow(/N:M needs/);
+    expect(() => K.nmKeep(new Uint8Array(6), new Float32Array(6), 1, 6, 2, 4)).toThrow(/not divisible by M=4/);
+  });
+
+  it("mmapFile: maps a file read-only; missing file is a clear error", () => {
+    const dir = mkdtempSync(join(tmpdir(), "perp-"));
+    const p = join(dir, "x.bin");
+    writeFileSync(p, Buffer.from([1, 2, 3, 250]));
+    const ab = K.mmapFile(p);
+    expect(Array.from(new Uint8Array(ab))).toEqual([1, 2, 3, 250]);
+    expect(() => K.mmapFile(join(dir, "nope.bin"))).toThrow(/cannot open .*nope\.bin/);
+    writeFileSync(join(dir, "empty"), "");
+    expect(K.mmapFile(join(dir, "empty")).byteLength).toBe(0);
+  });
+});
+
+describe("tensor-level errors", () => {
+  it("shape mismatches name the op and the shapes", () => {
+    const x = Tensor.zeros([2, 3]);
+    const W = Tensor.zeros([4, 5]);
+    expect(() => F.linear(x, W)).toThrow(/linear: x \[2,3\] does not match weight \[4,5\]/);
+    expect(() => F.add(x, Tensor.zeros([4]))).toThrow(/add: \[2,3\] and \[4\] differ/);
+    expect(() => new Tensor(new Float32Array(5), [2, 3])).toThrow(/does not match shape/);
+  });
+
+  it("AdamW refuses a NaN gradient, naming the parameter, and leaves every weight untouched", () => {
+    const a = new Tensor(Float32Array.of(1, 2), [2], true);
+    const b = new Tensor(Float32Array.of(3), [1], true);
+    a.grad = Float32Array.of(0.1, 0.2);
+    b.grad = Float32Array.of(Number.NaN);
+    const opt = new AdamW(
+      [
+        ["model.norm.weight", a],
+        ["lm_head.weight", b],
+      ],
+      { lr: 0.1 },
+    );
+    expect(() => opt.update()).toThrow(/non-finite gradient in parameter 'lm_head.weight'/);
+    expect(Array.from(a.data)).toEqual([1, 2]);
+    expect(() => new AdamW([], { lr: 0 })).toThrow(/lr must be > 0/);
+  });
+
+  it("Cholesky of a non-positive-definite matrix reports the pivot", () => {
+    expect(K.cholesky(Float32Array.of(1, 2, 2, 1), 2)).toBe(2);
+  });
+});

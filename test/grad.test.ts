@@ -1,0 +1,396 @@
+// Gradients of every differentiable op and of a whole LLaMA decoder block against float64 finite differences of the
+// TS reference kernels; plus: frozen weights never get a weight-gradient GEMM; checkpointing gives the same grads.
+import { describe, expect, it } from "vitest";
+import { LlamaDecoderLayer, ropeTables } from "../src/models/llama.js";
+import * as F from "../src/nn/functional.js";
+import { backward, checkpoint, gradStats, noGrad } from "../src/nn/tape.js";
+import { refK } from "../src/tensor/native.js";
+import type { ActKind } from "../src/tensor/ref/kernels.js";
+import { Rng } from "../src/tensor/rng.js";
+import { Tensor } from "../src/tensor/tensor.js";
+import { expectClose, maxAbs, randF32 } from "./helpers.js";
+
+type F64 = Float64Array;
+const R = refK as unknown as {
+  [k: string]: (...a: unknown[]) => unknown;
+};
+
+function gradcheck(
+  inputs: { data: Float32Array; shape: number[]; frozen?: boolean; tensor?: Tensor }[],
+  op: (ts: Tensor[]) => Tensor,
+  ref: (xs: F64[]) => F64,
+  opts: { rtol?: number; atol?: number; samples?: number; h?: number } = {},
+): void {
+  const ts = inputs.map((i) => {
+    if (!i.tensor) return new Tensor(i.data.slice(), i.shape, !i.frozen);
+    i.tensor.requiresGrad = !i.frozen;
+    i.tensor.grad = null;
+    return i.tensor;
+  });
+  const out = op(ts);
+  const seed = randF32(out.size, 1234);
+  backward(out, seed);
+  const xs = inputs.map((i) => Float64Array.from(i.data));
+  const L = () => {
+    const y = ref(xs);
+    let s = 0;
+    for (let i = 0; i < y.length; i++) s += y[i] * seed[i];
+    return s;
+  };
+  const h = opts.h ?? 1e-6;
+  const rng = new Rng(7);
+  inputs.forEach((inp, k) => {
+    if (inp.frozen) {
+      expect(ts[k].grad).toBeNull();
+      return;
+    }
+    const g = ts[k].grad as Float32Array;
+    expect(g, `input ${k} has a gradient`).not.toBeNull();
+    const n = inp.data.length;
+    const idx =
+      n <= (opts.samples ?? 48) ? [...Array(n).keys()] : Array.from({ length: opts.samples ?? 48 }, () => rng.int(n));
+    const fd = idx.map((j) => {
+      const x0 = xs[k][j];
+      xs[k][j] = x0 + h;
+      const lp = L();
+      xs[k][j] = x0 - h;
+      const lm = L();
+      xs[k][j] = x0;
+      return (lp - lm) / (2 * h);
+    });
+    const an = idx.map((j) => g[j]);
+    const tol = (opts.atol ?? 1e-4) + (opts.rtol ?? 2e-3) * maxAbs(fd);
+    idx.forEach((j, t) => {
+      if (!(Math.abs(an[t] - fd[t]) <= tol))
+        throw new Error(`input ${k}[${j}]: analytic ${an[t]} vs finite difference ${fd[t]} (tol ${tol})`);
+    });
+  });
+}
+
+const f64 = (n: number) => new Float64Array(n);
+
+function lin64(x: F64, W: F64, b: F64 | null, M: number, out: number, inp: number): F64 {
+  const y = f64(M * out);
+  R.gemm(y, x, W, M, out, inp, false, true, 1, 0);
+  if (b) R.biasAdd(y, b, M, out);
+  return y;
+}
+
+describe("op gradients vs float64 finite differences", () => {
+  it("linear (with bias, frozen weight variant)", () => {
+    const [M, inp, out] = [5, 7, 3];
+    const x = { data: randF32(M * inp, 1), shape: [M, inp] };
+    const W = { data: randF32(out * inp, 2), shape: [out, inp] };
+    const b = { data: randF32(out, 3), shape: [out] };
+    gradcheck([x, W, b], ([a, w, c]) => F.linear(a, w, c), ([a, w, c]) => lin64(a, w, c, M, out, inp));
+    gradcheck(
+      [x, { ...W, frozen: true }],
+      ([a, w]) => F.linear(a, w),
+      ([a, w]) => lin64(a, w, null, M, out, inp),
+    );
+  });
+
+  it("matmul with every transpose", () => {
+    for (const [ta, tb] of [
+      [false, false],
+      [true, false],
+      [false, true],
+      [true, true],
+    ]) {
+      const [M, Kd, N] = [4, 3, 5];
+      const a = { data: randF32(M * Kd, 4), shape: ta ? [Kd, M] : [M, Kd] };
+      const b = { data: randF32(Kd * N, 5), shape: tb ? [N, Kd] : [Kd, N] };
+      gradcheck(
+        [a, b],
+        ([x, y]) => F.matmul(x, y, ta, tb),
+        ([x, y]) => {
+          const c = f64(M * N);
+          R.gemm(c, x, y, M, N, Kd, ta, tb, 1, 0);
+          return c;
+        },
+      );
+    }
+  });
+
+  it("add, mul, scale, maskMul, reshape", () => {
+    const a = { data: randF32(12, 6), shape: [3, 4] };
+    const b = { data: randF32(12, 7), shape: [3, 4] };
+    const mask = Uint8Array.from({ length: 12 }, (_, i) => i % 3 && 1);
+    gradcheck(
+      [a, b],
+      ([x, y]) => F.add(F.mul(x, y), F.scale(F.reshape(x, [12]), 0.3)),
+      ([x, y]) => x.map((v, i) => v * y[i] + 0.3 * v),
+    );
+    gradcheck(
+      [a],
+      ([x]) => F.maskMul(x, mask),
+      ([x]) => x.map((v, i) => (mask[i] ? v : 0)),
+    );
+  });
+
+  it("rmsnorm and layernorm", () => {
+    const [M, C] = [4, 9];
+    const x = { data: randF32(M * C, 8), shape: [M, C] };
+    const w = { data: randF32(C, 9), shape: [C] };
+    const b = { data: randF32(C, 10), shape: [C] };
+    gradcheck(
+      [x, w],
+      ([a, c]) => F.rmsnorm(a, c, 1e-5),
+      ([a, c]) => {
+        const y = f64(M * C);
+        R.rmsnormFwd(y, null, a, c, M, C, 1e-5);
+        return y;
+      },
+    );
+    gradcheck(
+      [x, w, b],
+      ([a, c, d]) => F.layernorm(a, c, d, 1e-5),
+      ([a, c, d]) => {
+        const y = f64(M * C);
+        R.layernormFwd(y, null, null, a, c, d, M, C, 1e-5);
+        return y;
+      },
+    );
+  });
+
+  it("rope (rotate-half, interleaved, partial)", () => {
+    for (const [interleaved, Rd] of [
+      [false, 8],
+      [true, 8],
+      [false, 4],
+    ] as const) {
+      const [B, T, H, D] = [2, 3, 2, 8];
+      const tab = ropeTables(T, Rd, 10000, interleaved);
+      const x = { data: randF32(B * T * H * D, 11), shape: [B, T, H * D] };
+      gradcheck(
+        [x],
+        ([a]) => F.rope(a, B, T, H, D, tab),
+        ([a]) => {
+          const y = f64(a.length);
+          R.rope(y, a, Float64Array.from(tab.cos), Float64Array.from(tab.sin), B, T, H, D, Rd, interleaved, false);
+          return y;
+        },
+      );
+    }
+  });
+
+  it("causal GQA attention", () => {
+    const [B, T, H, KV, D] = [2, 5, 4, 2, 3];
+    const q = { data: randF32(B * T * H * D, 12), shape: [B, T, H * D] };
+    const k = { data: randF32(B * T * KV * D, 13), shape: [B, T, KV * D] };
+    const v = { data: randF32(B * T * KV * D, 14), shape: [B, T, KV * D] };
+    gradcheck(
+      [q, k, v],
+      ([a, b, c]) => F.attention(a, b, c, B, T, H, KV, D),
+      ([a, b, c]) => {
+        const y = f64(a.length);
+        R.attentionFwd(y, null, a, b, c, B, T, H, KV, D, 1 / Math.sqrt(D));
+        return y;
+      },
+    );
+  });
+
+  it("activations and SwiGLU", () => {
+    const x = { data: randF32(20, 15, 2), shape: [20] };
+    const u = { data: randF32(20, 16), shape: [20] };
+    for (const kind of ["relu", "gelu", "gelu_tanh", "silu"] as ActKind[]) {
+      gradcheck(
+        [x],
+        ([a]) => F.act(a, kind),
+        ([a]) => {
+          const y = f64(a.length);
+          R.actFwd(y, a, kind);
+          return y;
+        },
+      );
+    }
+    gradcheck(
+      [x, u],
+      ([a, b]) => F.swiglu(a, b),
+      ([a, b]) => {
+        const y = f64(a.length);
+        R.swigluFwd(y, a, b);
+        return y;
+      },
+    );
+  });
+
+  it("embedding and cross-entropy", () => {
+    const [V, C] = [7, 4];
+    const ids = Int32Array.from([1, 3, 1, 6, 0]);
+    const table = { data: randF32(V * C, 17), shape: [V, C] };
+    gradcheck(
+      [table],
+      ([t]) => F.embedding(ids, t),
+      ([t]) => {
+        const y = f64(ids.length * C);
+        ids.forEach((id, i) => {
+          for (let j = 0; j < C; j++) y[i * C + j] = t[id * C + j];
+        });
+        return y;
+      },
+    );
+    const M = 6;
+    const logits = { data: randF32(M * V, 18, 2), shape: [M, V] };
+    const tg = Int32Array.from([0, 6, -100, 3, 3, 2]);
+    gradcheck(
+      [logits],
+      ([l]) => F.crossEntropy(l, tg).loss,
+      ([l]) => {
+        const rl = f64(M);
+        R.xent(rl, null, l, tg, M, V, -100, 1);
+        return Float64Array.of(rl.reduce((a, b) => a + b, 0) / 5);
+      },
+    );
+  });
+});
+
+// ----------------------------------------------------------------------------------------------- a whole block
+const CFG = {
+  hidden_size: 16,
+  intermediate_size: 24,
+  num_hidden_layers: 1,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  vocab_size: 11,
+  rms_norm_eps: 1e-5,
+};
+const [B, T, C, H, KV, D, I] = [2, 5, 16, 4, 2, 4, 24];
+
+function makeLayer(seed: number): LlamaDecoderLayer {
+  const layer = new LlamaDecoderLayer(CFG);
+  const rng = new Rng(seed);
+  for (const p of layer.parameters())
+    if (p.shape.length === 2) rng.fillNormal(p.data, 0.3);
+    else rng.fillNormal(p.data, 0.1, 1);
+  return layer;
+}
+
+/** Independent float64 forward of the LLaMA block, written directly with the reference kernels. */
+function block64(x: F64, p: Record<string, F64>, tab: F.RopeTables): F64 {
+  const M = B * T;
+  const rms = (a: F64, w: F64) => {
+    const y = f64(a.length);
+    R.rmsnormFwd(y, null, a, w, M, C, 1e-5);
+    return y;
+  };
+  const cos = Float64Array.from(tab.cos);
+  const sin = Float64Array.from(tab.sin);
+  const h = rms(x, p.input_layernorm);
+  const q = lin64(h, p.q_proj, null, M, H * D, C);
+  const k = lin64(h, p.k_proj, null, M, KV * D, C);
+  const v = lin64(h, p.v_proj, null, M, KV * D, C);
+  const qr = f64(q.length);
+  const kr = f64(k.length);
+  R.rope(qr, q, cos, sin, B, T, H, D, D, false, false);
+  R.rope(kr, k, cos, sin, B, T, KV, D, D, false, false);
+  const att = f64(q.length);
+  R.attentionFwd(att, null, qr, kr, v, B, T, H, KV, D, 1 / Math.sqrt(D));
+  const o = lin64(att, p.o_proj, null, M, C, H * D);
+  const x1 = x.map((a, i) => a + o[i]);
+  const h2 = rms(x1, p.post_attention_layernorm);
+  const g = lin64(h2, p.gate_proj, null, M, I, C);
+  const u = lin64(h2, p.up_proj, null, M, I, C);
+  const s = f64(g.length);
+  R.swigluFwd(s, g, u);
+  const dn = lin64(s, p.down_proj, null, M, C, I);
+  return x1.map((a, i) => a + dn[i]);
+}
+
+const SHORT: Record<string, string> = {
+  "input_layernorm.weight": "input_layernorm",
+  "self_attn.q_proj.weight": "q_proj",
+  "self_attn.k_proj.weight": "k_proj",
+  "self_attn.v_proj.weight": "v_proj",
+  "self_attn.o_proj.weight": "o_proj",
+  "post_attention_layernorm.weight": "post_attention_layernorm",
+  "mlp.gate_proj.weight": "gate_proj",
+  "mlp.up_proj.weight": "up_proj",
+  "mlp.down_proj.weight": "down_proj",
+};
+
+describe("LLaMA decoder block (RMSNorm, GQA + RoPE, SwiGLU) end to end", () => {
+  const tab = ropeTables(T, D, 10000);
+  it("forward matches the independent float64 block", () => {
+    const layer = makeLayer(1);
+    const x = randF32(B * T * C, 2);
+    const y = noGrad(() => layer.forward(new Tensor(x.slice(), [B, T, C]), B, T, tab));
+    const p: Record<string, F64> = {};
+    for (const [n, t] of layer.namedParameters()) p[SHORT[n]] = Float64Array.from(t.data);
+    const r = block64(Float64Array.from(x), p, tab);
+    expectClose(y.data, r, 1e-5, 1e-5, "block forward");
+  });
+  for (const ckpt of [false, true]) {
+    it(`gradients of x and all 9 parameters match finite differences (checkpoint=${ckpt})`, () => {
+      const layer = makeLayer(1);
+      const named = layer.namedParameters();
+      const x = randF32(B * T * C, 2);
+      const inputs = [
+        { data: x, shape: [B, T, C] },
+        ...named.map(([, p]) => ({ data: p.data.slice(), shape: p.shape, tensor: p })),
+      ];
+      gradcheck(
+        inputs,
+        ([xt]) =>
+          ckpt
+            ? checkpoint((hh) => layer.forward(hh, B, T, tab), xt, layer.parameters())
+            : layer.forward(xt, B, T, tab),
+        ([xs, ...ps]) => {
+          const p: Record<string, F64> = {};
+          named.forEach(([n], i) => {
+            p[SHORT[n]] = ps[i];
+          });
+          return block64(xs, p, tab);
+        },
+        { samples: 24, rtol: 3e-3, atol: 2e-4 },
+      );
+    });
+  }
+
+  it("checkpointing gives bit-identical gradients to the plain backward", () => {
+    const grads = [false, true].map((ckpt) => {
+      const layer = makeLayer(3);
+      const x = new Tensor(randF32(B * T * C, 4), [B, T, C], true);
+      const out = ckpt
+        ? checkpoint((hh) => layer.forward(hh, B, T, tab), x, layer.parameters())
+        : layer.forward(x, B, T, tab);
+      backward(out, randF32(out.size, 5));
+      return [x.grad as Float32Array, ...layer.parameters().map((p) => p.grad as Float32Array)];
+    });
+    grads[0].forEach((g, i) => expect(Array.from(grads[1][i])).toEqual(Array.from(g)));
+  });
+
+  it("a frozen-weight backward performs no weight-gradient GEMM (norms + LoRA trainable)", () => {
+    const layer = makeLayer(5);
+    layer.requiresGrad(false);
+    layer.input_layernorm.weight.requiresGrad = true;
+    layer.post_attention_layernorm.weight.requiresGrad = true;
+    const rng = new Rng(1);
+    for (const [, lin] of layer.linears()) lin.addLora(2, 4, rng);
+    const x = new Tensor(randF32(B * T * C, 6), [B, T, C]);
+    const before = { ...gradStats };
+    const out = layer.forward(x, B, T, tab);
+    backward(out, randF32(out.size, 7));
+    // Only the LoRA factors (A and B of 7 linears) get weight gradients; the 7 frozen base weights get none.
+    expect(gradStats.dWGemms - before.dWGemms).toBe(14);
+    const frozen = layer.linears().map(([, l]) => l.weight);
+    for (const w of frozen) expect(w.grad).toBeNull();
+    for (const [, l] of layer.linears()) expect(l.lora?.A.grad).not.toBeNull();
+    // Without adapters and with only norms trainable: zero dW GEMMs.
+    const plain = makeLayer(5).requiresGrad(false);
+    plain.input_layernorm.weight.requiresGrad = true;
+    const b2 = gradStats.dWGemms;
+    backward(plain.forward(x, B, T, tab), randF32(out.size, 7));
+    expect(gradStats.dWGemms - b2).toBe(0);
+  });
+
+  it("no-grad forward records nothing and matches the recorded forward", () => {
+    const layer = makeLayer(8);
+    const x = new Tensor(randF32(B * T * C, 9), [B, T, C], true);
+    const a = noGrad(() => layer.forward(x, B, T, tab));
+    expect(a.node).toBeNull();
+    const b = layer.forward(x, B, T, tab);
+    expect(b.node).not.toBeNull();
+    expect(Array.from(a.data)).toEqual(Array.from(b.data));
+  });
+});
