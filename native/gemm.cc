@@ -9,14 +9,19 @@
 #include "isa.h"
 #include "pool.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <emmintrin.h>
+#define PERP_SSE 1
+#endif
+
 namespace perp {
 
 namespace {
 
 long env_or(const char* k, long d) { const char* v = std::getenv(k); return v ? std::atol(v) : d; }
-long KC = env_or("PERP_KC", 256);
-long NC = env_or("PERP_NC", 2048);
-long MC_PANELS = env_or("PERP_MCP", 12);
+long KC = env_or("PERP_KC", 384);
+long NC = env_or("PERP_NC", 1024);
+long MC_PANELS = env_or("PERP_MCP", 16);
 
 struct Scratch {
   float* buf = nullptr;
@@ -41,16 +46,40 @@ inline float load_b(const void* B, int btype, long idx) {
   return btype == B_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
 }
 
+// dst[k*ld + r] = src[r*lds + k] for r < rows, k < kc: a transposing copy, 4x4 SSE blocks where possible.
+void pack_transpose(float* dst, long ld, const float* src, long lds, long rows, long kc) {
+  long r = 0;
+#ifdef PERP_SSE
+  for (; r + 4 <= rows; r += 4) {
+    const float *s0 = src + r * lds, *s1 = s0 + lds, *s2 = s1 + lds, *s3 = s2 + lds;
+    long k = 0;
+    for (; k + 4 <= kc; k += 4) {
+      __m128 a = _mm_loadu_ps(s0 + k), b = _mm_loadu_ps(s1 + k), c = _mm_loadu_ps(s2 + k), e = _mm_loadu_ps(s3 + k);
+      _MM_TRANSPOSE4_PS(a, b, c, e);
+      _mm_storeu_ps(dst + k * ld + r, a);
+      _mm_storeu_ps(dst + (k + 1) * ld + r, b);
+      _mm_storeu_ps(dst + (k + 2) * ld + r, c);
+      _mm_storeu_ps(dst + (k + 3) * ld + r, e);
+    }
+    for (; k < kc; ++k) {
+      dst[k * ld + r] = s0[k];
+      dst[k * ld + r + 1] = s1[k];
+      dst[k * ld + r + 2] = s2[k];
+      dst[k * ld + r + 3] = s3[k];
+    }
+  }
+#endif
+  for (; r < rows; ++r)
+    for (long k = 0; k < kc; ++k) dst[k * ld + r] = src[r * lds + k];
+}
+
 // op(A)[i0 .. i0+mc) x [p0 .. p0+kc) → panels of MR rows: dst[panel][k*MR + r], zero-padded.
 void pack_a(float* dst, const GemmArgs& g, long i0, long mc, long p0, long kc, int MR) {
   for (long ip = 0; ip < mc; ip += MR) {
     long mr = mc - ip < MR ? mc - ip : MR;
     float* d = dst + ip * kc;
     if (!g.transA) {
-      for (long r = 0; r < mr; ++r) {
-        const float* src = g.A + (i0 + ip + r) * g.lda + p0;
-        for (long k = 0; k < kc; ++k) d[k * MR + r] = src[k];
-      }
+      pack_transpose(d, MR, g.A + (i0 + ip) * g.lda + p0, g.lda, mr, kc);
     } else {
       for (long k = 0; k < kc; ++k) {
         const float* src = g.A + (p0 + k) * g.lda + i0 + ip;
@@ -74,6 +103,11 @@ void pack_b_t(float* dst, const GemmArgs& g, long j0, long nc, long p0, long kc,
         for (long c = 0; c < nr; ++c) d[k * NR + c] = load_b(g.B, BT, base + c);
         for (long c = nr; c < NR; ++c) d[k * NR + c] = 0.0f;
       }
+    } else if (BT == B_F32) {
+      pack_transpose(d, NR, static_cast<const float*>(g.B) + (j0 + jp) * g.ldb + p0, g.ldb, nr, kc);
+      if (nr < NR)
+        for (long k = 0; k < kc; ++k)
+          for (long c = nr; c < NR; ++c) d[k * NR + c] = 0.0f;
     } else {
       for (long k = 0; k < kc; ++k) {
         for (long c = 0; c < nr; ++c) d[k * NR + c] = load_b(g.B, BT, (j0 + jp + c) * g.ldb + p0 + k);
@@ -106,25 +140,30 @@ void gemm_block(const GemmArgs& g, const IsaKernels* isa) {
   const int MR = isa->MR, NR = isa->NR;
   const long MC = MR * MC_PANELS;
   const long nc_max = g.N < NC ? ((g.N + NR - 1) / NR) * NR : NC;
-  const long kc_max = g.K < KC ? g.K : KC;
+  // Balanced K blocks (e.g. K=512 → 2 x 256 rather than 384 + 128); every element still sees the same blocks.
+  const long kblocks = (g.K + KC - 1) / KC;
+  const long kcb = ((g.K + kblocks - 1) / kblocks + 7) / 8 * 8;
+  const long kc_max = g.K < kcb ? g.K : kcb;
   float* pb = t_pack_b.get(nc_max * kc_max);
   float* pa = t_pack_a.get(MC * kc_max);
   alignas(64) float tile[32 * 32];
   for (long jc = 0; jc < g.N; jc += NC) {
     long nc = g.N - jc < NC ? g.N - jc : NC;
-    for (long pc = 0; pc < g.K; pc += KC) {
-      long kc = g.K - pc < KC ? g.K - pc : KC;
+    for (long pc = 0; pc < g.K; pc += kc_max) {
+      long kc = g.K - pc < kc_max ? g.K - pc : kc_max;
       float beta = pc == 0 ? g.beta : 1.0f;
       pack_b(pb, g, jc, nc, pc, kc, NR);
       for (long ic = 0; ic < g.M; ic += MC) {
         long mc = g.M - ic < MC ? g.M - ic : MC;
         pack_a(pa, g, ic, mc, pc, kc, MR);
-        for (long jr = 0; jr < nc; jr += NR) {
-          long nr = nc - jr < NR ? nc - jr : NR;
-          const float* bp = pb + jr * kc;
-          for (long ir = 0; ir < mc; ir += MR) {
-            long mr = mc - ir < MR ? mc - ir : MR;
-            const float* ap = pa + ir * kc;
+        // ir outer, jr inner: the A micro-panel (MR x kc) stays in L1 while B micro-panels stream from the packed
+        // B block in L2 (BLIS's assignment, with our row-major roles swapped).
+        for (long ir = 0; ir < mc; ir += MR) {
+          long mr = mc - ir < MR ? mc - ir : MR;
+          const float* ap = pa + ir * kc;
+          for (long jr = 0; jr < nc; jr += NR) {
+            long nr = nc - jr < NR ? nc - jr : NR;
+            const float* bp = pb + jr * kc;
             float* c = g.C + (ic + ir) * g.ldc + jc + jr;
             if (mr == MR && nr == NR) {
               isa->micro(kc, ap, bp, c, g.ldc, g.alpha, beta);

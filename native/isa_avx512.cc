@@ -10,6 +10,9 @@ namespace perp {
 namespace {
 
 constexpr int MR = 12, NR = 32;
+#ifndef PF
+#define PF 8
+#endif
 
 void micro(long K, const float* A, const float* B, float* C, long ldc, float alpha, float beta) {
   __m512 c[MR][2];
@@ -18,7 +21,8 @@ void micro(long K, const float* A, const float* B, float* C, long ldc, float alp
   for (long k = 0; k < K; ++k) {
     const __m512 b0 = _mm512_load_ps(B);
     const __m512 b1 = _mm512_load_ps(B + 16);
-    _mm_prefetch((const char*)(B + 8 * NR), _MM_HINT_T0);
+    _mm_prefetch((const char*)(B + PF * NR), _MM_HINT_T0);
+    _mm_prefetch((const char*)(B + PF * NR + 16), _MM_HINT_T0);
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       const __m512 a = _mm512_set1_ps(A[i]);

@@ -3,10 +3,10 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import * as F from "../src/nn/functional.js";
 import { AdamW } from "../src/nn/optim.js";
 import { isNative, K } from "../src/tensor/native.js";
 import { Tensor } from "../src/tensor/tensor.js";
-import * as F from "../src/nn/functional.js";
 
 describe.skipIf(!isNative)("native argument checks", () => {
   it("gemm: wrong lengths, wrong types, bad dims", () => {

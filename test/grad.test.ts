@@ -82,7 +82,11 @@ describe("op gradients vs float64 finite differences", () => {
     const x = { data: randF32(M * inp, 1), shape: [M, inp] };
     const W = { data: randF32(out * inp, 2), shape: [out, inp] };
     const b = { data: randF32(out, 3), shape: [out] };
-    gradcheck([x, W, b], ([a, w, c]) => F.linear(a, w, c), ([a, w, c]) => lin64(a, w, c, M, out, inp));
+    gradcheck(
+      [x, W, b],
+      ([a, w, c]) => F.linear(a, w, c),
+      ([a, w, c]) => lin64(a, w, c, M, out, inp),
+    );
     gradcheck(
       [x, { ...W, frozen: true }],
       ([a, w]) => F.linear(a, w),
@@ -357,7 +361,9 @@ describe("LLaMA decoder block (RMSNorm, GQA + RoPE, SwiGLU) end to end", () => {
       backward(out, randF32(out.size, 5));
       return [x.grad as Float32Array, ...layer.parameters().map((p) => p.grad as Float32Array)];
     });
-    grads[0].forEach((g, i) => expect(Array.from(grads[1][i])).toEqual(Array.from(g)));
+    grads[0].forEach((g, i) => {
+      expect(Array.from(grads[1][i])).toEqual(Array.from(g));
+    });
   });
 
   it("a frozen-weight backward performs no weight-gradient GEMM (norms + LoRA trainable)", () => {

@@ -124,7 +124,18 @@ describe.each(paths)("cpu path %s", (path) => {
         dw.fill(0);
         rdw.fill(0);
         K.layernormBwd(dx, dw, db, g, x, mean, rstd, w, M, C);
-        refK.layernormBwd(rdx, rdw, rdb, Float64Array.from(g), Float64Array.from(x), rm, rr, Float64Array.from(w), M, C);
+        refK.layernormBwd(
+          rdx,
+          rdw,
+          rdb,
+          Float64Array.from(g),
+          Float64Array.from(x),
+          rm,
+          rr,
+          Float64Array.from(w),
+          M,
+          C,
+        );
         expectClose(dx, rdx, 1e-3, 1e-5, "layernormBwd dx");
         expectClose(dw, rdw, 1e-4, 1e-5, "layernormBwd dw");
         expectClose(db, rdb, 1e-5, 1e-5, "layernormBwd db");
@@ -154,10 +165,34 @@ describe.each(paths)("cpu path %s", (path) => {
       const o = new Float32Array(x.length);
       const r = new Float64Array(x.length);
       K.rope(o, x, cos, sin, B, T, H, D, R, interleaved, false);
-      refK.rope(r, Float64Array.from(x), Float64Array.from(cos), Float64Array.from(sin), B, T, H, D, R, interleaved, false);
+      refK.rope(
+        r,
+        Float64Array.from(x),
+        Float64Array.from(cos),
+        Float64Array.from(sin),
+        B,
+        T,
+        H,
+        D,
+        R,
+        interleaved,
+        false,
+      );
       expectClose(o, r, 1e-5, 1e-6, "rope");
       K.rope(o, x, cos, sin, B, T, H, D, R, interleaved, true);
-      refK.rope(r, Float64Array.from(x), Float64Array.from(cos), Float64Array.from(sin), B, T, H, D, R, interleaved, true);
+      refK.rope(
+        r,
+        Float64Array.from(x),
+        Float64Array.from(cos),
+        Float64Array.from(sin),
+        B,
+        T,
+        H,
+        D,
+        R,
+        interleaved,
+        true,
+      );
       expectClose(o, r, 1e-5, 1e-6, "rope inverse");
     }
   });

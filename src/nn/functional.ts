@@ -2,7 +2,7 @@
 // for the gradients its inputs need (no dW GEMM for a frozen weight, no dX for an input that needs none).
 import { K } from "../tensor/native.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
-import { Tensor, assertShape } from "../tensor/tensor.js";
+import { assertShape, Tensor } from "../tensor/tensor.js";
 import { addGrad, gradStats, isGradEnabled, leafGrad, record } from "./tape.js";
 
 const EW_ADD = 0;

@@ -1,7 +1,7 @@
 // Layers: Linear (optional sparsity mask and LoRA adapter slot), RMSNorm, LayerNorm, Embedding.
 import { K } from "../tensor/native.js";
 import type { Rng } from "../tensor/rng.js";
-import { Tensor } from "../tensor/tensor.js";
+import type { Tensor } from "../tensor/tensor.js";
 import * as F from "./functional.js";
 import { Module, parameter } from "./module.js";
 

@@ -59,6 +59,8 @@ export class ModuleList<M extends Module> extends Module {
   constructor(items: M[]) {
     super();
     this.items = items;
-    items.forEach((m, i) => this.registerModule(String(i), m));
+    items.forEach((m, i) => {
+      this.registerModule(String(i), m);
+    });
   }
 }

@@ -312,7 +312,10 @@ export function erf(x: number): number {
               (0.37409196 +
                 t *
                   (0.09678418 +
-                    t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
+                    t *
+                      (-0.18628806 +
+                        t *
+                          (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
     );
   return x >= 0 ? 1 - r : r - 1;
 }
@@ -456,14 +459,7 @@ function pruneSmallest(mask: Uint8Array, off: number, scores: Arr, n: number, k:
   for (let i = 0; i < k; i++) mask[off + idx[i]] = 0;
 }
 
-export function topkPrune(
-  mask: Uint8Array,
-  scores: Arr,
-  rows: number,
-  cols: number,
-  k: number,
-  perRow: boolean,
-): void {
+export function topkPrune(mask: Uint8Array, scores: Arr, rows: number, cols: number, k: number, perRow: boolean): void {
   check("topkPrune", k <= (perRow ? cols : rows * cols), `k=${k} exceeds the group size`);
   if (!perRow) pruneSmallest(mask, 0, scores, rows * cols, k);
   else for (let r = 0; r < rows; r++) pruneSmallest(mask, r * cols, scores, cols, k);

@@ -1,0 +1,134 @@
+// Engine benchmark on the DESIGN.md "llama768" config (random weights, seed 0, batch 1x512): sgemm 4096³ vs a
+// measured FMA peak, forward, forward+backward (full and PEFT: norms + LoRA r=16). A benchmark, never a test.
+import { LlamaForCausalLM } from "../models/llama.js";
+import * as F from "../nn/functional.js";
+import { backward, clearTape, noGrad } from "../nn/tape.js";
+import { isNative, K } from "../tensor/native.js";
+import { Rng } from "../tensor/rng.js";
+
+export const LLAMA768 = {
+  model_type: "llama",
+  hidden_size: 768,
+  intermediate_size: 2048,
+  num_hidden_layers: 12,
+  num_attention_heads: 12,
+  num_key_value_heads: 4,
+  vocab_size: 32000,
+  max_position_embeddings: 512,
+  rms_norm_eps: 1e-5,
+  tie_word_embeddings: false,
+};
+
+function now(): number {
+  return Number(process.hrtime.bigint()) / 1e9;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+function time(fn: () => void, warmup: number, reps: number): number {
+  for (let i = 0; i < warmup; i++) fn();
+  const ts: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t = now();
+    fn();
+    ts.push(now() - t);
+  }
+  return median(ts);
+}
+
+export interface EngineBenchResult {
+  [key: string]: string | number | boolean;
+}
+
+export function runEngineBench(opts: { quick?: boolean; log?: (msg: string) => void } = {}): EngineBenchResult {
+  const quick = !!opts.quick;
+  const log = opts.log ?? (() => {});
+
+  const threads = K.threads();
+  const cpu = K.cpu();
+  let peak = 0;
+  for (let i = 0; i < 5; i++) peak = Math.max(peak, K.peakGflops(0.2));
+  log(`cpu path ${cpu.active}, ${threads} threads, FMA peak ${peak.toFixed(1)} GFLOP/s`);
+
+  // sgemm 4096³
+  const n = quick ? 1024 : 4096;
+  const rng = new Rng(0);
+  const A = rng.fillNormal(new Float32Array(n * n)) as Float32Array;
+  const Bm = rng.fillNormal(new Float32Array(n * n)) as Float32Array;
+  const Cm = new Float32Array(n * n);
+  const tg = time(() => K.gemm(Cm, A, Bm, n, n, n, false, false, 1, 0), 1, quick ? 3 : 5);
+  const sgemm = (2 * n ** 3) / tg / 1e9;
+  log(`sgemm ${n}³: ${sgemm.toFixed(1)} GFLOP/s (${((100 * sgemm) / peak).toFixed(0)}% of peak)`);
+
+  const cfg = quick ? { ...LLAMA768, num_hidden_layers: 2 } : LLAMA768;
+  const T = 512;
+  const model = new LlamaForCausalLM(cfg).initRandom(0, 0.02);
+  const ids = Int32Array.from({ length: T }, () => rng.int(cfg.vocab_size));
+  const targets = Int32Array.from({ length: T }, (_, i) => (i + 1 < T ? ids[i + 1] : -100));
+  const C = cfg.hidden_size;
+  const perLayer = C * C * 2 + 2 * C * (C / 3) + 3 * C * cfg.intermediate_size; // q,o + k,v (4 of 12 heads) + gate,up,down
+  const matmulParams = cfg.num_hidden_layers * perLayer + C * cfg.vocab_size;
+  // Model FLOPs per token for forward+backward: 6·N_matmul + attention 12·L·C·T (PaLM appendix B convention).
+  const flopsPerToken = 6 * matmulParams + 12 * cfg.num_hidden_layers * C * T;
+  const reps = quick ? 2 : 5;
+  const warm = quick ? 1 : 2;
+
+  const tf = time(() => noGrad(() => model.forward(ids, 1, T)), warm, reps);
+  const fwdTok = T / tf;
+  log(`forward: ${fwdTok.toFixed(0)} tok/s`);
+
+  function step(): void {
+    const logits = model.forward(ids, 1, T);
+    const { loss } = F.crossEntropy(logits, targets);
+    backward(loss);
+    model.zeroGrad();
+    clearTape();
+  }
+
+  model.requiresGrad(true);
+  const tfull = time(step, warm, reps);
+  const fullTok = T / tfull;
+  log(`fwd+bwd full: ${fullTok.toFixed(0)} tok/s`);
+
+  // PEFT: only RMSNorm weights + LoRA r=16 (α 32) on every block linear are trainable.
+  model.requiresGrad(false);
+  const lrng = new Rng(1);
+  let trainable = 0;
+  for (const layer of model.model.layers.items) {
+    for (const [, lin] of layer.linears()) {
+      const l = lin.addLora(16, 32, lrng);
+      lrng.fillNormal(l.B.data, 1e-3); // non-zero so the timed backward is representative (as torch_bench.py)
+      trainable += l.A.size + l.B.size;
+    }
+    layer.input_layernorm.weight.requiresGrad = true;
+    layer.post_attention_layernorm.weight.requiresGrad = true;
+    trainable += 2 * C;
+  }
+  model.model.norm.weight.requiresGrad = true;
+  trainable += C;
+  const tpeft = time(step, warm, reps);
+  const peftTok = T / tpeft;
+  log(`fwd+bwd PEFT (norms + LoRA r=16, ${trainable} trainable): ${peftTok.toFixed(0)} tok/s`);
+
+  const result = {
+    bench: "perp",
+    native: isNative,
+    cpu: cpu.active,
+    threads,
+    peak_gflops: +peak.toFixed(1),
+    sgemm_gflops_4096: +sgemm.toFixed(1),
+    sgemm_pct_peak: +((100 * sgemm) / peak).toFixed(1),
+    fwd_tok_s: +fwdTok.toFixed(1),
+    fwdbwd_full_tok_s: +fullTok.toFixed(1),
+    fwdbwd_peft_tok_s: +peftTok.toFixed(1),
+    peft_over_full: +(peftTok / fullTok).toFixed(3),
+    fwdbwd_full_mfu: +((fullTok * flopsPerToken) / (peak * 1e9)).toFixed(3),
+    peft_trainable_params: trainable,
+    peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+    config: quick ? "llama768 (2 layers, --quick)" : "llama768",
+  };
+  return result;
+}
