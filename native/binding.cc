@@ -339,7 +339,7 @@ Napi::Value TrtriLower(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// Read-only memory map of a whole file, exposed as an external ArrayBuffer that unmaps when collected.
+// Memory map of a whole file (copy-on-write, the file is never modified), exposed as an external ArrayBuffer that unmaps when collected.
 Napi::Value MmapFile(const Napi::CallbackInfo& info) {
   Args a{info, "mmapFile"};
   a.need(1);
@@ -357,7 +357,8 @@ Napi::Value MmapFile(const Napi::CallbackInfo& info) {
     ::close(fd);
     return Napi::ArrayBuffer::New(info.Env(), 0);
   }
-  void* p = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  // Private copy-on-write mapping: writes through a view (e.g. pruning in place) never reach the file.
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   int err = errno;
   ::close(fd);
   if (p == MAP_FAILED) throw Napi::Error::New(info.Env(), "mmapFile: mmap of " + path + " failed: " + std::strerror(err));
