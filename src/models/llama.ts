@@ -6,6 +6,7 @@ import { Module, ModuleList } from "../nn/module.js";
 import { checkpoint } from "../nn/tape.js";
 import { Rng } from "../tensor/rng.js";
 import type { Tensor } from "../tensor/tensor.js";
+import type { CausalLM, HfConfig } from "./registry.js";
 
 export interface LlamaConfig {
   model_type?: string;
@@ -22,15 +23,58 @@ export interface LlamaConfig {
   tie_word_embeddings?: boolean;
   attention_bias?: boolean;
   mlp_bias?: boolean;
+  rope_scaling?: RopeScaling | null;
+}
+
+export interface RopeScaling {
+  rope_type?: string;
+  type?: string;
+  factor?: number;
+  low_freq_factor?: number;
+  high_freq_factor?: number;
+  original_max_position_embeddings?: number;
+}
+
+/** HF inv_freq with `rope_scaling` (linear: ÷factor; llama3: per-wavelength interpolation); others are rejected. */
+export function invFreq(rotDim: number, theta: number, scaling?: RopeScaling | null): number[] {
+  const inv = Array.from({ length: rotDim / 2 }, (_, i) =>
+    Math.fround(1 / Math.fround(theta ** Math.fround((2 * i) / rotDim))),
+  );
+  const kind = scaling?.rope_type ?? scaling?.type;
+  if (!scaling || !kind || kind === "default") return inv;
+  const factor = scaling.factor ?? 1;
+  if (kind === "linear") return inv.map((f) => Math.fround(f / factor));
+  if (kind === "llama3") {
+    const lo = scaling.low_freq_factor ?? 1;
+    const hi = scaling.high_freq_factor ?? 4;
+    const old = scaling.original_max_position_embeddings ?? 8192;
+    const loWave = old / lo;
+    const hiWave = old / hi;
+    return inv.map((f) => {
+      const wave = (2 * Math.PI) / f;
+      if (wave < hiWave) return f;
+      if (wave > loWave) return Math.fround(f / factor);
+      const smooth = (old / wave - lo) / (hi - lo);
+      return Math.fround((1 - smooth) * (f / factor) + smooth * f);
+    });
+  }
+  throw new RangeError(`unsupported rope_scaling type '${kind}' (supported: linear, llama3)`);
 }
 
 /** HF rotary tables: inv_freq in float32, angles pos·inv_freq in float32, cos/sin of those (T, D/2). */
-export function ropeTables(T: number, rotDim: number, theta: number, interleaved = false): F.RopeTables {
+export function ropeTables(
+  T: number,
+  rotDim: number,
+  theta: number,
+  interleaved = false,
+  scaling?: RopeScaling | null,
+): F.RopeTables {
   const half = rotDim / 2;
   const cos = new Float32Array(T * half);
   const sin = new Float32Array(T * half);
+  const freqs = invFreq(rotDim, theta, scaling);
   for (let i = 0; i < half; i++) {
-    const inv = Math.fround(1 / Math.fround(theta ** Math.fround((2 * i) / rotDim)));
+    const inv = freqs[i];
     for (let t = 0; t < T; t++) {
       const a = Math.fround(t * inv);
       cos[t * half + i] = Math.cos(a);
@@ -139,25 +183,47 @@ export interface ForwardOptions {
   checkpoint?: boolean;
 }
 
-export class LlamaForCausalLM extends Module {
+export class LlamaForCausalLM extends Module implements CausalLM {
   readonly model: LlamaModel;
+  readonly maxContext: number;
+  readonly vocabSize: number;
+  readonly tiedNames: string[];
   readonly lm_head: Linear | null;
   private ropeCache: F.RopeTables | null = null;
   readonly headDim: number;
 
-  constructor(readonly config: LlamaConfig) {
+  readonly config: LlamaConfig & HfConfig;
+  constructor(config: LlamaConfig) {
     super();
+    this.config = config as LlamaConfig & HfConfig;
     const H = config.num_attention_heads;
     const KV = config.num_key_value_heads ?? H;
+    for (const k of [
+      "hidden_size",
+      "intermediate_size",
+      "num_hidden_layers",
+      "num_attention_heads",
+      "vocab_size",
+    ] as const)
+      if (!(Number.isInteger(config[k]) && (config[k] as number) > 0))
+        throw new RangeError(`${k} must be a positive integer (got ${JSON.stringify(config[k])})`);
     this.headDim = config.head_dim ?? config.hidden_size / H;
-    if (!Number.isInteger(this.headDim) || H % KV !== 0)
+    if (!Number.isInteger(this.headDim) || this.headDim % 2 !== 0 || H % KV !== 0)
       throw new RangeError(
-        `llama config: hidden_size ${config.hidden_size} / heads ${H} / kv heads ${KV} are inconsistent`,
+        `hidden_size ${config.hidden_size}, num_attention_heads ${H} and num_key_value_heads ${KV} are inconsistent (head_dim ${this.headDim})`,
       );
+    this.maxContext = config.max_position_embeddings ?? 2048;
+    this.vocabSize = config.vocab_size;
+    this.tiedNames = config.tie_word_embeddings ? ["lm_head.weight"] : [];
+    invFreq(this.headDim, config.rope_theta ?? 10000, config.rope_scaling); // validates rope_scaling
     this.model = this.registerModule("model", new LlamaModel(config));
     this.lm_head = config.tie_word_embeddings
       ? null
       : this.registerModule("lm_head", new Linear(config.hidden_size, config.vocab_size));
+  }
+
+  get blocks(): LlamaDecoderLayer[] {
+    return this.model.layers.items;
   }
 
   /** Random init (N(0, std) for matrices, ones for norms), seeded; for tests and benchmarks. */
@@ -171,7 +237,7 @@ export class LlamaForCausalLM extends Module {
 
   rope(T: number): F.RopeTables {
     if (!this.ropeCache || this.ropeCache.cos.length < (T * this.headDim) / 2) {
-      this.ropeCache = ropeTables(T, this.headDim, this.config.rope_theta ?? 10000);
+      this.ropeCache = ropeTables(T, this.headDim, this.config.rope_theta ?? 10000, false, this.config.rope_scaling);
     }
     const c = this.ropeCache;
     const n = (T * this.headDim) / 2;

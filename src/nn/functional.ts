@@ -19,32 +19,36 @@ function rowsOf(t: Tensor, cols: number, op: string): number {
   return t.size / cols;
 }
 
-/** y = x Wᵀ + b. x: (..., in), W: (out, in) (f32 data or bf16/f16 `half` storage), b: (out). */
-export function linear(x: Tensor, W: Tensor, b?: Tensor | null): Tensor {
-  const [out, inp] = W.shape;
+/**
+ * y = x Wᵀ + b. x: (..., in), W: (out, in) (f32 data or bf16/f16 `half` storage), b: (out).
+ * With `inOut` the weight is stored (in, out) — GPT-2's Conv1D layout — and y = x W + b.
+ */
+export function linear(x: Tensor, W: Tensor, b?: Tensor | null, inOut = false): Tensor {
+  const [out, inp] = inOut ? [W.shape[1], W.shape[0]] : W.shape;
   if (lastDim(x) !== inp) throw new RangeError(`linear: x [${x.shape}] does not match weight [${W.shape}]`);
   if (b) assertShape("linear bias", b, [out]);
   const M = rowsOf(x, inp, "linear");
   const y = Tensor.zeros([...x.shape.slice(0, -1), out]);
   const half = W.half;
-  if (half) K.gemm(y.data, x.data, half.bits as never, M, out, inp, false, true, 1, 0, half.dtype);
-  else K.gemm(y.data, x.data, W.data, M, out, inp, false, true, 1, 0);
+  const wb = (half ? half.bits : W.data) as never;
+  const bt = half ? half.dtype : "f32";
+  K.gemm(y.data, x.data, wb, M, out, inp, false, !inOut, 1, 0, bt);
   if (b) K.biasAdd(y.data, b.data, M, out);
   const inputs = b ? [x, W, b] : [x, W];
   return record(y, inputs, (g) => {
     if (x.requiresGrad) {
       // dX = dY · W : (M, out) x (out, in)
       const dx = new Float32Array(x.size);
-      if (half) K.gemm(dx, g, half.bits as never, M, inp, out, false, false, 1, 0, half.dtype);
-      else K.gemm(dx, g, W.data, M, inp, out, false, false, 1, 0);
+      K.gemm(dx, g, wb, M, inp, out, false, inOut, 1, 0, bt);
       gradStats.dXGemms++;
       addGrad(x, dx);
     }
     if (W.requiresGrad) {
-      // dW = dYᵀ · X : (out, M) x (M, in)
+      // dW = dYᵀ · X : (out, M) x (M, in)   [Conv1D layout: Xᵀ · dY : (in, M) x (M, out)]
       const lg = leafGrad(W);
       const dw = lg ?? new Float32Array(W.size);
-      K.gemm(dw, g, x.data, out, inp, M, true, false, 1, lg ? 1 : 0);
+      if (inOut) K.gemm(dw, x.data, g, inp, out, M, true, false, 1, lg ? 1 : 0);
+      else K.gemm(dw, g, x.data, out, inp, M, true, false, 1, lg ? 1 : 0);
       gradStats.dWGemms++;
       gradStats.dWFlops += 2 * out * inp * M;
       if (!lg) addGrad(W, dw);
@@ -55,6 +59,32 @@ export function linear(x: Tensor, W: Tensor, b?: Tensor | null): Tensor {
       K.biasGrad(db, g, M, out);
       if (!lg) addGrad(b, db);
     }
+  });
+}
+
+/** y[:, j] = x[:, cols[j]] for a (M, N) view of x (splits fused QKV projections); backward scatter-adds. */
+export function gatherCols(x: Tensor, cols: Int32Array, outShape?: number[]): Tensor {
+  const N = lastDim(x);
+  const M = rowsOf(x, N, "gatherCols");
+  const J = cols.length;
+  const y = Tensor.zeros(outShape ?? [...x.shape.slice(0, -1), J]);
+  if (y.size !== M * J) throw new RangeError(`gatherCols: out shape [${outShape}] does not hold ${M}x${J}`);
+  for (const c of cols) if (!(c >= 0 && c < N)) throw new RangeError(`gatherCols: column ${c} outside [0, ${N})`);
+  const xd = x.data;
+  const yd = y.data;
+  for (let i = 0; i < M; i++) {
+    const xo = i * N;
+    const yo = i * J;
+    for (let j = 0; j < J; j++) yd[yo + j] = xd[xo + cols[j]];
+  }
+  return record(y, [x], (g) => {
+    const dx = new Float32Array(x.size);
+    for (let i = 0; i < M; i++) {
+      const xo = i * N;
+      const yo = i * J;
+      for (let j = 0; j < J; j++) dx[xo + cols[j]] += g[yo + j];
+    }
+    addGrad(x, dx);
   });
 }
 

@@ -19,16 +19,23 @@ export class Linear extends Module {
   /** 1 = kept, 0 = pruned; the weight holds exact zeros where the mask is 0. */
   mask: Uint8Array | null = null;
   lora: LoraAdapter | null = null;
+  /** HF Conv1D layout (GPT-2): the weight is stored (in, out). */
+  readonly inOut: boolean;
 
   constructor(
     readonly inFeatures: number,
     readonly outFeatures: number,
-    opts: { bias?: boolean; weight?: Float32Array; biasData?: Float32Array } = {},
+    opts: { bias?: boolean; weight?: Float32Array; biasData?: Float32Array; inOut?: boolean } = {},
   ) {
     super();
+    this.inOut = !!opts.inOut;
     this.weight = this.registerParam(
       "weight",
-      parameter(opts.weight ?? new Float32Array(inFeatures * outFeatures), [outFeatures, inFeatures], "weight"),
+      parameter(
+        opts.weight ?? new Float32Array(inFeatures * outFeatures),
+        this.inOut ? [inFeatures, outFeatures] : [outFeatures, inFeatures],
+        "weight",
+      ),
     );
     this.bias =
       opts.bias || opts.biasData
@@ -53,7 +60,7 @@ export class Linear extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    const y = F.linear(x, this.weight, this.bias);
+    const y = F.linear(x, this.weight, this.bias, this.inOut);
     if (!this.lora) return y;
     const { A, B, scale } = this.lora;
     const low = F.linear(F.linear(x, A), B);

@@ -1,0 +1,42 @@
+// Shared pieces of the family files: config checks and the checkpointed block loop.
+
+import type { Module } from "../nn/module.js";
+import { checkpoint } from "../nn/tape.js";
+import type { Tensor } from "../tensor/tensor.js";
+
+export function requirePositiveInts(cfg: Record<string, unknown>, keys: string[]): void {
+  for (const k of keys) {
+    const v = cfg[k];
+    if (!(Number.isInteger(v) && (v as number) > 0))
+      throw new RangeError(`${k} must be a positive integer (got ${JSON.stringify(v)})`);
+  }
+}
+
+export function headDims(hidden: number, heads: number, what = "hidden_size"): number {
+  const D = hidden / heads;
+  if (!Number.isInteger(D)) throw new RangeError(`${what} ${hidden} is not divisible by num_attention_heads ${heads}`);
+  return D;
+}
+
+/** Runs the blocks in order, each under gradient checkpointing when asked. */
+export function runBlocks<B extends Module>(
+  blocks: B[],
+  x: Tensor,
+  f: (b: B, h: Tensor) => Tensor,
+  useCheckpoint?: boolean,
+): Tensor {
+  for (const b of blocks) x = useCheckpoint ? checkpoint((h) => f(b, h), x, b.parameters()) : f(b, x);
+  return x;
+}
+
+/** Column indices that pick part `p` of `parts` from a fused per-head layout (H, parts, D) (GPT-NeoX QKV). */
+export function perHeadCols(H: number, parts: number, D: number, p: number): Int32Array {
+  const out = new Int32Array(H * D);
+  for (let h = 0; h < H; h++) for (let d = 0; d < D; d++) out[h * D + d] = h * parts * D + p * D + d;
+  return out;
+}
+
+/** Column indices of block `p` in a (parts, C) concatenation (GPT-2 c_attn: [q | k | v]). */
+export function blockCols(C: number, p: number): Int32Array {
+  return Int32Array.from({ length: C }, (_, i) => p * C + i);
+}

@@ -1,0 +1,187 @@
+// GPT-NeoX / Pythia (HF modeling_gpt_neox.py): fused QKV laid out per head (H, 3, D), partial rotary (rotary_pct,
+// rotate-half on the first R dims), parallel residual x + attn(ln1(x)) + mlp(ln2(x)), GELU, untied embed_out.
+import * as F from "../nn/functional.js";
+import { Embedding, LayerNorm, Linear } from "../nn/layers.js";
+import { Module, ModuleList } from "../nn/module.js";
+import type { ActKind } from "../tensor/ref/kernels.js";
+import type { Tensor } from "../tensor/tensor.js";
+import { headDims, perHeadCols, requirePositiveInts, runBlocks } from "./common.js";
+import { ropeTables } from "./llama.js";
+import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
+
+interface NeoxConfig extends HfConfig {
+  vocab_size: number;
+  hidden_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  intermediate_size: number;
+  max_position_embeddings: number;
+  rotary_pct?: number;
+  rotary_emb_base?: number;
+  rope_theta?: number;
+  layer_norm_eps?: number;
+  use_parallel_residual?: boolean;
+  hidden_act?: string;
+  tie_word_embeddings?: boolean;
+  attention_bias?: boolean;
+}
+
+function actOf(name = "gelu"): ActKind {
+  if (name === "gelu") return "gelu";
+  if (name === "gelu_new" || name === "gelu_fast" || name === "gelu_pytorch_tanh") return "gelu_tanh";
+  if (name === "relu") return "relu";
+  if (name === "silu") return "silu";
+  throw new RangeError(`unsupported hidden_act '${name}'`);
+}
+
+class NeoxAttention extends Module {
+  readonly query_key_value: Linear;
+  readonly dense: Linear;
+  readonly cols: Int32Array[];
+  constructor(
+    C: number,
+    readonly H: number,
+    readonly D: number,
+    bias: boolean,
+  ) {
+    super();
+    this.query_key_value = this.registerModule("query_key_value", new Linear(C, 3 * C, { bias }));
+    this.dense = this.registerModule("dense", new Linear(C, C, { bias }));
+    this.cols = [0, 1, 2].map((p) => perHeadCols(H, 3, D, p));
+  }
+  forward(x: Tensor, B: number, T: number, rope: F.RopeTables): Tensor {
+    const { H, D } = this;
+    const qkv = this.query_key_value.forward(x); // (B, T, H·3·D)
+    const [q, k, v] = this.cols.map((c) => F.gatherCols(qkv, c));
+    const a = F.attention(F.rope(q, B, T, H, D, rope), F.rope(k, B, T, H, D, rope), v, B, T, H, H, D);
+    return this.dense.forward(a);
+  }
+}
+
+class NeoxLayer extends Module {
+  readonly input_layernorm: LayerNorm;
+  readonly post_attention_layernorm: LayerNorm;
+  readonly attention: NeoxAttention;
+  readonly mlp: NeoxMLP;
+  constructor(private readonly cfg: NeoxConfig) {
+    super();
+    const C = cfg.hidden_size;
+    const eps = cfg.layer_norm_eps ?? 1e-5;
+    const bias = cfg.attention_bias ?? true;
+    this.input_layernorm = this.registerModule("input_layernorm", new LayerNorm(C, eps));
+    this.post_attention_layernorm = this.registerModule("post_attention_layernorm", new LayerNorm(C, eps));
+    this.attention = this.registerModule(
+      "attention",
+      new NeoxAttention(C, cfg.num_attention_heads, C / cfg.num_attention_heads, bias),
+    );
+    this.mlp = this.registerModule("mlp", new NeoxMLP(C, cfg.intermediate_size, actOf(cfg.hidden_act)));
+  }
+  forward(x: Tensor, B: number, T: number, rope: F.RopeTables): Tensor {
+    const a = this.attention.forward(this.input_layernorm.forward(x), B, T, rope);
+    if (this.cfg.use_parallel_residual ?? true) {
+      const m = this.mlp.forward(this.post_attention_layernorm.forward(x));
+      return F.add(F.add(x, a), m);
+    }
+    const h = F.add(x, a);
+    return F.add(h, this.mlp.forward(this.post_attention_layernorm.forward(h)));
+  }
+  linears(): [string, Linear][] {
+    return [
+      ["attention.query_key_value", this.attention.query_key_value],
+      ["attention.dense", this.attention.dense],
+      ["mlp.dense_h_to_4h", this.mlp.dense_h_to_4h],
+      ["mlp.dense_4h_to_h", this.mlp.dense_4h_to_h],
+    ];
+  }
+}
+
+class NeoxMLP extends Module {
+  readonly dense_h_to_4h: Linear;
+  readonly dense_4h_to_h: Linear;
+  constructor(
+    C: number,
+    I: number,
+    private readonly act: ActKind,
+  ) {
+    super();
+    this.dense_h_to_4h = this.registerModule("dense_h_to_4h", new Linear(C, I, { bias: true }));
+    this.dense_4h_to_h = this.registerModule("dense_4h_to_h", new Linear(I, C, { bias: true }));
+  }
+  forward(x: Tensor): Tensor {
+    return this.dense_4h_to_h.forward(F.act(this.dense_h_to_4h.forward(x), this.act));
+  }
+}
+
+class NeoxModel extends Module {
+  readonly embed_in: Embedding;
+  readonly layers: ModuleList<NeoxLayer>;
+  readonly final_layer_norm: LayerNorm;
+  constructor(cfg: NeoxConfig) {
+    super();
+    this.embed_in = this.registerModule("embed_in", new Embedding(cfg.vocab_size, cfg.hidden_size));
+    const layers: NeoxLayer[] = [];
+    for (let i = 0; i < cfg.num_hidden_layers; i++) layers.push(new NeoxLayer(cfg));
+    this.layers = this.registerModule("layers", new ModuleList(layers));
+    this.final_layer_norm = this.registerModule(
+      "final_layer_norm",
+      new LayerNorm(cfg.hidden_size, cfg.layer_norm_eps ?? 1e-5),
+    );
+  }
+}
+
+export class GptNeoxForCausalLM extends Module implements CausalLM {
+  readonly gpt_neox: NeoxModel;
+  readonly embed_out: Linear | null;
+  readonly maxContext: number;
+  readonly vocabSize: number;
+  readonly tiedNames: string[];
+  readonly config: NeoxConfig;
+  private readonly rotDim: number;
+
+  constructor(config: HfConfig) {
+    super();
+    const cfg = config as NeoxConfig;
+    requirePositiveInts(cfg, [
+      "vocab_size",
+      "hidden_size",
+      "num_hidden_layers",
+      "num_attention_heads",
+      "intermediate_size",
+      "max_position_embeddings",
+    ]);
+    const D = headDims(cfg.hidden_size, cfg.num_attention_heads);
+    this.rotDim = Math.floor(D * (cfg.rotary_pct ?? 0.25));
+    if (this.rotDim % 2) this.rotDim -= 1;
+    this.config = cfg;
+    this.maxContext = cfg.max_position_embeddings;
+    this.vocabSize = cfg.vocab_size;
+    this.tiedNames = cfg.tie_word_embeddings ? ["embed_out.weight"] : [];
+    this.gpt_neox = this.registerModule("gpt_neox", new NeoxModel(cfg));
+    this.embed_out = cfg.tie_word_embeddings
+      ? null
+      : this.registerModule("embed_out", new Linear(cfg.hidden_size, cfg.vocab_size));
+  }
+
+  get blocks(): NeoxLayer[] {
+    return this.gpt_neox.layers.items;
+  }
+
+  hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
+    const rope = ropeTables(T, this.rotDim, this.config.rope_theta ?? this.config.rotary_emb_base ?? 10000);
+    const x = runBlocks(
+      this.blocks,
+      this.gpt_neox.embed_in.forward(ids),
+      (b, h) => b.forward(h, B, T, rope),
+      opts.checkpoint,
+    );
+    return this.gpt_neox.final_layer_norm.forward(x);
+  }
+
+  head(h: Tensor): Tensor {
+    return this.embed_out ? this.embed_out.forward(h) : F.linear(h, this.gpt_neox.embed_in.weight);
+  }
+
+  forward(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
+    return this.head(this.hidden(ids, B, T, opts));
+  }
+}

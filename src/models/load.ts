@@ -1,0 +1,116 @@
+// Load an HF model folder (config.json + safetensors + tokenizer) into a family module, and save it back with the
+// same names, shapes and dtypes (so load → save is bit-exact).
+import { copyFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { resolveModel } from "../io/hf-hub.js";
+import { type DType, SafetensorsStore, saveCheckpoint, type TensorOut, writeFileAtomic } from "../io/safetensors.js";
+import { Tokenizer } from "../io/tokenizer.js";
+import type { Tensor } from "../tensor/tensor.js";
+import { buildModel, type CausalLM, ConfigError, type HfConfig } from "./registry.js";
+
+/** Buffers some checkpoints carry that are not parameters (recomputed from the config). */
+const IGNORED = [
+  /\.rotary_emb\.inv_freq$/,
+  /\.attn\.bias$/,
+  /\.attn\.masked_bias$/,
+  /\.attention\.bias$/,
+  /\.attention\.masked_bias$/,
+];
+
+export interface LoadedModel {
+  model: CausalLM;
+  config: HfConfig;
+  tokenizer: Tokenizer | null;
+  dir: string;
+  /** The file dtype of every loaded tensor (saving writes it back in the same dtype). */
+  dtypes: Map<string, DType>;
+  /** Tensors in the files that the model does not use. */
+  unused: string[];
+}
+
+export function readConfig(dir: string): HfConfig {
+  const p = join(dir, "config.json");
+  if (!existsSync(p)) throw new ConfigError(`${dir}: missing config.json`);
+  try {
+    return JSON.parse(readFileSync(p, "utf8")) as HfConfig;
+  } catch (e) {
+    throw new ConfigError(`${p}: invalid JSON (${(e as Error).message})`);
+  }
+}
+
+/** Copies tensors from `store` into the model's parameters (zero-copy views for F32 files). */
+export function loadWeights(
+  model: CausalLM,
+  store: SafetensorsStore,
+  dir: string,
+): { dtypes: Map<string, DType>; unused: string[] } {
+  const dtypes = new Map<string, DType>();
+  const used = new Set<string>();
+  for (const [name, p] of model.namedParameters()) {
+    if (!store.has(name))
+      throw new ConfigError(
+        `${dir}: tensor '${name}' required by config.json (model_type ${model.config.model_type}) is missing from the checkpoint`,
+      );
+    const info = store.info(name);
+    if (info.shape.length !== p.shape.length || info.shape.some((d, i) => d !== p.shape[i]))
+      throw new ConfigError(`${dir}: tensor '${name}' has shape [${info.shape}] but config.json implies [${p.shape}]`);
+    p.data = store.f32(name);
+    dtypes.set(name, info.dtype);
+    used.add(name);
+  }
+  const unused = store.names.filter(
+    (n) => !used.has(n) && !model.tiedNames.includes(n) && !IGNORED.some((r) => r.test(n)),
+  );
+  return { dtypes, unused };
+}
+
+/** Resolves `idOrDir` (folder, HF cache, Hub) and loads config, weights and tokenizer. */
+export async function loadModel(
+  idOrDir: string,
+  opts: { revision?: string; tokenizer?: boolean } = {},
+): Promise<LoadedModel> {
+  const dir = await resolveModel(idOrDir, { revision: opts.revision });
+  const config = readConfig(dir);
+  const model = buildModel(config, join(dir, "config.json"));
+  const store = new SafetensorsStore(dir);
+  const { dtypes, unused } = loadWeights(model, store, dir);
+  const tokenizer =
+    opts.tokenizer === false ? null : existsSync(join(dir, "tokenizer.json")) ? Tokenizer.fromDir(dir) : null;
+  return { model, config, tokenizer, dir, dtypes, unused };
+}
+
+const TOKENIZER_FILES = [
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "generation_config.json",
+  "tokenizer.model",
+  "vocab.json",
+  "merges.txt",
+];
+
+/** The HF-named tensors of the model (adapters and tied duplicates excluded), in their original dtypes. */
+export function stateDict(model: CausalLM, dtypes?: Map<string, DType>): TensorOut[] {
+  const out: TensorOut[] = [];
+  for (const [name, p] of model.namedParameters() as [string, Tensor][]) {
+    if (name.includes("lora_")) continue;
+    const dt = dtypes?.get(name) ?? "F32";
+    out.push({ name, dtype: dt === "F16" || dt === "BF16" ? dt : "F32", shape: p.shape, data: p.data });
+  }
+  return out;
+}
+
+/** Writes config.json, the safetensors checkpoint and (copied from `from`) the tokenizer files into `dir`. */
+export function saveModel(
+  dir: string,
+  m: { model: CausalLM; config: HfConfig; dtypes?: Map<string, DType>; dir?: string },
+  opts: { maxShardBytes?: number; extraConfig?: Record<string, unknown> } = {},
+): void {
+  mkdirSync(dir, { recursive: true });
+  saveCheckpoint(dir, stateDict(m.model, m.dtypes), { maxShardBytes: opts.maxShardBytes });
+  if (m.dir)
+    for (const f of TOKENIZER_FILES) if (existsSync(join(m.dir, f))) copyFileSync(join(m.dir, f), join(dir, f));
+  writeFileAtomic(join(dir, "config.json"), [
+    `${JSON.stringify({ ...m.config, ...(opts.extraConfig ?? {}) }, null, 2)}\n`,
+  ]);
+}

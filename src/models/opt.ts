@@ -1,0 +1,196 @@
+// OPT (HF modeling_opt.py): learned positions with offset 2, pre- or post-LayerNorm (do_layer_norm_before), ReLU MLP,
+// optional project_in/project_out when word_embed_proj_dim != hidden_size (OPT-350m), LM head tied to the embeddings.
+import * as F from "../nn/functional.js";
+import { Embedding, LayerNorm, Linear } from "../nn/layers.js";
+import { Module, ModuleList } from "../nn/module.js";
+import type { ActKind } from "../tensor/ref/kernels.js";
+import type { Tensor } from "../tensor/tensor.js";
+import { headDims, requirePositiveInts, runBlocks } from "./common.js";
+import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
+
+interface OptConfig extends HfConfig {
+  vocab_size: number;
+  hidden_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  ffn_dim: number;
+  max_position_embeddings: number;
+  do_layer_norm_before?: boolean;
+  word_embed_proj_dim?: number;
+  enable_bias?: boolean;
+  activation_function?: string;
+  _remove_final_layer_norm?: boolean;
+  layer_norm_elementwise_affine?: boolean;
+}
+
+const OFFSET = 2;
+
+function actOf(name: string | undefined): ActKind {
+  if (!name || name === "relu") return "relu";
+  if (name === "gelu") return "gelu";
+  if (name === "gelu_new" || name === "gelu_pytorch_tanh") return "gelu_tanh";
+  if (name === "silu" || name === "swish") return "silu";
+  throw new RangeError(`unsupported activation_function '${name}'`);
+}
+
+class OptAttention extends Module {
+  readonly q_proj: Linear;
+  readonly k_proj: Linear;
+  readonly v_proj: Linear;
+  readonly out_proj: Linear;
+  constructor(
+    C: number,
+    readonly H: number,
+    bias: boolean,
+  ) {
+    super();
+    this.q_proj = this.registerModule("q_proj", new Linear(C, C, { bias }));
+    this.k_proj = this.registerModule("k_proj", new Linear(C, C, { bias }));
+    this.v_proj = this.registerModule("v_proj", new Linear(C, C, { bias }));
+    this.out_proj = this.registerModule("out_proj", new Linear(C, C, { bias }));
+  }
+  forward(x: Tensor, B: number, T: number): Tensor {
+    const D = x.shape[x.shape.length - 1] / this.H;
+    const a = F.attention(
+      this.q_proj.forward(x),
+      this.k_proj.forward(x),
+      this.v_proj.forward(x),
+      B,
+      T,
+      this.H,
+      this.H,
+      D,
+    );
+    return this.out_proj.forward(a);
+  }
+}
+
+class OptDecoderLayer extends Module {
+  readonly self_attn: OptAttention;
+  readonly self_attn_layer_norm: LayerNorm;
+  readonly fc1: Linear;
+  readonly fc2: Linear;
+  readonly final_layer_norm: LayerNorm;
+  constructor(
+    private readonly cfg: OptConfig,
+    private readonly act: ActKind,
+  ) {
+    super();
+    const C = cfg.hidden_size;
+    const bias = cfg.enable_bias ?? true;
+    this.self_attn = this.registerModule("self_attn", new OptAttention(C, cfg.num_attention_heads, bias));
+    this.self_attn_layer_norm = this.registerModule("self_attn_layer_norm", new LayerNorm(C, 1e-5));
+    this.fc1 = this.registerModule("fc1", new Linear(C, cfg.ffn_dim, { bias }));
+    this.fc2 = this.registerModule("fc2", new Linear(cfg.ffn_dim, C, { bias }));
+    this.final_layer_norm = this.registerModule("final_layer_norm", new LayerNorm(C, 1e-5));
+  }
+  forward(x: Tensor, B: number, T: number): Tensor {
+    const pre = this.cfg.do_layer_norm_before ?? true;
+    let h = pre ? this.self_attn_layer_norm.forward(x) : x;
+    h = F.add(x, this.self_attn.forward(h, B, T));
+    if (!pre) h = this.self_attn_layer_norm.forward(h);
+    const m = pre ? this.final_layer_norm.forward(h) : h;
+    let out = F.add(h, this.fc2.forward(F.act(this.fc1.forward(m), this.act)));
+    if (!pre) out = this.final_layer_norm.forward(out);
+    return out;
+  }
+  linears(): [string, Linear][] {
+    const a = this.self_attn;
+    return [
+      ["self_attn.q_proj", a.q_proj],
+      ["self_attn.k_proj", a.k_proj],
+      ["self_attn.v_proj", a.v_proj],
+      ["self_attn.out_proj", a.out_proj],
+      ["fc1", this.fc1],
+      ["fc2", this.fc2],
+    ];
+  }
+}
+
+class OptDecoder extends Module {
+  readonly embed_tokens: Embedding;
+  readonly embed_positions: Embedding;
+  readonly final_layer_norm: LayerNorm | null;
+  readonly project_in: Linear | null;
+  readonly project_out: Linear | null;
+  readonly layers: ModuleList<OptDecoderLayer>;
+  constructor(cfg: OptConfig) {
+    super();
+    const C = cfg.hidden_size;
+    const P = cfg.word_embed_proj_dim ?? C;
+    const act = actOf(cfg.activation_function);
+    this.embed_tokens = this.registerModule("embed_tokens", new Embedding(cfg.vocab_size, P));
+    this.embed_positions = this.registerModule(
+      "embed_positions",
+      new Embedding(cfg.max_position_embeddings + OFFSET, C),
+    );
+    const pre = cfg.do_layer_norm_before ?? true;
+    this.final_layer_norm =
+      pre && !cfg._remove_final_layer_norm ? this.registerModule("final_layer_norm", new LayerNorm(C, 1e-5)) : null;
+    this.project_out = P !== C ? this.registerModule("project_out", new Linear(C, P)) : null;
+    this.project_in = P !== C ? this.registerModule("project_in", new Linear(P, C)) : null;
+    const layers: OptDecoderLayer[] = [];
+    for (let i = 0; i < cfg.num_hidden_layers; i++) layers.push(new OptDecoderLayer(cfg, act));
+    this.layers = this.registerModule("layers", new ModuleList(layers));
+  }
+}
+
+class OptModel extends Module {
+  readonly decoder: OptDecoder;
+  constructor(cfg: OptConfig) {
+    super();
+    this.decoder = this.registerModule("decoder", new OptDecoder(cfg));
+  }
+}
+
+export class OptForCausalLM extends Module implements CausalLM {
+  readonly model: OptModel;
+  readonly maxContext: number;
+  readonly vocabSize: number;
+  readonly tiedNames = ["lm_head.weight"];
+  readonly config: OptConfig;
+
+  constructor(config: HfConfig) {
+    super();
+    const cfg = config as OptConfig;
+    requirePositiveInts(cfg, [
+      "vocab_size",
+      "hidden_size",
+      "num_hidden_layers",
+      "num_attention_heads",
+      "ffn_dim",
+      "max_position_embeddings",
+    ]);
+    headDims(cfg.hidden_size, cfg.num_attention_heads);
+    this.config = cfg;
+    this.maxContext = cfg.max_position_embeddings;
+    this.vocabSize = cfg.vocab_size;
+    this.model = this.registerModule("model", new OptModel(cfg));
+  }
+
+  get blocks(): OptDecoderLayer[] {
+    return this.model.decoder.layers.items;
+  }
+
+  hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
+    const d = this.model.decoder;
+    if (T > this.maxContext)
+      throw new RangeError(`OPT: sequence length ${T} exceeds max_position_embeddings ${this.maxContext}`);
+    let x = d.embed_tokens.forward(ids);
+    if (d.project_in) x = d.project_in.forward(x);
+    const pos = Int32Array.from({ length: B * T }, (_, i) => (i % T) + OFFSET);
+    x = F.add(x, d.embed_positions.forward(pos));
+    x = runBlocks(this.blocks, x, (b, h) => b.forward(h, B, T), opts.checkpoint);
+    if (d.final_layer_norm) x = d.final_layer_norm.forward(x);
+    if (d.project_out) x = d.project_out.forward(x);
+    return x;
+  }
+
+  head(h: Tensor): Tensor {
+    return F.linear(h, this.model.decoder.embed_tokens.weight);
+  }
+
+  forward(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
+    return this.head(this.hidden(ids, B, T, opts));
+  }
+}

@@ -1,0 +1,62 @@
+// model_type → builder. A family file holds only its HF config mapping, weight names and block forward.
+import type { Module } from "../nn/module.js";
+import type { Tensor } from "../tensor/tensor.js";
+import { GptNeoxForCausalLM } from "./gpt-neox.js";
+import { Gpt2LMHeadModel } from "./gpt2.js";
+import { type LlamaConfig, LlamaForCausalLM } from "./llama.js";
+import { OptForCausalLM } from "./opt.js";
+
+export type HfConfig = Record<string, unknown> & { model_type?: string };
+
+export interface ForwardOpts {
+  checkpoint?: boolean;
+}
+
+/** What every family exposes to the stages (eval, prune, retrain, export). */
+export interface CausalLM extends Module {
+  readonly config: HfConfig;
+  /** Logits (B·T, V) for ids (B·T). */
+  forward(ids: Int32Array, B: number, T: number, opts?: ForwardOpts): Tensor;
+  /** Final hidden states (B·T, C) before the LM head. */
+  hidden(ids: Int32Array, B: number, T: number, opts?: ForwardOpts): Tensor;
+  /** LM head: hidden (n, C) → logits (n, V). */
+  head(h: Tensor): Tensor;
+  /** Maximum context (max_position_embeddings or n_positions). */
+  readonly maxContext: number;
+  readonly vocabSize: number;
+  /** Names of HF tensors that are tied to another parameter and therefore not saved. */
+  readonly tiedNames: string[];
+}
+
+export class ConfigError extends Error {}
+
+type Builder = (cfg: HfConfig) => CausalLM;
+
+const BUILDERS: Record<string, Builder> = {
+  llama: (c) => new LlamaForCausalLM(c as unknown as LlamaConfig),
+  mistral: (c) => new LlamaForCausalLM(c as unknown as LlamaConfig),
+  opt: (c) => new OptForCausalLM(c),
+  gpt_neox: (c) => new GptNeoxForCausalLM(c),
+  gpt2: (c) => new Gpt2LMHeadModel(c),
+};
+
+export function supportedModelTypes(): string[] {
+  return Object.keys(BUILDERS);
+}
+
+export function registerFamily(modelType: string, b: Builder): void {
+  BUILDERS[modelType] = b;
+}
+
+export function buildModel(cfg: HfConfig, where = "config.json"): CausalLM {
+  const t = cfg.model_type;
+  if (typeof t !== "string") throw new ConfigError(`${where}: missing model_type`);
+  const b = BUILDERS[t];
+  if (!b)
+    throw new ConfigError(`${where}: unsupported model_type '${t}' (supported: ${supportedModelTypes().join(", ")})`);
+  try {
+    return b(cfg);
+  } catch (e) {
+    throw new ConfigError(`${where}: ${(e as Error).message}`);
+  }
+}

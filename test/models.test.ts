@@ -1,0 +1,501 @@
+// Each family: a tiny random checkpoint written in HF layout by the test (names and shapes listed here, independently
+// of the model code), loaded, run, compared with a straightforward float64 forward written from the HF modeling
+// files, saved and reloaded bit-exactly. Plus bad-input errors.
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { f32ToHalf, SafetensorsStore, saveCheckpoint, type TensorOut } from "../src/io/safetensors.js";
+import { invFreq } from "../src/models/llama.js";
+import { loadModel, saveModel } from "../src/models/load.js";
+import { supportedModelTypes } from "../src/models/registry.js";
+import { noGrad } from "../src/nn/tape.js";
+import { refK } from "../src/tensor/native.js";
+import { Rng } from "../src/tensor/rng.js";
+import { expectClose } from "./helpers.js";
+
+type F64 = Float64Array;
+type SD = Record<string, { shape: number[]; data: Float32Array }>;
+const R = refK as unknown as Record<string, (...a: unknown[]) => unknown>;
+const tmp = () => mkdtempSync(join(tmpdir(), "perp-m-"));
+
+function randomSD(spec: [string, number[]][], seed: number): SD {
+  const rng = new Rng(seed);
+  const sd: SD = {};
+  for (const [name, shape] of spec) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const d = new Float32Array(n);
+    if (/norm|ln_|layer_norm/.test(name) && name.endsWith("weight")) rng.fillNormal(d, 0.1, 1);
+    else rng.fillNormal(d, name.endsWith("bias") ? 0.1 : 0.3);
+    sd[name] = { shape, data: d };
+  }
+  return sd;
+}
+
+function writeModel(dir: string, config: object, sd: SD, dtype: "F32" | "BF16" = "F32"): void {
+  const ts: TensorOut[] = Object.entries(sd).map(([name, t]) => ({
+    name,
+    dtype,
+    shape: t.shape,
+    data: dtype === "F32" ? t.data : f32ToHalf(t.data, "BF16"),
+  }));
+  saveCheckpoint(dir, ts);
+  writeFileSync(join(dir, "config.json"), JSON.stringify(config));
+}
+
+// ------------------------------------------------------------------ float64 building blocks (reference kernels)
+const f = (sd: SD, n: string): F64 => {
+  if (!sd[n]) throw new Error(`test: missing ${n}`);
+  return Float64Array.from(sd[n].data);
+};
+function lin(x: F64, W: F64, b: F64 | null, M: number, out: number, inp: number, inOut = false): F64 {
+  const y = new Float64Array(M * out);
+  R.gemm(y, x, W, M, out, inp, false, !inOut, 1, 0);
+  if (b) R.biasAdd(y, b, M, out);
+  return y;
+}
+function ln(x: F64, w: F64, b: F64, M: number, C: number, eps = 1e-5): F64 {
+  const y = new Float64Array(x.length);
+  R.layernormFwd(y, null, null, x, w, b, M, C, eps);
+  return y;
+}
+function rms(x: F64, w: F64, M: number, C: number, eps: number): F64 {
+  const y = new Float64Array(x.length);
+  R.rmsnormFwd(y, null, x, w, M, C, eps);
+  return y;
+}
+function ropeF64(x: F64, T: number, H: number, D: number, Rd: number, inv: number[]): F64 {
+  const cos = new Float64Array((T * Rd) / 2);
+  const sin = new Float64Array((T * Rd) / 2);
+  for (let t = 0; t < T; t++)
+    for (let i = 0; i < Rd / 2; i++) {
+      cos[(t * Rd) / 2 + i] = Math.cos(t * inv[i]);
+      sin[(t * Rd) / 2 + i] = Math.sin(t * inv[i]);
+    }
+  const y = new Float64Array(x.length);
+  R.rope(y, x, cos, sin, 1, T, H, D, Rd, false, false);
+  return y;
+}
+function attn(q: F64, k: F64, v: F64, T: number, H: number, KV: number, D: number): F64 {
+  const y = new Float64Array(q.length);
+  R.attentionFwd(y, null, q, k, v, 1, T, H, KV, D, 1 / Math.sqrt(D));
+  return y;
+}
+function act(x: F64, kind: string): F64 {
+  const y = new Float64Array(x.length);
+  R.actFwd(y, x, kind);
+  return y;
+}
+const add = (a: F64, b: F64) => a.map((v, i) => v + b[i]);
+const mul = (a: F64, b: F64) => a.map((v, i) => v * b[i]);
+function emb(table: F64, ids: number[], C: number, offset = 0): F64 {
+  const y = new Float64Array(ids.length * C);
+  ids.forEach((id, i) => {
+    for (let j = 0; j < C; j++) y[i * C + j] = table[(id + offset) * C + j];
+  });
+  return y;
+}
+function cols(x: F64, M: number, N: number, pick: (j: number) => number, J: number): F64 {
+  const y = new Float64Array(M * J);
+  for (let i = 0; i < M; i++) for (let j = 0; j < J; j++) y[i * J + j] = x[i * N + pick(j)];
+  return y;
+}
+
+const IDS = [3, 7, 1, 22, 9, 0, 14, 5, 11];
+const T = IDS.length;
+const V = 23;
+
+// ------------------------------------------------------------------ families
+interface Family {
+  name: string;
+  config: Record<string, unknown>;
+  spec: [string, number[]][];
+  ref(sd: SD): F64;
+}
+
+function llama(tied: boolean, scaling: object | null): Family {
+  const [C, I, H, KV, L] = [16, 24, 4, 2, 2];
+  const D = C / H;
+  const spec: [string, number[]][] = [["model.embed_tokens.weight", [V, C]]];
+  for (let l = 0; l < L; l++) {
+    const p = `model.layers.${l}.`;
+    spec.push(
+      [`${p}input_layernorm.weight`, [C]],
+      [`${p}self_attn.q_proj.weight`, [H * D, C]],
+      [`${p}self_attn.k_proj.weight`, [KV * D, C]],
+      [`${p}self_attn.v_proj.weight`, [KV * D, C]],
+      [`${p}self_attn.o_proj.weight`, [C, H * D]],
+      [`${p}post_attention_layernorm.weight`, [C]],
+      [`${p}mlp.gate_proj.weight`, [I, C]],
+      [`${p}mlp.up_proj.weight`, [I, C]],
+      [`${p}mlp.down_proj.weight`, [C, I]],
+    );
+  }
+  spec.push(["model.norm.weight", [C]]);
+  if (!tied) spec.push(["lm_head.weight", [V, C]]);
+  const config = {
+    model_type: "llama",
+    hidden_size: C,
+    intermediate_size: I,
+    num_hidden_layers: L,
+    num_attention_heads: H,
+    num_key_value_heads: KV,
+    vocab_size: V,
+    max_position_embeddings: 32,
+    rms_norm_eps: 1e-6,
+    rope_theta: 500,
+    tie_word_embeddings: tied,
+    rope_scaling: scaling,
+  };
+  return {
+    name: `llama${tied ? " tied" : ""}${scaling ? " rope_scaling" : ""}`,
+    config,
+    spec,
+    ref(sd) {
+      const inv = invFreq(D, 500, scaling as never);
+      let x = emb(f(sd, "model.embed_tokens.weight"), IDS, C);
+      for (let l = 0; l < L; l++) {
+        const p = `model.layers.${l}.`;
+        const h = rms(x, f(sd, `${p}input_layernorm.weight`), T, C, 1e-6);
+        const q = ropeF64(lin(h, f(sd, `${p}self_attn.q_proj.weight`), null, T, H * D, C), T, H, D, D, inv);
+        const k = ropeF64(lin(h, f(sd, `${p}self_attn.k_proj.weight`), null, T, KV * D, C), T, KV, D, D, inv);
+        const v = lin(h, f(sd, `${p}self_attn.v_proj.weight`), null, T, KV * D, C);
+        x = add(x, lin(attn(q, k, v, T, H, KV, D), f(sd, `${p}self_attn.o_proj.weight`), null, T, C, H * D));
+        const h2 = rms(x, f(sd, `${p}post_attention_layernorm.weight`), T, C, 1e-6);
+        const g = lin(h2, f(sd, `${p}mlp.gate_proj.weight`), null, T, I, C);
+        const u = lin(h2, f(sd, `${p}mlp.up_proj.weight`), null, T, I, C);
+        x = add(x, lin(mul(act(g, "silu"), u), f(sd, `${p}mlp.down_proj.weight`), null, T, C, I));
+      }
+      const hN = rms(x, f(sd, "model.norm.weight"), T, C, 1e-6);
+      return lin(hN, f(sd, tied ? "model.embed_tokens.weight" : "lm_head.weight"), null, T, V, C);
+    },
+  };
+}
+
+function opt(pre: boolean, proj: number): Family {
+  const [C, F_, H, L, P] = [16, 24, 4, 2, proj];
+  const D = C / H;
+  const spec: [string, number[]][] = [
+    ["model.decoder.embed_tokens.weight", [V, P]],
+    ["model.decoder.embed_positions.weight", [32 + 2, C]],
+  ];
+  if (P !== C) spec.push(["model.decoder.project_in.weight", [C, P]], ["model.decoder.project_out.weight", [P, C]]);
+  if (pre) spec.push(["model.decoder.final_layer_norm.weight", [C]], ["model.decoder.final_layer_norm.bias", [C]]);
+  for (let l = 0; l < L; l++) {
+    const p = `model.decoder.layers.${l}.`;
+    for (const n of ["q_proj", "k_proj", "v_proj", "out_proj"])
+      spec.push([`${p}self_attn.${n}.weight`, [C, C]], [`${p}self_attn.${n}.bias`, [C]]);
+    spec.push(
+      [`${p}self_attn_layer_norm.weight`, [C]],
+      [`${p}self_attn_layer_norm.bias`, [C]],
+      [`${p}fc1.weight`, [F_, C]],
+      [`${p}fc1.bias`, [F_]],
+      [`${p}fc2.weight`, [C, F_]],
+      [`${p}fc2.bias`, [C]],
+      [`${p}final_layer_norm.weight`, [C]],
+      [`${p}final_layer_norm.bias`, [C]],
+    );
+  }
+  const config = {
+    model_type: "opt",
+    vocab_size: V,
+    hidden_size: C,
+    num_hidden_layers: L,
+    num_attention_heads: H,
+    ffn_dim: F_,
+    max_position_embeddings: 32,
+    do_layer_norm_before: pre,
+    word_embed_proj_dim: P,
+    activation_function: "relu",
+    enable_bias: true,
+  };
+  return {
+    name: `opt ${pre ? "pre-LN" : "post-LN"}${P !== C ? " project_in/out" : ""}`,
+    config,
+    spec,
+    ref(sd) {
+      let x = emb(f(sd, "model.decoder.embed_tokens.weight"), IDS, P);
+      if (P !== C) x = lin(x, f(sd, "model.decoder.project_in.weight"), null, T, C, P);
+      x = add(
+        x,
+        emb(
+          f(sd, "model.decoder.embed_positions.weight"),
+          IDS.map((_, i) => i),
+          C,
+          2,
+        ),
+      );
+      for (let l = 0; l < L; l++) {
+        const p = `model.decoder.layers.${l}.`;
+        const w = (n: string) => f(sd, `${p}${n}`);
+        let h = pre ? ln(x, w("self_attn_layer_norm.weight"), w("self_attn_layer_norm.bias"), T, C) : x;
+        const q = lin(h, w("self_attn.q_proj.weight"), w("self_attn.q_proj.bias"), T, C, C);
+        const k = lin(h, w("self_attn.k_proj.weight"), w("self_attn.k_proj.bias"), T, C, C);
+        const v = lin(h, w("self_attn.v_proj.weight"), w("self_attn.v_proj.bias"), T, C, C);
+        h = add(
+          x,
+          lin(attn(q, k, v, T, H, H, D), w("self_attn.out_proj.weight"), w("self_attn.out_proj.bias"), T, C, C),
+        );
+        if (!pre) h = ln(h, w("self_attn_layer_norm.weight"), w("self_attn_layer_norm.bias"), T, C);
+        const m = pre ? ln(h, w("final_layer_norm.weight"), w("final_layer_norm.bias"), T, C) : h;
+        const ff = lin(
+          act(lin(m, w("fc1.weight"), w("fc1.bias"), T, F_, C), "relu"),
+          w("fc2.weight"),
+          w("fc2.bias"),
+          T,
+          C,
+          F_,
+        );
+        x = add(h, ff);
+        if (!pre) x = ln(x, w("final_layer_norm.weight"), w("final_layer_norm.bias"), T, C);
+      }
+      if (pre)
+        x = ln(x, f(sd, "model.decoder.final_layer_norm.weight"), f(sd, "model.decoder.final_layer_norm.bias"), T, C);
+      if (P !== C) x = lin(x, f(sd, "model.decoder.project_out.weight"), null, T, P, C);
+      return lin(x, f(sd, "model.decoder.embed_tokens.weight"), null, T, V, P);
+    },
+  };
+}
+
+function neox(parallel: boolean): Family {
+  const [C, I, H, L] = [16, 24, 4, 2];
+  const D = C / H;
+  const Rd = 2; // rotary_pct 0.5 of D = 4
+  const spec: [string, number[]][] = [["gpt_neox.embed_in.weight", [V, C]]];
+  for (let l = 0; l < L; l++) {
+    const p = `gpt_neox.layers.${l}.`;
+    spec.push(
+      [`${p}input_layernorm.weight`, [C]],
+      [`${p}input_layernorm.bias`, [C]],
+      [`${p}post_attention_layernorm.weight`, [C]],
+      [`${p}post_attention_layernorm.bias`, [C]],
+      [`${p}attention.query_key_value.weight`, [3 * C, C]],
+      [`${p}attention.query_key_value.bias`, [3 * C]],
+      [`${p}attention.dense.weight`, [C, C]],
+      [`${p}attention.dense.bias`, [C]],
+      [`${p}mlp.dense_h_to_4h.weight`, [I, C]],
+      [`${p}mlp.dense_h_to_4h.bias`, [I]],
+      [`${p}mlp.dense_4h_to_h.weight`, [C, I]],
+      [`${p}mlp.dense_4h_to_h.bias`, [C]],
+    );
+  }
+  spec.push(
+    ["gpt_neox.final_layer_norm.weight", [C]],
+    ["gpt_neox.final_layer_norm.bias", [C]],
+    ["embed_out.weight", [V, C]],
+  );
+  const config = {
+    model_type: "gpt_neox",
+    vocab_size: V,
+    hidden_size: C,
+    num_hidden_layers: L,
+    num_attention_heads: H,
+    intermediate_size: I,
+    rotary_pct: 0.5,
+    rotary_emb_base: 10000,
+    max_position_embeddings: 32,
+    layer_norm_eps: 1e-5,
+    use_parallel_residual: parallel,
+    hidden_act: "gelu",
+    tie_word_embeddings: false,
+  };
+  return {
+    name: `gpt_neox ${parallel ? "parallel" : "sequential"} residual`,
+    config,
+    spec,
+    ref(sd) {
+      const inv = Array.from({ length: Rd / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / Rd));
+      let x = emb(f(sd, "gpt_neox.embed_in.weight"), IDS, C);
+      for (let l = 0; l < L; l++) {
+        const p = `gpt_neox.layers.${l}.`;
+        const w = (n: string) => f(sd, `${p}${n}`);
+        const h = ln(x, w("input_layernorm.weight"), w("input_layernorm.bias"), T, C);
+        const qkv = lin(h, w("attention.query_key_value.weight"), w("attention.query_key_value.bias"), T, 3 * C, C);
+        // (T, H, 3, D) → q, k, v
+        const part = (pp: number) => cols(qkv, T, 3 * C, (j) => Math.floor(j / D) * 3 * D + pp * D + (j % D), C);
+        const q = ropeF64(part(0), T, H, D, Rd, inv);
+        const k = ropeF64(part(1), T, H, D, Rd, inv);
+        const a = lin(attn(q, k, part(2), T, H, H, D), w("attention.dense.weight"), w("attention.dense.bias"), T, C, C);
+        const mlp = (y: F64) =>
+          lin(
+            act(lin(y, w("mlp.dense_h_to_4h.weight"), w("mlp.dense_h_to_4h.bias"), T, I, C), "gelu"),
+            w("mlp.dense_4h_to_h.weight"),
+            w("mlp.dense_4h_to_h.bias"),
+            T,
+            C,
+            I,
+          );
+        if (parallel)
+          x = add(
+            add(x, a),
+            mlp(ln(x, w("post_attention_layernorm.weight"), w("post_attention_layernorm.bias"), T, C)),
+          );
+        else {
+          const x1 = add(x, a);
+          x = add(x1, mlp(ln(x1, w("post_attention_layernorm.weight"), w("post_attention_layernorm.bias"), T, C)));
+        }
+      }
+      x = ln(x, f(sd, "gpt_neox.final_layer_norm.weight"), f(sd, "gpt_neox.final_layer_norm.bias"), T, C);
+      return lin(x, f(sd, "embed_out.weight"), null, T, V, C);
+    },
+  };
+}
+
+function gpt2(): Family {
+  const [C, H, L] = [16, 4, 2];
+  const D = C / H;
+  const spec: [string, number[]][] = [
+    ["transformer.wte.weight", [V, C]],
+    ["transformer.wpe.weight", [32, C]],
+  ];
+  for (let l = 0; l < L; l++) {
+    const p = `transformer.h.${l}.`;
+    spec.push(
+      [`${p}ln_1.weight`, [C]],
+      [`${p}ln_1.bias`, [C]],
+      [`${p}attn.c_attn.weight`, [C, 3 * C]],
+      [`${p}attn.c_attn.bias`, [3 * C]],
+      [`${p}attn.c_proj.weight`, [C, C]],
+      [`${p}attn.c_proj.bias`, [C]],
+      [`${p}ln_2.weight`, [C]],
+      [`${p}ln_2.bias`, [C]],
+      [`${p}mlp.c_fc.weight`, [C, 4 * C]],
+      [`${p}mlp.c_fc.bias`, [4 * C]],
+      [`${p}mlp.c_proj.weight`, [4 * C, C]],
+      [`${p}mlp.c_proj.bias`, [C]],
+    );
+  }
+  spec.push(["transformer.ln_f.weight", [C]], ["transformer.ln_f.bias", [C]]);
+  const config = {
+    model_type: "gpt2",
+    vocab_size: V,
+    n_embd: C,
+    n_layer: L,
+    n_head: H,
+    n_positions: 32,
+    activation_function: "gelu_new",
+  };
+  return {
+    name: "gpt2",
+    config,
+    spec,
+    ref(sd) {
+      let x = add(
+        emb(f(sd, "transformer.wte.weight"), IDS, C),
+        emb(
+          f(sd, "transformer.wpe.weight"),
+          IDS.map((_, i) => i),
+          C,
+        ),
+      );
+      for (let l = 0; l < L; l++) {
+        const p = `transformer.h.${l}.`;
+        const w = (n: string) => f(sd, `${p}${n}`);
+        const h = ln(x, w("ln_1.weight"), w("ln_1.bias"), T, C);
+        const qkv = lin(h, w("attn.c_attn.weight"), w("attn.c_attn.bias"), T, 3 * C, C, true);
+        const part = (pp: number) => cols(qkv, T, 3 * C, (j) => pp * C + j, C);
+        x = add(
+          x,
+          lin(
+            attn(part(0), part(1), part(2), T, H, H, D),
+            w("attn.c_proj.weight"),
+            w("attn.c_proj.bias"),
+            T,
+            C,
+            C,
+            true,
+          ),
+        );
+        const h2 = ln(x, w("ln_2.weight"), w("ln_2.bias"), T, C);
+        const m = act(lin(h2, w("mlp.c_fc.weight"), w("mlp.c_fc.bias"), T, 4 * C, C, true), "gelu_tanh");
+        x = add(x, lin(m, w("mlp.c_proj.weight"), w("mlp.c_proj.bias"), T, C, 4 * C, true));
+      }
+      x = ln(x, f(sd, "transformer.ln_f.weight"), f(sd, "transformer.ln_f.bias"), T, C);
+      return lin(x, f(sd, "transformer.wte.weight"), null, T, V, C);
+    },
+  };
+}
+
+const FAMILIES: Family[] = [
+  llama(false, null),
+  llama(true, {
+    rope_type: "llama3",
+    factor: 8,
+    low_freq_factor: 1,
+    high_freq_factor: 4,
+    original_max_position_embeddings: 16,
+  }),
+  llama(false, { type: "linear", factor: 2 }),
+  opt(true, 16),
+  opt(false, 12),
+  neox(true),
+  neox(false),
+  gpt2(),
+];
+
+describe.each(FAMILIES)("$name", (fam) => {
+  it("loads HF layout, matches the float64 reference forward, saves and reloads bit-exactly", async () => {
+    const dir = tmp();
+    const sd = randomSD(fam.spec, 1);
+    writeModel(dir, fam.config, sd);
+    const m = await loadModel(dir);
+    expect(m.unused).toEqual([]);
+    const logits = noGrad(() => m.model.forward(Int32Array.from(IDS), 1, T));
+    expect(logits.shape).toEqual([T, V]);
+    expectClose(logits.data, fam.ref(sd), 1e-5, 1e-5, `${fam.name} logits`);
+
+    const out = tmp();
+    saveModel(out, m);
+    const a = new SafetensorsStore(dir);
+    const b = new SafetensorsStore(out);
+    expect(b.names.sort()).toEqual(a.names.sort());
+    for (const n of a.names) {
+      expect(b.info(n).dtype).toBe(a.info(n).dtype);
+      expect(Buffer.compare(Buffer.from(b.file(n).bytes(n)), Buffer.from(a.file(n).bytes(n)))).toBe(0);
+    }
+    expect(JSON.parse(readFileSync(join(out, "config.json"), "utf8"))).toEqual(fam.config);
+    const m2 = await loadModel(out);
+    const l2 = noGrad(() => m2.model.forward(Int32Array.from(IDS), 1, T));
+    expect(Buffer.compare(Buffer.from(l2.data.buffer), Buffer.from(logits.data.buffer))).toBe(0);
+  });
+});
+
+describe("dtypes, sharding and bad input", () => {
+  it("BF16 checkpoints load (widened exactly) and save back as BF16, bit-exact", async () => {
+    const fam = FAMILIES[0];
+    const dir = tmp();
+    writeModel(dir, fam.config, randomSD(fam.spec, 2), "BF16");
+    const m = await loadModel(dir);
+    const out = tmp();
+    saveModel(out, m, { maxShardBytes: 2000 });
+    const a = new SafetensorsStore(dir);
+    const b = new SafetensorsStore(out);
+    expect(b.weightMap.size).toBe(a.weightMap.size);
+    expect(new Set(b.weightMap.values()).size).toBeGreaterThan(1);
+    for (const n of a.names)
+      expect(Buffer.compare(Buffer.from(b.file(n).bytes(n)), Buffer.from(a.file(n).bytes(n)))).toBe(0);
+  });
+
+  it("missing tensor, wrong shape, unknown model_type, inconsistent sizes: clear errors", async () => {
+    const fam = FAMILIES[0];
+    const sd = randomSD(fam.spec, 3);
+    const missing = tmp();
+    const { "model.layers.1.mlp.up_proj.weight": _, ...rest } = sd;
+    writeModel(missing, fam.config, rest);
+    await expect(loadModel(missing)).rejects.toThrow(
+      /tensor 'model.layers.1.mlp.up_proj.weight' required by config.json .* is missing/,
+    );
+    const shape = tmp();
+    writeModel(shape, { ...fam.config, intermediate_size: 20 }, sd);
+    await expect(loadModel(shape)).rejects.toThrow(/has shape \[24,16\] but config.json implies \[20,16\]/);
+    const unknown = tmp();
+    writeModel(unknown, { ...fam.config, model_type: "mamba" }, sd);
+    await expect(loadModel(unknown)).rejects.toThrow(
+      new RegExp(`unsupported model_type 'mamba' \\(supported: ${supportedModelTypes().join(", ")}\\)`),
+    );
+    const bad = tmp();
+    writeModel(bad, { ...fam.config, num_attention_heads: 5 }, sd);
+    await expect(loadModel(bad)).rejects.toThrow(/config.json: hidden_size 16, num_attention_heads 5 .* inconsistent/);
+    await expect(loadModel(join(tmp(), "nope"))).rejects.toThrow(/not a Hugging Face model id|no such folder/);
+  });
+});
