@@ -14,7 +14,7 @@ import { refK } from "../src/tensor/native.js";
 import { Rng } from "../src/tensor/rng.js";
 import { expectClose } from "./helpers.js";
 
-type F64 = Float64Array;
+type F64 = Float64Array<ArrayBufferLike>;
 type SD = Record<string, { shape: number[]; data: Float32Array }>;
 const R = refK as unknown as Record<string, (...a: unknown[]) => unknown>;
 const tmp = () => mkdtempSync(join(tmpdir(), "perp-m-"));
@@ -86,8 +86,8 @@ function act(x: F64, kind: string): F64 {
   R.actFwd(y, x, kind);
   return y;
 }
-const add = (a: F64, b: F64) => a.map((v, i) => v + b[i]);
-const mul = (a: F64, b: F64) => a.map((v, i) => v * b[i]);
+const add = (a: F64, b: F64): F64 => a.map((v, i) => v + b[i]);
+const mul = (a: F64, b: F64): F64 => a.map((v, i) => v * b[i]);
 function emb(table: F64, ids: number[], C: number, offset = 0): F64 {
   const y = new Float64Array(ids.length * C);
   ids.forEach((id, i) => {
@@ -497,5 +497,16 @@ describe("dtypes, sharding and bad input", () => {
     writeModel(bad, { ...fam.config, num_attention_heads: 5 }, sd);
     await expect(loadModel(bad)).rejects.toThrow(/config.json: hidden_size 16, num_attention_heads 5 .* inconsistent/);
     await expect(loadModel(join(tmp(), "nope"))).rejects.toThrow(/not a Hugging Face model id|no such folder/);
+  });
+});
+
+describe("tokenizer files", () => {
+  it("a folder without tokenizer.json loads (no tokenizer) and Tokenizer.fromDir names the missing file", async () => {
+    const { Tokenizer } = await import("../src/io/tokenizer.js");
+    const fam = FAMILIES[0];
+    const dir = tmp();
+    writeModel(dir, fam.config, randomSD(fam.spec, 4));
+    expect((await loadModel(dir)).tokenizer).toBeNull();
+    expect(() => Tokenizer.fromDir(dir)).toThrow(new RegExp(`${dir}: missing tokenizer.json`));
   });
 });
