@@ -1,0 +1,59 @@
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { commandHelp, editDistance, parseArgs, UsageError } from "../src/cli/args.js";
+import { COMMANDS } from "../src/cli/commands.js";
+import { cliReference } from "../src/cli/reference.js";
+
+describe("CLI", () => {
+  it("README's CLI reference matches the command definitions (run `npm run readme` after changing them)", () => {
+    expect(readFileSync("README.md", "utf8")).toContain(cliReference());
+  });
+
+  it("every command has a --help that names its options", () => {
+    for (const c of COMMANDS) {
+      const h = commandHelp(c);
+      expect(h).toContain(`Usage: ${c.usage}`);
+      for (const o of c.options) expect(h).toContain(`--${o.name}`);
+    }
+  });
+
+  it("unknown options suggest the nearest; missing values and required options are usage errors", () => {
+    const gen = COMMANDS.find((c) => c.name === "generate")!;
+    expect(() => parseArgs(gen, ["--model", "x", "--promt", "hi"])).toThrow(
+      /unknown option --promt \(did you mean --prompt\?\)/,
+    );
+    expect(() => parseArgs(gen, ["--model"])).toThrow(UsageError);
+    expect(() => parseArgs(gen, ["--model", "x"])).toThrow(/--prompt is required/);
+    expect(() => parseArgs(gen, ["--model", "x", "--prompt", "p", "--seed", "abc"])).toThrow(/--seed must be a number/);
+    expect(parseArgs(gen, ["--model=x", "--prompt", "p"]).opts).toMatchObject({
+      model: "x",
+      prompt: "p",
+      "max-new-tokens": 64,
+    });
+    expect(editDistance("kitten", "sitting")).toBe(3);
+  });
+
+  it("perp --help and an unknown command", () => {
+    const run = (args: string[]) => {
+      try {
+        return {
+          out: execFileSync(process.execPath, ["--import", "tsx", "src/cli/run.ts", ...args], {
+            encoding: "utf8",
+            stdio: "pipe",
+          }),
+          code: 0,
+        };
+      } catch (e) {
+        const err = e as { stderr: string; status: number };
+        return { out: err.stderr, code: err.status };
+      }
+    };
+    const h = run(["--help"]);
+    expect(h.code).toBe(0);
+    for (const c of COMMANDS) expect(h.out).toContain(c.name);
+    const u = run(["prun"]);
+    expect(u.code).toBe(2);
+    expect(u.out).toMatch(/unknown command 'prun'/);
+  });
+});
