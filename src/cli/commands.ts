@@ -1,6 +1,8 @@
 // Command definitions (the single source of --help and the README's CLI reference).
 import { readFileSync } from "node:fs";
 import { runEngineBench } from "../bench/engine.js";
+import { evaluate } from "../eval/evaluate.js";
+import { TASKS } from "../eval/tasks/index.js";
 import { importLlama2c } from "../io/llama2c.js";
 import { generate } from "../models/generate.js";
 import { loadModel } from "../models/load.js";
@@ -105,4 +107,77 @@ const generateCmd: CommandDef = {
   },
 };
 
-export const COMMANDS: CommandDef[] = [importCmd, generateCmd, bench];
+const list = (v: unknown) =>
+  typeof v === "string" && v.trim()
+    ? v
+        .split(",")
+        .map((x) => x.trim())
+        .filter(Boolean)
+    : [];
+
+const evalCmd: CommandDef = {
+  name: "eval",
+  summary: "Perplexity (HF protocol) and zero-shot multiple-choice tasks (lm-eval semantics)",
+  usage:
+    "perp eval --model <id|dir> [--ppl wikitext2,c4,tinystories | --text-file F] [--seqlen L] [--max-tokens N]\n" +
+    "          [--tasks boolq,rte,...] [--limit N] [--bos tokenizer|none] [--json]",
+  description:
+    "Perplexity: the whole text is tokenized once (BOS as the tokenizer adds it), cut into non-overlapping windows of\n" +
+    "the model's context (max_position_embeddings, capped at 4096, or --seqlen); the tail is dropped; ppl = exp(mean\n" +
+    "next-token NLL). wikitext2 = the HF '\\n\\n'-joined raw test split; c4 = ' '.join(first 1100 validation documents),\n" +
+    "first 256 windows (SparseGPT/PERP). Data resolves under PERP_DATA (default ../shared/data).\n" +
+    `Tasks: ${Object.keys(TASKS).join(", ")} — lm-eval prompts, acc and acc_norm (log-likelihood / choice length).`,
+  options: [
+    { name: "model", type: "string", description: "HF model id (cache/Hub) or local folder", required: true },
+    { name: "ppl", type: "string", description: "comma list of datasets: wikitext2, c4, tinystories" },
+    { name: "text-file", type: "string", description: "perplexity of any UTF-8 text file" },
+    { name: "seqlen", type: "number", description: "window length (default: the model's context, capped at 4096)" },
+    { name: "max-tokens", type: "number", description: "evaluate only the first N tokens of the tokenized text" },
+    { name: "tasks", type: "string", description: "comma list of zero-shot tasks" },
+    { name: "limit", type: "number", description: "only the first N documents of each task" },
+    {
+      name: "bos",
+      type: "string",
+      description: "task tokenization: 'tokenizer' (current lm-eval) or 'none' (lm-eval <= 0.4.3)",
+      default: "tokenizer",
+    },
+    { name: "json", type: "boolean", description: "print one JSON object" },
+    { name: "revision", type: "string", description: "Hub revision", default: "main" },
+  ],
+  async run(a) {
+    const ppl = list(a.opts.ppl);
+    const tasks = list(a.opts.tasks);
+    if (!ppl.length && !tasks.length && !a.opts["text-file"])
+      throw new UsageError("perp eval: nothing to evaluate (give --ppl, --text-file and/or --tasks)");
+    if (a.opts.bos !== "tokenizer" && a.opts.bos !== "none")
+      throw new UsageError("perp eval: --bos must be 'tokenizer' or 'none'");
+    const m = await loadModel(a.opts.model as string, { revision: a.opts.revision as string });
+    if (!m.tokenizer) throw new Error(`${m.dir}: missing tokenizer.json`);
+    const r = await evaluate(m.model, m.tokenizer, {
+      ppl,
+      textFile: a.opts["text-file"] as string | undefined,
+      seqlen: a.opts.seqlen as number | undefined,
+      maxTokens: a.opts["max-tokens"] as number | undefined,
+      tasks,
+      limit: a.opts.limit as number | undefined,
+      bos: a.opts.bos as "tokenizer" | "none",
+      progress: true,
+    });
+    const { perplexity_details, ...rest } = r;
+    if (a.opts.json) {
+      process.stdout.write(`${JSON.stringify({ model: a.opts.model, ...rest, perplexity_details })}\n`);
+      return;
+    }
+    for (const [k, v] of Object.entries(r.perplexity))
+      process.stdout.write(
+        `${k.padEnd(14)} ppl ${v.toFixed(4)}  (${perplexity_details[k].windows} windows x ${perplexity_details[k].seqlen}, ${perplexity_details[k].tokensPerS.toFixed(0)} tok/s)\n`,
+      );
+    for (const [k, v] of Object.entries(r.tasks))
+      process.stdout.write(
+        `${k.padEnd(14)} acc ${v.acc.toFixed(4)} ± ${v.acc_stderr.toFixed(4)}${v.acc_norm !== undefined ? `  acc_norm ${v.acc_norm.toFixed(4)} ± ${(v.acc_norm_stderr ?? 0).toFixed(4)}` : ""}  (n=${v.n}, ${v.seconds.toFixed(1)} s)\n`,
+      );
+    process.stdout.write(`total ${r.seconds.toFixed(1)} s\n`);
+  },
+};
+
+export const COMMANDS: CommandDef[] = [importCmd, generateCmd, evalCmd, bench];

@@ -1,0 +1,89 @@
+// Perplexity with the HF / wanda / SparseGPT protocol: tokenize the whole text once (BOS where the tokenizer adds it),
+// cut into non-overlapping windows of `seqlen` tokens, drop the tail, ppl = exp(mean next-token NLL over every
+// predicted token of every window). C4 keeps only the first 256 windows (SparseGPT's c4 eval).
+import { Progress } from "../cli/progress.js";
+import type { Tokenizer } from "../io/tokenizer.js";
+import type { CausalLM } from "../models/registry.js";
+import { crossEntropy } from "../nn/functional.js";
+import { noGrad } from "../nn/tape.js";
+
+export interface PerplexityOptions {
+  seqlen?: number;
+  /** Evaluate only the first N tokens of the tokenized text. */
+  maxTokens?: number;
+  /** Keep only the first N windows (256 for C4). */
+  maxWindows?: number;
+  /** Windows per forward call. */
+  batch?: number;
+  progress?: boolean;
+}
+
+export interface PerplexityResult {
+  ppl: number;
+  nll: number;
+  windows: number;
+  seqlen: number;
+  tokens: number;
+  predicted: number;
+  seconds: number;
+  tokensPerS: number;
+}
+
+export class EvalError extends Error {}
+
+export function defaultSeqlen(model: CausalLM): number {
+  return Math.min(model.maxContext, 4096);
+}
+
+export function perplexityOfIds(
+  model: CausalLM,
+  ids: number[],
+  opts: PerplexityOptions = {},
+  label = "ppl",
+): PerplexityResult {
+  const L = opts.seqlen ?? defaultSeqlen(model);
+  if (!(L >= 2)) throw new EvalError(`seqlen must be >= 2 (got ${L})`);
+  if (L > model.maxContext) throw new EvalError(`seqlen ${L} exceeds the model's context ${model.maxContext}`);
+  const toks = opts.maxTokens ? ids.slice(0, opts.maxTokens) : ids;
+  let n = Math.floor(toks.length / L);
+  if (opts.maxWindows !== undefined) n = Math.min(n, opts.maxWindows);
+  if (n === 0) throw new EvalError(`the text has ${toks.length} tokens, fewer than one window of ${L}`);
+  const B = Math.max(1, opts.batch ?? 1);
+  const t0 = performance.now();
+  const bar = opts.progress ? new Progress(label, n, "win") : null;
+  let nll = 0;
+  let count = 0;
+  for (let w = 0; w < n; w += B) {
+    const b = Math.min(B, n - w);
+    const input = Int32Array.from(toks.slice(w * L, (w + b) * L));
+    const targets = new Int32Array(b * L);
+    for (let i = 0; i < b * L; i++) targets[i] = i % L === L - 1 ? -100 : input[i + 1];
+    const { rowLoss } = noGrad(() => crossEntropy(model.forward(input, b, L), targets));
+    for (let i = 0; i < b * L; i++) if (targets[i] !== -100) nll += rowLoss[i];
+    count += b * (L - 1);
+    bar?.tick(b, `ppl ${Math.exp(nll / count).toFixed(3)}`);
+  }
+  bar?.end();
+  const s = (performance.now() - t0) / 1000;
+  return {
+    ppl: Math.exp(nll / count),
+    nll: nll / count,
+    windows: n,
+    seqlen: L,
+    tokens: toks.length,
+    predicted: count,
+    seconds: s,
+    tokensPerS: (n * L) / s,
+  };
+}
+
+export function perplexity(
+  model: CausalLM,
+  tokenizer: Tokenizer,
+  text: string,
+  opts: PerplexityOptions = {},
+  label = "ppl",
+): PerplexityResult {
+  if (!text.trim()) throw new EvalError("the evaluation text is empty");
+  return perplexityOfIds(model, tokenizer.encode(text), opts, label);
+}

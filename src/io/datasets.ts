@@ -1,0 +1,81 @@
+// Text sources for perplexity, calibration and training: WikiText-2 (HF "\n\n"-joined raw test split), C4 validation
+// documents (parquet via hyparquet), TinyStories, jsonl/txt/parquet files. Everything resolves under PERP_DATA.
+import { existsSync, readFileSync } from "node:fs";
+import { asyncBufferFromFile, parquetReadObjects } from "hyparquet";
+import { compressors } from "hyparquet-compressors";
+import { DataError, requireData } from "./data.js";
+
+export const C4_PATH = ["datasets", "c4", "c4-validation-2k.parquet"];
+
+export async function readParquetTexts(path: string, column = "text"): Promise<string[]> {
+  if (!existsSync(path)) throw new DataError(`${path}: file not found`);
+  const file = await asyncBufferFromFile(path);
+  let rows: Record<string, unknown>[];
+  try {
+    rows = (await parquetReadObjects({ file, columns: [column], compressors })) as Record<string, unknown>[];
+  } catch (e) {
+    throw new DataError(`${path}: cannot read column '${column}' (${(e as Error).message})`);
+  }
+  return rows.map((r, i) => {
+    const v = r[column];
+    if (typeof v !== "string") throw new DataError(`${path}: row ${i} has no string '${column}'`);
+    return v;
+  });
+}
+
+export function readJsonlTexts(path: string, field = "text"): string[] {
+  return readJsonl(path).map((r, i) => {
+    const v = (r as Record<string, unknown>)[field];
+    if (typeof v !== "string") throw new DataError(`${path}:${i + 1}: missing string field '${field}'`);
+    return v;
+  });
+}
+
+export function readJsonl(path: string): unknown[] {
+  if (!existsSync(path)) throw new DataError(`${path}: file not found`);
+  const out: unknown[] = [];
+  readFileSync(path, "utf8")
+    .split("\n")
+    .forEach((line, i) => {
+      if (!line.trim()) return;
+      try {
+        out.push(JSON.parse(line));
+      } catch (e) {
+        throw new DataError(`${path}:${i + 1}: invalid JSON (${(e as Error).message})`);
+      }
+    });
+  return out;
+}
+
+export async function c4Documents(): Promise<string[]> {
+  return readParquetTexts(requireData(...C4_PATH));
+}
+
+/** The named evaluation texts, exactly as the reference protocols build them. */
+export async function evalText(name: string): Promise<string> {
+  switch (name) {
+    case "wikitext2":
+      return readFileSync(requireData("datasets", "wikitext-2-raw-v1", "test.txt"), "utf8");
+    case "c4":
+      // SparseGPT/PERP: ' '.join(first 1100 validation documents), then the first 256 windows (perplexity.ts).
+      return (await c4Documents()).slice(0, 1100).join(" ");
+    case "tinystories":
+      return readFileSync(requireData("datasets", "tinystories", "validation.txt"), "utf8");
+    default:
+      throw new DataError(`unknown dataset '${name}' (known: wikitext2, c4, tinystories; or use --text-file)`);
+  }
+}
+
+/** Documents of a text source for calibration/training: c4 | wikitext2 | tinystories | *.txt | *.jsonl | *.parquet. */
+export async function documents(source: string): Promise<string[]> {
+  if (source === "c4") return c4Documents();
+  if (source === "wikitext2" || source === "tinystories")
+    return (await evalText(source)).split(/\n\s*\n/).filter((s) => s.trim());
+  if (source.endsWith(".parquet")) return readParquetTexts(source);
+  if (source.endsWith(".jsonl")) return readJsonlTexts(source);
+  if (existsSync(source))
+    return readFileSync(source, "utf8")
+      .split(/\n\s*\n/)
+      .filter((s) => s.trim());
+  throw new DataError(`unknown data source '${source}' (c4, wikitext2, tinystories, or a .txt/.jsonl/.parquet file)`);
+}
