@@ -6,6 +6,9 @@ import { TASKS } from "../eval/tasks/index.js";
 import { importLlama2c } from "../io/llama2c.js";
 import { generate } from "../models/generate.js";
 import { loadModel } from "../models/load.js";
+import { prune, savePruned } from "../prune/index.js";
+import { inspect } from "../prune/inspect.js";
+import { METHODS } from "../prune/methods.js";
 import { type CommandDef, UsageError } from "./args.js";
 
 function readVersion(): string {
@@ -180,4 +183,84 @@ const evalCmd: CommandDef = {
   },
 };
 
-export const COMMANDS: CommandDef[] = [importCmd, generateCmd, evalCmd, bench];
+const pruneCmd: CommandDef = {
+  name: "prune",
+  summary: "Prune every linear layer of the decoder blocks (magnitude, random, Wanda, SparseGPT)",
+  usage:
+    "perp prune --model <id|dir> --method magnitude|random|wanda|sparsegpt --sparsity 0.5 [--pattern 2:4]\n" +
+    "           [--scope matrix|row] [--calib-samples 128 --calib-seqlen 512 --calib-dataset c4 --seed 0] --out <dir>",
+  description:
+    "Embeddings and the LM head are never pruned. Scores are compared per matrix (magnitude, random: PERP), per output\n" +
+    "row (wanda), or per 128-column block (sparsegpt); --scope overrides; --pattern N:M keeps N of every M consecutive\n" +
+    "inputs. Wanda and SparseGPT calibrate sequentially, block by block, on random windows of C4 documents (seeded).\n" +
+    "The output folder holds the HF model with exact zeros (transformers loads it), perp.json (settings, per-layer\n" +
+    "sparsity, timings) and perp-masks.safetensors (the masks as bitmaps).",
+  options: [
+    { name: "model", type: "string", description: "HF model id (cache/Hub) or local folder", required: true },
+    { name: "method", type: "string", description: `one of ${Object.keys(METHODS).join(", ")}`, required: true },
+    { name: "sparsity", type: "number", description: "fraction of weights set to zero, in [0, 1)", default: 0.5 },
+    { name: "pattern", type: "string", description: "unstructured, or N:M such as 2:4 / 4:8", default: "unstructured" },
+    { name: "scope", type: "string", description: "comparison group: matrix or row (default: the method's)" },
+    { name: "calib-samples", type: "number", description: "calibration windows", default: 128 },
+    {
+      name: "calib-seqlen",
+      type: "number",
+      description: "tokens per window (default: the model's context, capped at 2048)",
+    },
+    {
+      name: "calib-dataset",
+      type: "string",
+      description: "c4, wikitext2, tinystories, or a .txt/.jsonl/.parquet file",
+      default: "c4",
+    },
+    { name: "seed", type: "number", description: "seed of calibration sampling and random pruning", default: 0 },
+    { name: "out", type: "string", description: "output folder (must not exist or be empty)", required: true },
+    { name: "json", type: "boolean", description: "print the report as one JSON line" },
+  ],
+  async run(a) {
+    const m = await loadModel(a.opts.model as string);
+    const { report, masks } = await prune(m, {
+      method: a.opts.method as string,
+      sparsity: a.opts.sparsity as number,
+      pattern: a.opts.pattern as string,
+      scope: a.opts.scope as "matrix" | "row" | undefined,
+      calibSamples: a.opts["calib-samples"] as number,
+      calibSeqlen: a.opts["calib-seqlen"] as number | undefined,
+      calibDataset: a.opts["calib-dataset"] as string,
+      seed: a.opts.seed as number,
+      progress: true,
+    });
+    savePruned(a.opts.out as string, m, report, masks);
+    if (a.opts.json) process.stdout.write(`${JSON.stringify(report)}\n`);
+    else
+      process.stdout.write(
+        `pruned ${report.layers.length} linears with ${report.method} (${report.pattern}, scope ${report.scope}): sparsity ${report.sparsity.toFixed(4)} in ${(report.seconds.prune + report.seconds.calibration_data).toFixed(1)} s → ${a.opts.out}\n`,
+      );
+  },
+};
+
+const inspectCmd: CommandDef = {
+  name: "inspect",
+  summary: "Per-layer and overall sparsity, N:M validity and parameter counts of a model folder",
+  usage: "perp inspect <dir|id> [--json]",
+  positionals: [{ name: "dir", description: "model folder or HF id", required: true }],
+  options: [{ name: "json", type: "boolean", description: "print one JSON object" }],
+  async run(a) {
+    const r = await inspect(a.positionals[0]);
+    if (a.opts.json) {
+      const { perp: _p, ...rest } = r;
+      process.stdout.write(`${JSON.stringify(rest)}\n`);
+      return;
+    }
+    for (const l of r.layers)
+      process.stdout.write(
+        `${l.name.padEnd(44)} [${l.shape.join("x")}]`.padEnd(60) +
+          ` sparsity ${l.sparsity.toFixed(4)}${l.nm ? `  ${l.nm}` : ""}${l.masked === false ? "  MASK VIOLATED" : ""}\n`,
+      );
+    process.stdout.write(
+      `overall sparsity ${r.sparsity.toFixed(4)} over ${r.parameters.prunable} prunable weights; ${r.parameters.total} parameters in total${r.masks ? `; saved masks ${r.masks_hold ? "hold" : "VIOLATED"}` : ""}\n`,
+    );
+  },
+};
+
+export const COMMANDS: CommandDef[] = [importCmd, generateCmd, evalCmd, pruneCmd, inspectCmd, bench];

@@ -3,6 +3,11 @@ import { commandHelp, mainHelp, parseArgs, UsageError } from "./args.js";
 import { COMMANDS, VERSION } from "./commands.js";
 
 export async function main(argv: string[]): Promise<number> {
+  // `perp ... | head` closes stdout early: that is not an error.
+  process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+    if (e.code === "EPIPE") process.exit(0);
+    throw e;
+  });
   const [name, ...rest] = argv;
   if (!name || name === "--help" || name === "-h" || name === "help") {
     const target = name === "help" && rest[0] ? COMMANDS.find((c) => c.name === rest[0]) : undefined;

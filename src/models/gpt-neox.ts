@@ -166,8 +166,28 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
     return this.gpt_neox.layers.items;
   }
 
+  get numBlocks(): number {
+    return this.blocks.length;
+  }
+
+  private rope(T: number): F.RopeTables {
+    return ropeTables(T, this.rotDim, this.config.rope_theta ?? this.config.rotary_emb_base ?? 10000);
+  }
+
+  embed(ids: Int32Array): Tensor {
+    return this.gpt_neox.embed_in.forward(ids);
+  }
+
+  runBlock(i: number, x: Tensor, B: number, T: number): Tensor {
+    return this.blocks[i].forward(x, B, T, this.rope(T));
+  }
+
+  blockLinears(i: number): [string, Linear][] {
+    return this.blocks[i].linears().map(([n, l]) => [`gpt_neox.layers.${i}.${n}`, l]);
+  }
+
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
-    const rope = ropeTables(T, this.rotDim, this.config.rope_theta ?? this.config.rotary_emb_base ?? 10000);
+    const rope = this.rope(T);
     const x = runBlocks(
       this.blocks,
       this.gpt_neox.embed_in.forward(ids),

@@ -133,11 +133,28 @@ export class Gpt2LMHeadModel extends Module implements CausalLM {
     return this.transformer.h.items;
   }
 
-  hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
+  get numBlocks(): number {
+    return this.blocks.length;
+  }
+
+  embed(ids: Int32Array, B: number, T: number): Tensor {
     if (T > this.maxContext) throw new RangeError(`GPT-2: sequence length ${T} exceeds n_positions ${this.maxContext}`);
     const t = this.transformer;
     const pos = Int32Array.from({ length: B * T }, (_, i) => i % T);
-    const x = F.add(t.wte.forward(ids), t.wpe.forward(pos));
+    return F.add(t.wte.forward(ids), t.wpe.forward(pos));
+  }
+
+  runBlock(i: number, x: Tensor, B: number, T: number): Tensor {
+    return this.blocks[i].forward(x, B, T);
+  }
+
+  blockLinears(i: number): [string, Linear][] {
+    return this.blocks[i].linears().map(([n, l]) => [`transformer.h.${i}.${n}`, l]);
+  }
+
+  hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
+    const t = this.transformer;
+    const x = this.embed(ids, B, T);
     return t.ln_f.forward(runBlocks(this.blocks, x, (b, h) => b.forward(h, B, T), opts.checkpoint));
   }
 

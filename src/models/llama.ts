@@ -244,11 +244,27 @@ export class LlamaForCausalLM extends Module implements CausalLM {
     return { ...c, cos: c.cos.subarray(0, n), sin: c.sin.subarray(0, n) };
   }
 
+  get numBlocks(): number {
+    return this.model.layers.items.length;
+  }
+
+  embed(ids: Int32Array, B: number, T: number): Tensor {
+    if (ids.length !== B * T) throw new RangeError(`forward: ${ids.length} ids for B=${B}, T=${T}`);
+    return this.model.embed_tokens.forward(ids);
+  }
+
+  runBlock(i: number, x: Tensor, B: number, T: number): Tensor {
+    return this.model.layers.items[i].forward(x, B, T, this.rope(T));
+  }
+
+  blockLinears(i: number): [string, Linear][] {
+    return this.model.layers.items[i].linears().map(([n, l]) => [`model.layers.${i}.${n}`, l]);
+  }
+
   /** Final hidden states (B·T, C) for token ids (B·T). */
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOptions = {}): Tensor {
-    if (ids.length !== B * T) throw new RangeError(`forward: ${ids.length} ids for B=${B}, T=${T}`);
     const rope = this.rope(T);
-    let x = this.model.embed_tokens.forward(ids);
+    let x = this.embed(ids, B, T);
     for (const layer of this.model.layers.items) {
       x = opts.checkpoint
         ? checkpoint((h) => layer.forward(h, B, T, rope), x, layer.parameters())

@@ -172,14 +172,31 @@ export class OptForCausalLM extends Module implements CausalLM {
     return this.model.decoder.layers.items;
   }
 
-  hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
+  get numBlocks(): number {
+    return this.blocks.length;
+  }
+
+  embed(ids: Int32Array, B: number, T: number): Tensor {
     const d = this.model.decoder;
     if (T > this.maxContext)
       throw new RangeError(`OPT: sequence length ${T} exceeds max_position_embeddings ${this.maxContext}`);
     let x = d.embed_tokens.forward(ids);
     if (d.project_in) x = d.project_in.forward(x);
     const pos = Int32Array.from({ length: B * T }, (_, i) => (i % T) + OFFSET);
-    x = F.add(x, d.embed_positions.forward(pos));
+    return F.add(x, d.embed_positions.forward(pos));
+  }
+
+  runBlock(i: number, x: Tensor, B: number, T: number): Tensor {
+    return this.blocks[i].forward(x, B, T);
+  }
+
+  blockLinears(i: number): [string, Linear][] {
+    return this.blocks[i].linears().map(([n, l]) => [`model.decoder.layers.${i}.${n}`, l]);
+  }
+
+  hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
+    const d = this.model.decoder;
+    let x = this.embed(ids, B, T);
     x = runBlocks(this.blocks, x, (b, h) => b.forward(h, B, T), opts.checkpoint);
     if (d.final_layer_norm) x = d.final_layer_norm.forward(x);
     if (d.project_out) x = d.project_out.forward(x);

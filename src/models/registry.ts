@@ -1,4 +1,5 @@
 // model_type → builder. A family file holds only its HF config mapping, weight names and block forward.
+import type { Linear } from "../nn/layers.js";
 import type { Module } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { GptNeoxForCausalLM } from "./gpt-neox.js";
@@ -26,6 +27,14 @@ export interface CausalLM extends Module {
   readonly vocabSize: number;
   /** Names of HF tensors that are tied to another parameter and therefore not saved. */
   readonly tiedNames: string[];
+  /** Number of decoder blocks. */
+  readonly numBlocks: number;
+  /** Input of block 0 (embeddings, positions, projections): (B·T, C). */
+  embed(ids: Int32Array, B: number, T: number): Tensor;
+  /** One decoder block: (B·T, C) → (B·T, C). */
+  runBlock(i: number, x: Tensor, B: number, T: number): Tensor;
+  /** The prunable linears of block i with their full HF names (prefix of `.weight`). */
+  blockLinears(i: number): [string, Linear][];
 }
 
 export class ConfigError extends Error {}

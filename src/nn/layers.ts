@@ -59,7 +59,11 @@ export class Linear extends Module {
     return this.lora;
   }
 
+  /** Calibration hook: sees every input of this layer (pruning statistics). */
+  inputHook: ((x: Tensor) => void) | null = null;
+
   forward(x: Tensor): Tensor {
+    this.inputHook?.(x);
     const y = F.linear(x, this.weight, this.bias, this.inOut);
     if (!this.lora) return y;
     const { A, B, scale } = this.lora;

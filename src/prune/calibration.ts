@@ -1,0 +1,67 @@
+// Calibration windows as wanda/SparseGPT's get_c4 draws them: with a seeded RNG, pick a random document whose
+// tokenization is longer than seqlen, then a random start in [0, len − seqlen − 1]; repeat N times.
+import { DataError } from "../io/data.js";
+import { documents } from "../io/datasets.js";
+import type { Tokenizer } from "../io/tokenizer.js";
+import { Rng } from "../tensor/rng.js";
+
+export interface CalibrationOptions {
+  samples: number;
+  seqlen: number;
+  seed: number;
+  source: string;
+}
+
+export interface Calibration {
+  /** samples x seqlen token ids. */
+  ids: Int32Array;
+  samples: number;
+  seqlen: number;
+  /** Indices of the documents windows were drawn from (retraining excludes them). */
+  docIndices: number[];
+}
+
+export async function calibrationWindows(tok: Tokenizer, o: CalibrationOptions): Promise<Calibration> {
+  if (!(o.samples >= 1 && o.seqlen >= 2))
+    throw new DataError(`calibration needs samples >= 1 and seqlen >= 2 (got ${o.samples} x ${o.seqlen})`);
+  const docs = await documents(o.source);
+  if (!docs.length) throw new DataError(`calibration source '${o.source}' has no documents`);
+  const rng = new Rng(o.seed);
+  const cache = new Map<number, number[]>();
+  const enc = (i: number) => {
+    let e = cache.get(i);
+    if (!e) cache.set(i, (e = tok.encode(docs[i])));
+    return e;
+  };
+  // Guard against sources with no long-enough document (the reference would loop forever). A document cannot have
+  // more tokens than UTF-8 bytes plus a couple of specials, so a byte count rules most candidates out without encoding.
+  const bytes = docs.map((d) => Buffer.byteLength(d, "utf8"));
+  const maxBytes = Math.max(...bytes);
+  if (maxBytes + 2 <= o.seqlen)
+    throw new DataError(
+      `calibration source '${o.source}' has no document longer than ${o.seqlen} tokens (the longest has ${maxBytes} bytes); lower --calib-seqlen`,
+    );
+  const ids = new Int32Array(o.samples * o.seqlen);
+  const used: number[] = [];
+  for (let s = 0; s < o.samples; s++) {
+    let doc = -1;
+    for (let tries = 0; tries < 20 * docs.length + 1000; tries++) {
+      const i = rng.int(docs.length);
+      if (bytes[i] + 2 > o.seqlen && enc(i).length > o.seqlen) {
+        doc = i;
+        break;
+      }
+    }
+    if (doc < 0) {
+      const longest = Math.max(...docs.slice(0, 200).map((_, i) => enc(i).length));
+      throw new DataError(
+        `calibration source '${o.source}' has no document longer than ${o.seqlen} tokens (longest seen: ${longest}); lower --calib-seqlen`,
+      );
+    }
+    const t = enc(doc);
+    const start = rng.int(t.length - o.seqlen);
+    ids.set(t.slice(start, start + o.seqlen), s * o.seqlen);
+    used.push(doc);
+  }
+  return { ids, samples: o.samples, seqlen: o.seqlen, docIndices: [...new Set(used)].sort((a, b) => a - b) };
+}

@@ -1,0 +1,293 @@
+// Pruning: exact mask counts per scope, N:M structure, SparseGPT vs a direct float64 implementation, Wanda = magnitude
+// under equal input norms, the sequential block loop on tiny models, the saved folder, and bad input.
+import { existsSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { dataPath } from "../src/io/data.js";
+import { llama2cTokenizerJson, readLlama2cTokenizer } from "../src/io/llama2c.js";
+import { saveCheckpoint } from "../src/io/safetensors.js";
+import { loadModel } from "../src/models/load.js";
+import { prune, readMasks, savePruned } from "../src/prune/index.js";
+import { inspect } from "../src/prune/inspect.js";
+import { countZeros, isNM, selectMask } from "../src/prune/mask.js";
+import { magnitude, wanda } from "../src/prune/methods.js";
+import { hinvUpper, sparsegptPrune } from "../src/prune/sparsegpt.js";
+import { K } from "../src/tensor/native.js";
+import { Rng } from "../src/tensor/rng.js";
+import { randF32 } from "./helpers.js";
+
+describe("mask selection", () => {
+  it("exactly round(s·n) zeros per scope; N:M keeps exactly N of every M", () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(1, 3, 17, 33),
+        fc.constantFrom(8, 16, 24),
+        fc.double({ min: 0, max: 0.95, noNaN: true }),
+        (rows, cols, s) => {
+          const sc = randF32(rows * cols, rows + cols).map(Math.abs);
+          const m = selectMask(sc, rows, cols, s, "matrix", null);
+          expect(countZeros(m)).toBe(Math.round(s * rows * cols));
+          const r = selectMask(sc, rows, cols, s, "row", null);
+          for (let i = 0; i < rows; i++)
+            expect(countZeros(r.subarray(i * cols, (i + 1) * cols))).toBe(Math.round(s * cols));
+          for (const [n, mm] of [
+            [2, 4],
+            [4, 8],
+          ]) {
+            const k = selectMask(sc, rows, cols, 0, "row", { n, m: mm });
+            for (let g = 0; g < k.length; g += mm) expect(k.subarray(g, g + mm).reduce((a, b) => a + b, 0)).toBe(n);
+            expect(
+              isNM(
+                sc.map((v, i) => (k[i] ? v + 1 : 0)),
+                rows,
+                cols,
+                { n, m: mm },
+              ),
+            ).toBe(true);
+          }
+        },
+      ),
+      { numRuns: 25, seed: 9 },
+    );
+  });
+
+  it("Wanda equals magnitude when every input channel has the same norm", () => {
+    const [rows, cols] = [17, 32];
+    const W = randF32(rows * cols, 1);
+    const spec = { sparsity: 0.5, nm: null, scope: "row" as const };
+    const colsq = new Float64Array(cols).fill(3.7);
+    const a = wanda.prune(W, rows, cols, spec, { colsq, tokens: 10 }, new Rng(0), "l");
+    const b = magnitude.prune(W, rows, cols, spec, null, new Rng(0), "l");
+    expect(Array.from(a.mask)).toEqual(Array.from(b.mask));
+    const nm = { ...spec, nm: { n: 2, m: 4 } };
+    expect(Array.from(wanda.prune(W, rows, cols, nm, { colsq, tokens: 1 }, new Rng(0), "l").mask)).toEqual(
+      Array.from(magnitude.prune(W, rows, cols, nm, null, new Rng(0), "l").mask),
+    );
+  });
+});
+
+// ----------------------------------------------------------------------------------- SparseGPT, float64 reference
+function cholLower(A: number[][]): number[][] {
+  const n = A.length;
+  const L = A.map(() => new Array(n).fill(0));
+  for (let j = 0; j < n; j++) {
+    let s = A[j][j];
+    for (let p = 0; p < j; p++) s -= L[j][p] ** 2;
+    L[j][j] = Math.sqrt(s);
+    for (let i = j + 1; i < n; i++) {
+      let t = A[i][j];
+      for (let p = 0; p < j; p++) t -= L[i][p] * L[j][p];
+      L[i][j] = t / L[j][j];
+    }
+  }
+  return L;
+}
+
+function invSPD(A: number[][]): number[][] {
+  const n = A.length;
+  const L = cholLower(A);
+  const Li = A.map(() => new Array(n).fill(0));
+  for (let j = 0; j < n; j++)
+    for (let i = j; i < n; i++) {
+      let s = i === j ? 1 : 0;
+      for (let p = j; p < i; p++) s -= L[i][p] * Li[p][j];
+      Li[i][j] = s / L[i][i];
+    }
+  return A.map((_, i) => A.map((__, j) => Li.reduce((s, row) => s + row[i] * row[j], 0)));
+}
+
+/** Direct float64 transcription of fasterprune (unstructured, exact-count block masks, as perp documents). */
+function sparsegpt64(
+  W0: Float32Array,
+  rows: number,
+  cols: number,
+  X: Float32Array,
+  n: number,
+  s: number,
+  bs: number,
+): Float64Array {
+  const W = Array.from({ length: rows }, (_, r) => Array.from(W0.subarray(r * cols, (r + 1) * cols)));
+  const H = Array.from({ length: cols }, (_, i) =>
+    Array.from({ length: cols }, (_, j) => {
+      let a = 0;
+      for (let t = 0; t < n; t++) a += X[t * cols + i] * X[t * cols + j];
+      return (2 / n) * a;
+    }),
+  );
+  const mean = H.reduce((a, row, i) => a + row[i], 0) / cols;
+  for (let i = 0; i < cols; i++) H[i][i] += 0.01 * mean;
+  const Lu = cholLower(invSPD(H));
+  const U = (i: number, j: number) => Lu[j][i];
+  for (let i1 = 0; i1 < cols; i1 += bs) {
+    const i2 = Math.min(i1 + bs, cols);
+    const tmp: [number, number, number][] = [];
+    for (let r = 0; r < rows; r++)
+      for (let i = i1; i < i2; i++) tmp.push([W[r][i] ** 2 / U(i, i) ** 2, r * (i2 - i1) + (i - i1), r]);
+    tmp.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    const pruned = new Set(tmp.slice(0, Math.round(s * tmp.length)).map((t) => t[1]));
+    const Err = Array.from({ length: rows }, () => new Array(i2 - i1).fill(0));
+    for (let i = i1; i < i2; i++)
+      for (let r = 0; r < rows; r++) {
+        const w = W[r][i];
+        const q = pruned.has(r * (i2 - i1) + (i - i1)) ? 0 : w;
+        const e = (w - q) / U(i, i);
+        for (let j = i; j < i2; j++) W[r][j] -= e * U(i, j);
+        W[r][i] = q;
+        Err[r][i - i1] = e;
+      }
+    for (let r = 0; r < rows; r++)
+      for (let j = i2; j < cols; j++) for (let i = i1; i < i2; i++) W[r][j] -= Err[r][i - i1] * U(i, j);
+  }
+  return Float64Array.from(W.flat());
+}
+
+describe("SparseGPT", () => {
+  it("matches a direct float64 implementation of the same algorithm on a small layer", () => {
+    const [rows, cols, n, bs] = [6, 20, 64, 8];
+    const W = randF32(rows * cols, 2);
+    const X = randF32(n * cols, 3);
+    const xtx = new Float32Array(cols * cols);
+    K.gemm(xtx, X, X, cols, cols, n, true, false, 1, 0);
+    const out = sparsegptPrune(W, rows, cols, xtx, n, { sparsity: 0.5, nm: null, scope: "matrix" }, "t", {
+      blocksize: bs,
+    });
+    const ref = sparsegpt64(W, rows, cols, X, n, 0.5, bs);
+    for (let i = 0; i < W.length; i++) {
+      expect(out.W[i] === 0).toBe(ref[i] === 0);
+      expect(Math.abs(out.W[i] - ref[i])).toBeLessThan(2e-4 * (1 + Math.abs(ref[i])));
+    }
+    expect(countZeros(out.mask)).toBe(rows * cols * 0.5);
+    // N:M: the pattern holds and the reconstruction error is below plain magnitude 2:4
+    const nm = sparsegptPrune(W, rows, cols, xtx, n, { sparsity: 0.5, nm: { n: 2, m: 4 }, scope: "matrix" }, "t", {
+      blocksize: bs,
+    });
+    expect(isNM(nm.W, rows, cols, { n: 2, m: 4 })).toBe(true);
+  });
+
+  it("a Hessian that stays indefinite after dampening retries then names the layer", () => {
+    const H = Float32Array.of(1, 0, 0, -5);
+    expect(() => hinvUpper(H, 2, 0.01, "model.layers.3.mlp.up_proj")).toThrow(
+      /model.layers.3.mlp.up_proj: the calibration Hessian is not positive definite/,
+    );
+    const dead = sparsegptPrune(
+      randF32(8, 1),
+      2,
+      4,
+      new Float32Array(16),
+      10,
+      { sparsity: 0.5, nm: null, scope: "matrix" },
+      "d",
+    );
+    expect(dead.info?.dead).toBe(4);
+  });
+});
+
+// ----------------------------------------------------------------------------------- the block loop on tiny models
+const TOK = dataPath("models", "stories260K", "tok512.bin");
+
+function tinyLlama(dir: string, seed: number): void {
+  const [C, I, H, KV, L, V] = [16, 32, 4, 2, 2, 512];
+  const rng = new Rng(seed);
+  const ts: { name: string; dtype: "F32"; shape: number[]; data: Float32Array }[] = [];
+  const add = (name: string, shape: number[], norm = false) =>
+    ts.push({
+      name,
+      dtype: "F32",
+      shape,
+      data: norm
+        ? new Float32Array(shape[0]).fill(1)
+        : (rng.fillNormal(new Float32Array(shape.reduce((a, b) => a * b)), 0.2) as Float32Array),
+    });
+  add("model.embed_tokens.weight", [V, C]);
+  for (let l = 0; l < L; l++) {
+    const p = `model.layers.${l}.`;
+    add(`${p}input_layernorm.weight`, [C], true);
+    add(`${p}self_attn.q_proj.weight`, [C, C]);
+    add(`${p}self_attn.k_proj.weight`, [KV * 4, C]);
+    add(`${p}self_attn.v_proj.weight`, [KV * 4, C]);
+    add(`${p}self_attn.o_proj.weight`, [C, C]);
+    add(`${p}post_attention_layernorm.weight`, [C], true);
+    add(`${p}mlp.gate_proj.weight`, [I, C]);
+    add(`${p}mlp.up_proj.weight`, [I, C]);
+    add(`${p}mlp.down_proj.weight`, [C, I]);
+  }
+  add("model.norm.weight", [C], true);
+  saveCheckpoint(dir, ts);
+  writeFileSync(
+    join(dir, "config.json"),
+    JSON.stringify({
+      model_type: "llama",
+      hidden_size: C,
+      intermediate_size: I,
+      num_hidden_layers: L,
+      num_attention_heads: H,
+      num_key_value_heads: KV,
+      vocab_size: V,
+      max_position_embeddings: 64,
+      tie_word_embeddings: true,
+    }),
+  );
+  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(llama2cTokenizerJson(readLlama2cTokenizer(TOK, 512))));
+  writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify({ bos_token: "<s>", eos_token: "</s>" }));
+}
+
+describe.skipIf(!existsSync(TOK))("sequential pruning of a tiny LLaMA", () => {
+  const src = mkdtempSync(join(tmpdir(), "perp-pr-"));
+  tinyLlama(src, 1);
+
+  for (const method of ["magnitude", "random", "wanda", "sparsegpt"])
+    for (const pattern of ["unstructured", "2:4"])
+      it(`${method} ${pattern}: exact sparsity, masks saved, folder reloads with exact zeros`, async () => {
+        const m = await loadModel(src);
+        const { report, masks } = await prune(m, {
+          method,
+          sparsity: 0.5,
+          pattern,
+          calibSamples: 4,
+          calibSeqlen: 32,
+          seed: 1,
+        });
+        expect(report.layers).toHaveLength(14);
+        expect(report.sparsity).toBeCloseTo(0.5, 10);
+        const out = join(mkdtempSync(join(tmpdir(), "perp-pro-")), "pruned");
+        savePruned(out, m, report, masks);
+        const r = await inspect(out);
+        expect(r.sparsity).toBeCloseTo(0.5, 10);
+        expect(r.masks_hold).toBe(true);
+        if (pattern === "2:4") expect(r.layers.every((l) => l.nm === "2:4")).toBe(true);
+        expect(readMasks(out)?.size).toBe(14);
+        expect(r.parameters.prunable).toBe(2 * (16 * 16 * 2 + 8 * 16 * 2 + 32 * 16 * 3));
+      });
+
+  it("is deterministic for a seed; calibration windows come from C4", async () => {
+    const run = async () => {
+      const m = await loadModel(src);
+      await prune(m, { method: "wanda", sparsity: 0.5, calibSamples: 3, calibSeqlen: 32, seed: 5 });
+      return m.model.blockLinears(1)[6][1].weight.data.slice();
+    };
+    expect(Array.from(await run())).toEqual(Array.from(await run()));
+  });
+
+  it("bad input: sparsity, N:M, divisibility, short calibration data, existing output", async () => {
+    const m = await loadModel(src);
+    await expect(prune(m, { method: "magnitude", sparsity: 1 })).rejects.toThrow(/sparsity must be in \[0, 1\)/);
+    await expect(prune(m, { method: "magnitude", sparsity: -0.1 })).rejects.toThrow(/sparsity must be in/);
+    await expect(prune(m, { method: "magnitude", sparsity: 0.5, pattern: "4:4" })).rejects.toThrow(/1 <= N < M/);
+    await expect(prune(m, { method: "magnitude", sparsity: 0.5, pattern: "2:5" })).rejects.toThrow(
+      /not divisible by M=5/,
+    );
+    await expect(prune(m, { method: "obs", sparsity: 0.5 })).rejects.toThrow(
+      /unknown pruning method 'obs' \(available: magnitude/,
+    );
+    await expect(prune(m, { method: "wanda", sparsity: 0.5, calibSamples: 2, calibSeqlen: 100000 })).rejects.toThrow(
+      /no document longer than 100000 tokens/,
+    );
+    const out = mkdtempSync(join(tmpdir(), "perp-exists-"));
+    writeFileSync(join(out, "keep.txt"), "x");
+    const r = await prune(m, { method: "magnitude", sparsity: 0.5 });
+    expect(() => savePruned(out, m, r.report, r.masks)).toThrow(/already exists and is not empty/);
+    expect(readdirSync(out)).toEqual(["keep.txt"]);
+  });
+});
