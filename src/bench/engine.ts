@@ -3,6 +3,8 @@
 import { LlamaForCausalLM } from "../models/llama.js";
 import * as F from "../nn/functional.js";
 import { backward, clearTape, noGrad } from "../nn/tape.js";
+import { getMethod } from "../prune/methods.js";
+import { pruneSequential } from "../prune/sequential.js";
 import { isNative, K } from "../tensor/native.js";
 import { Rng } from "../tensor/rng.js";
 
@@ -43,7 +45,24 @@ export interface EngineBenchResult {
   [key: string]: string | number | boolean;
 }
 
-export function runEngineBench(opts: { quick?: boolean; log?: (msg: string) => void } = {}): EngineBenchResult {
+/** Seconds to prune one llama768 block with calibration (stats forward + prune 7 linears + re-forward). */
+export function pruneBlockSeconds(method: "wanda" | "sparsegpt", samples: number, seqlen: number): number {
+  const model = new LlamaForCausalLM({ ...LLAMA768, num_hidden_layers: 1 }).initRandom(0, 0.02);
+  const rng = new Rng(1);
+  const ids = Int32Array.from({ length: samples * seqlen }, () => rng.int(LLAMA768.vocab_size));
+  const t = now();
+  pruneSequential(model, {
+    method: getMethod(method),
+    spec: { sparsity: 0.5, nm: null, scope: method === "wanda" ? "row" : "matrix" },
+    seed: 0,
+    calibration: { ids, samples, seqlen, docIndices: [] },
+  });
+  return now() - t;
+}
+
+export function runEngineBench(
+  opts: { quick?: boolean; prune?: boolean; log?: (msg: string) => void } = {},
+): EngineBenchResult {
   const quick = !!opts.quick;
   const log = opts.log ?? (() => {});
 
@@ -113,6 +132,14 @@ export function runEngineBench(opts: { quick?: boolean; log?: (msg: string) => v
   const peftTok = T / tpeft;
   log(`fwd+bwd PEFT (norms + LoRA r=16, ${trainable} trainable): ${peftTok.toFixed(0)} tok/s`);
 
+  const prunes: Record<string, number> = {};
+  if (opts.prune !== false) {
+    const [ns, sl] = quick ? [8, 128] : [128, 512];
+    for (const m of ["wanda", "sparsegpt"] as const) {
+      prunes[`${m}_block_s`] = +pruneBlockSeconds(m, ns, sl).toFixed(2);
+      log(`${m}: one llama768 block at ${ns}x${sl} calibration tokens in ${prunes[`${m}_block_s`]} s`);
+    }
+  }
   const result = {
     bench: "perp",
     native: isNative,
@@ -127,6 +154,7 @@ export function runEngineBench(opts: { quick?: boolean; log?: (msg: string) => v
     peft_over_full: +(peftTok / fullTok).toFixed(3),
     fwdbwd_full_mfu: +((fullTok * flopsPerToken) / (peak * 1e9)).toFixed(3),
     peft_trainable_params: trainable,
+    ...prunes,
     peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
     config: quick ? "llama768 (2 layers, --quick)" : "llama768",
   };

@@ -6,9 +6,12 @@ import { TASKS } from "../eval/tasks/index.js";
 import { importLlama2c } from "../io/llama2c.js";
 import { generate } from "../models/generate.js";
 import { loadModel } from "../models/load.js";
+import { LORA_TYPES } from "../nn/layers.js";
+import { checkLoraType, parseSubsets, SUBSETS } from "../peft/select.js";
 import { prune, savePruned } from "../prune/index.js";
 import { inspect } from "../prune/inspect.js";
 import { METHODS } from "../prune/methods.js";
+import { retrainModel } from "../train/retrain-model.js";
 import { type CommandDef, UsageError } from "./args.js";
 
 function readVersion(): string {
@@ -263,4 +266,82 @@ const inspectCmd: CommandDef = {
   },
 };
 
-export const COMMANDS: CommandDef[] = [importCmd, generateCmd, evalCmd, pruneCmd, inspectCmd, bench];
+const retrainCmd: CommandDef = {
+  name: "retrain",
+  summary: "Retrain a tiny parameter subset of a pruned model with its masks kept (PERP), then merge and export",
+  usage:
+    "perp retrain --model <pruned dir> --params norm,bias,lora --lora-type mask_lora [--lora-r 16 --lora-alpha 32]\n" +
+    "             --steps N --lr 5e-4 [--batch 1 --grad-accum 2 --warmup 0.1 --seqlen L --seed 0] --out <dir> [--resume]",
+  description:
+    `Subsets (combinable): ${SUBSETS.join(", ")}. LoRA types: ${LORA_TYPES.join(", ")} — lora merges W + s·BA (dense!),\n` +
+    "lora_prune merges W + s·(BA ⊙ M), mask_lora trains and merges W + s·(BA ⊙ M), scale_lora computes W ⊙ BA; all but\n" +
+    "plain lora keep every pruned weight exactly 0.0. Data: C4 windows of the model's context (calibration documents\n" +
+    "excluded). AdamW (0.9/0.999, eps 1e-8), linear schedule with warmup, per-block gradient checkpointing; the loss\n" +
+    "is logged to <out>/log.jsonl and checkpoints land in <out>/checkpoints; --resume continues from the last one.",
+  options: [
+    { name: "model", type: "string", description: "pruned model folder (or any HF model)", required: true },
+    { name: "params", type: "string", description: "comma list of subsets", default: "norm,lora" },
+    { name: "lora-type", type: "string", description: LORA_TYPES.join(" | "), default: "mask_lora" },
+    { name: "lora-r", type: "number", description: "LoRA rank", default: 16 },
+    { name: "lora-alpha", type: "number", description: "LoRA alpha (scale = alpha / r)", default: 32 },
+    { name: "steps", type: "number", description: "optimizer steps", required: true },
+    { name: "lr", type: "number", description: "peak learning rate", default: 5e-4 },
+    { name: "batch", type: "number", description: "windows per micro-batch", default: 1 },
+    { name: "grad-accum", type: "number", description: "micro-batches per optimizer step", default: 1 },
+    { name: "warmup", type: "number", description: "warmup fraction of the steps", default: 0.1 },
+    { name: "weight-decay", type: "number", description: "AdamW weight decay", default: 0 },
+    { name: "clip", type: "number", description: "gradient-norm clipping (0 = off)", default: 0 },
+    { name: "seqlen", type: "number", description: "window length (default: the model's context, capped at 2048)" },
+    { name: "seed", type: "number", description: "data sampling and LoRA init seed", default: 0 },
+    {
+      name: "dataset",
+      type: "string",
+      description: "c4, wikitext2, tinystories, or a .txt/.jsonl/.parquet file",
+      default: "c4",
+    },
+    { name: "mode", type: "string", description: "retrain (next-token loss)", default: "retrain" },
+    { name: "checkpoint-every", type: "number", description: "checkpoint every K steps (default: steps/10)" },
+    { name: "out", type: "string", description: "output folder (merged HF model, log, checkpoints)", required: true },
+    { name: "resume", type: "boolean", description: "continue from the last checkpoint in --out" },
+    { name: "json", type: "boolean", description: "print the summary as one JSON line" },
+  ],
+  async run(a) {
+    if (a.opts.mode !== "retrain")
+      throw new UsageError(`perp retrain: --mode ${a.opts.mode} is not available yet (retrain)`);
+    const params = parseSubsets(a.opts.params as string);
+    const loraType = checkLoraType(a.opts["lora-type"] as string);
+    const m = await loadModel(a.opts.model as string);
+    const r = await retrainModel(
+      m,
+      {
+        params,
+        loraType,
+        loraR: a.opts["lora-r"] as number,
+        loraAlpha: a.opts["lora-alpha"] as number,
+        steps: a.opts.steps as number,
+        lr: a.opts.lr as number,
+        batch: a.opts.batch as number,
+        gradAccum: a.opts["grad-accum"] as number,
+        warmup: a.opts.warmup as number,
+        weightDecay: a.opts["weight-decay"] as number,
+        clip: a.opts.clip as number,
+        seqlen: a.opts.seqlen as number | undefined,
+        seed: a.opts.seed as number,
+        dataset: a.opts.dataset as string,
+        checkpointEvery: a.opts["checkpoint-every"] as number | undefined,
+        out: a.opts.out as string,
+        resume: !!a.opts.resume,
+        progress: true,
+      },
+      (s) => process.stderr.write(`${s}\n`),
+    );
+    const { warnings: _w, masks: _m, densified: _d, resumed_from: _r, ...summary } = r;
+    if (a.opts.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+    else
+      process.stdout.write(
+        `trained ${r.trainable_params} parameters (${r.trainable_pct.toFixed(3)}% of the model) for ${r.steps} steps in ${r.seconds.toFixed(1)} s (${r.tokens_per_s.toFixed(0)} tok/s): loss ${r.loss_first10.toFixed(4)} → ${r.loss_last10.toFixed(4)}; sparsity ${r.sparsity_before.toFixed(4)} → ${r.sparsity_after.toFixed(4)}; peak RSS ${r.peak_rss_mb} MB → ${a.opts.out}\n`,
+      );
+  },
+};
+
+export const COMMANDS: CommandDef[] = [importCmd, generateCmd, evalCmd, pruneCmd, inspectCmd, retrainCmd, bench];

@@ -131,10 +131,10 @@ class NeoxModel extends Module {
 
 export class GptNeoxForCausalLM extends Module implements CausalLM {
   readonly gpt_neox: NeoxModel;
-  readonly embed_out: Linear | null;
+  embed_out: Linear | null;
   readonly maxContext: number;
   readonly vocabSize: number;
-  readonly tiedNames: string[];
+  tiedNames: string[];
   readonly config: NeoxConfig;
   private readonly rotDim: number;
 
@@ -195,6 +195,16 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
       opts.checkpoint,
     );
     return this.gpt_neox.final_layer_norm.forward(x);
+  }
+
+  untieHead(): Linear {
+    if (!this.embed_out) {
+      const e = this.gpt_neox.embed_in.weight;
+      this.embed_out = this.registerModule("embed_out", new Linear(e.shape[1], e.shape[0], { weight: e.data.slice() }));
+      this.config.tie_word_embeddings = false;
+      this.tiedNames = [];
+    }
+    return this.embed_out;
   }
 
   head(h: Tensor): Tensor {

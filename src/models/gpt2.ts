@@ -115,7 +115,8 @@ export class Gpt2LMHeadModel extends Module implements CausalLM {
   readonly transformer: Gpt2Model;
   readonly maxContext: number;
   readonly vocabSize: number;
-  readonly tiedNames = ["lm_head.weight"];
+  tiedNames = ["lm_head.weight"];
+  lm_head: Linear | null = null;
   readonly config: Gpt2Config;
 
   constructor(config: HfConfig) {
@@ -127,6 +128,7 @@ export class Gpt2LMHeadModel extends Module implements CausalLM {
     this.maxContext = cfg.n_positions;
     this.vocabSize = cfg.vocab_size;
     this.transformer = this.registerModule("transformer", new Gpt2Model(cfg));
+    if (cfg.tie_word_embeddings === false) this.untieHead();
   }
 
   get blocks(): Gpt2Block[] {
@@ -158,8 +160,18 @@ export class Gpt2LMHeadModel extends Module implements CausalLM {
     return t.ln_f.forward(runBlocks(this.blocks, x, (b, h) => b.forward(h, B, T), opts.checkpoint));
   }
 
+  untieHead(): Linear {
+    if (!this.lm_head) {
+      const e = this.transformer.wte.weight;
+      this.lm_head = this.registerModule("lm_head", new Linear(e.shape[1], e.shape[0], { weight: e.data.slice() }));
+      this.config.tie_word_embeddings = false;
+      this.tiedNames = [];
+    }
+    return this.lm_head;
+  }
+
   head(h: Tensor): Tensor {
-    return F.linear(h, this.transformer.wte.weight);
+    return this.lm_head ? this.lm_head.forward(h) : F.linear(h, this.transformer.wte.weight);
   }
 
   forward(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {

@@ -187,8 +187,8 @@ export class LlamaForCausalLM extends Module implements CausalLM {
   readonly model: LlamaModel;
   readonly maxContext: number;
   readonly vocabSize: number;
-  readonly tiedNames: string[];
-  readonly lm_head: Linear | null;
+  tiedNames: string[];
+  lm_head: Linear | null;
   private ropeCache: F.RopeTables | null = null;
   readonly headDim: number;
 
@@ -271,6 +271,19 @@ export class LlamaForCausalLM extends Module implements CausalLM {
         : layer.forward(x, B, T, rope);
     }
     return this.model.norm.forward(x);
+  }
+
+  untieHead(): Linear {
+    if (!this.lm_head) {
+      const e = this.model.embed_tokens.weight;
+      this.lm_head = this.registerModule(
+        "lm_head",
+        new Linear(this.config.hidden_size, this.config.vocab_size, { weight: e.data.slice() }),
+      );
+      this.config.tie_word_embeddings = false;
+      this.tiedNames = [];
+    }
+    return this.lm_head;
   }
 
   head(h: Tensor): Tensor {

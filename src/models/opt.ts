@@ -147,7 +147,8 @@ export class OptForCausalLM extends Module implements CausalLM {
   readonly model: OptModel;
   readonly maxContext: number;
   readonly vocabSize: number;
-  readonly tiedNames = ["lm_head.weight"];
+  tiedNames = ["lm_head.weight"];
+  lm_head: Linear | null = null;
   readonly config: OptConfig;
 
   constructor(config: HfConfig) {
@@ -166,6 +167,7 @@ export class OptForCausalLM extends Module implements CausalLM {
     this.maxContext = cfg.max_position_embeddings;
     this.vocabSize = cfg.vocab_size;
     this.model = this.registerModule("model", new OptModel(cfg));
+    if (cfg.tie_word_embeddings === false) this.untieHead();
   }
 
   get blocks(): OptDecoderLayer[] {
@@ -203,8 +205,18 @@ export class OptForCausalLM extends Module implements CausalLM {
     return x;
   }
 
+  untieHead(): Linear {
+    if (!this.lm_head) {
+      const e = this.model.decoder.embed_tokens.weight;
+      this.lm_head = this.registerModule("lm_head", new Linear(e.shape[1], e.shape[0], { weight: e.data.slice() }));
+      this.config.tie_word_embeddings = false;
+      this.tiedNames = [];
+    }
+    return this.lm_head;
+  }
+
   head(h: Tensor): Tensor {
-    return F.linear(h, this.model.decoder.embed_tokens.weight);
+    return this.lm_head ? this.lm_head.forward(h) : F.linear(h, this.model.decoder.embed_tokens.weight);
   }
 
   forward(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {

@@ -35,6 +35,8 @@ export interface CausalLM extends Module {
   runBlock(i: number, x: Tensor, B: number, T: number): Tensor;
   /** The prunable linears of block i with their full HF names (prefix of `.weight`). */
   blockLinears(i: number): [string, Linear][];
+  /** The LM head as its own Linear; a tied head is untied (a copy of the embedding, tie_word_embeddings=false). */
+  untieHead(): Linear;
 }
 
 export class ConfigError extends Error {}

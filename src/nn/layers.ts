@@ -4,19 +4,30 @@ import type { Rng } from "../tensor/rng.js";
 import type { Tensor } from "../tensor/tensor.js";
 import * as F from "./functional.js";
 import { Module, parameter } from "./module.js";
+import { noGrad } from "./tape.js";
+
+/**
+ * LoRA variants (PERP): `lora` W + s·BA (merge densifies), `lora_prune` trains W + s·BA and merges W + s·(BA ⊙ M),
+ * `mask_lora` trains and merges W + s·(BA ⊙ M) (exact sparsity throughout), `scale_lora` W ⊙ (BA) with A = B = 1/√r
+ * so that BA starts at all-ones (exact sparsity). s = α/r.
+ */
+export type LoraType = "lora" | "lora_prune" | "mask_lora" | "scale_lora";
+export const LORA_TYPES: LoraType[] = ["lora", "lora_prune", "mask_lora", "scale_lora"];
 
 export interface LoraAdapter {
-  /** (r, in), Kaiming-uniform init. */
+  type: LoraType;
+  /** (r, in), Kaiming-uniform init (1/√r for scale_lora). */
   A: Tensor;
-  /** (out, r), zeros. */
+  /** (out, r), zeros (1/√r for scale_lora). */
   B: Tensor;
   scale: number;
+  r: number;
 }
 
 export class Linear extends Module {
   readonly weight: Tensor;
-  readonly bias: Tensor | null;
-  /** 1 = kept, 0 = pruned; the weight holds exact zeros where the mask is 0. */
+  bias: Tensor | null;
+  /** 1 = kept, 0 = pruned, in the weight's storage layout; the weight holds exact zeros where the mask is 0. */
   mask: Uint8Array | null = null;
   lora: LoraAdapter | null = null;
   /** HF Conv1D layout (GPT-2): the weight is stored (in, out). */
@@ -43,20 +54,53 @@ export class Linear extends Module {
         : null;
   }
 
-  /** Attach a LoRA adapter W + (α/r)·B·A with A Kaiming-uniform (a = √5, as nn.Linear/PEFT) and B = 0. */
-  addLora(r: number, alpha: number, rng: Rng): LoraAdapter {
-    if (!(r >= 1 && r <= Math.min(this.inFeatures, this.outFeatures)))
-      throw new RangeError(`LoRA rank ${r} must be in [1, ${Math.min(this.inFeatures, this.outFeatures)}]`);
-    const bound = 1 / Math.sqrt(this.inFeatures); // kaiming_uniform_(a=√5): gain·√(3/fan_in) = 1/√fan_in
-    const A = parameter(rng.fillUniform(new Float32Array(r * this.inFeatures), -bound, bound) as Float32Array, [
-      r,
-      this.inFeatures,
-    ]);
-    const B = parameter(new Float32Array(this.outFeatures * r), [this.outFeatures, r]);
-    this.lora = { A, B, scale: alpha / r };
+  /** Adds a zero bias (PERP's `bias` subset on families without biases). */
+  ensureBias(): Tensor {
+    if (!this.bias)
+      this.bias = this.registerParam("bias", parameter(new Float32Array(this.outFeatures), [this.outFeatures], "bias"));
+    return this.bias;
+  }
+
+  /** Attach a LoRA adapter of the given type (A Kaiming-uniform with a = √5 as nn.Linear/PEFT, B = 0). */
+  addLora(r: number, alpha: number, rng: Rng, type: LoraType = "lora"): LoraAdapter {
+    if (!(Number.isInteger(r) && r >= 1 && r <= Math.min(this.inFeatures, this.outFeatures)))
+      throw new RangeError(
+        `LoRA rank ${r} must be an integer in [1, ${Math.min(this.inFeatures, this.outFeatures)}] for a ${this.outFeatures}x${this.inFeatures} layer`,
+      );
+    let A: Tensor;
+    let B: Tensor;
+    if (type === "scale_lora") {
+      const v = 1 / Math.sqrt(r);
+      A = parameter(new Float32Array(r * this.inFeatures).fill(v), [r, this.inFeatures]);
+      B = parameter(new Float32Array(this.outFeatures * r).fill(v), [this.outFeatures, r]);
+    } else {
+      const bound = 1 / Math.sqrt(this.inFeatures); // kaiming_uniform_(a=√5): gain·√(3/fan_in) = 1/√fan_in
+      A = parameter(rng.fillUniform(new Float32Array(r * this.inFeatures), -bound, bound) as Float32Array, [
+        r,
+        this.inFeatures,
+      ]);
+      B = parameter(new Float32Array(this.outFeatures * r), [this.outFeatures, r]);
+    }
+    this.lora = { type, A, B, scale: alpha / r, r };
     this.registerParam("lora_A", A);
     this.registerParam("lora_B", B);
     return this.lora;
+  }
+
+  /** B·A in the weight's storage layout: (out, in), or (in, out) for Conv1D. */
+  private deltaBA(): Tensor {
+    const { A, B } = this.lora as LoraAdapter;
+    return this.inOut ? F.matmul(A, B, true, true) : F.matmul(B, A);
+  }
+
+  /** The weight the layer computes with (for mask_lora / scale_lora a function of the adapters). */
+  effectiveWeight(): Tensor {
+    const l = this.lora;
+    if (!l || l.type === "lora" || l.type === "lora_prune") return this.weight;
+    const ba = this.deltaBA();
+    if (l.type === "scale_lora") return F.mul(this.weight, ba);
+    const d = this.mask ? F.maskMul(ba, this.mask) : ba;
+    return F.add(this.weight, F.scale(d, l.scale));
   }
 
   /** Calibration hook: sees every input of this layer (pruning statistics). */
@@ -64,17 +108,43 @@ export class Linear extends Module {
 
   forward(x: Tensor): Tensor {
     this.inputHook?.(x);
+    const l = this.lora;
+    if (l && (l.type === "mask_lora" || l.type === "scale_lora"))
+      return F.linear(x, this.effectiveWeight(), this.bias, this.inOut);
     const y = F.linear(x, this.weight, this.bias, this.inOut);
-    if (!this.lora) return y;
-    const { A, B, scale } = this.lora;
-    const low = F.linear(F.linear(x, A), B);
-    return F.add(y, scale === 1 ? low : F.scale(low, scale));
+    if (!l) return y;
+    const low = F.linear(F.linear(x, l.A), l.B);
+    return F.add(y, l.scale === 1 ? low : F.scale(low, l.scale));
+  }
+
+  /**
+   * Folds the adapter into the weight and removes it. lora: W + s·BA (dense); lora_prune / mask_lora:
+   * W + s·(BA ⊙ M); scale_lora: W ⊙ BA. Pruned positions stay exactly 0.0 for every type but plain lora.
+   */
+  mergeLora(): void {
+    const l = this.lora;
+    if (!l) return;
+    const ba = noGradDelta(() => this.deltaBA().data);
+    const w = this.weight.data;
+    const m = this.mask;
+    for (let i = 0; i < w.length; i++) {
+      if (l.type === "scale_lora") w[i] *= ba[i];
+      else if (l.type === "lora" || !m || m[i]) w[i] += l.scale * ba[i];
+    }
+    if (l.type !== "lora") this.applyMask();
+    this.lora = null;
+    this.unregisterParam("lora_A");
+    this.unregisterParam("lora_B");
   }
 
   /** Re-impose the mask on the weight (after an optimizer step of full retraining). */
   applyMask(): void {
     if (this.mask) K.maskApply(this.weight.data, this.mask);
   }
+}
+
+function noGradDelta(fn: () => Float32Array): Float32Array {
+  return noGrad(fn);
 }
 
 export class RMSNorm extends Module {

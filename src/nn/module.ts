@@ -10,6 +10,10 @@ export class Module {
     return t;
   }
 
+  protected unregisterParam(name: string): void {
+    this.params.delete(name);
+  }
+
   protected registerModule<M extends Module>(name: string, m: M): M {
     this.children.set(name, m);
     return m;

@@ -1,0 +1,103 @@
+// PERP's trainable subsets (combinable): bias (the biases of every pruned linear, created as zeros where the family
+// has none; LLaMA/Mistral then export attention_bias/mlp_bias = true so transformers creates and loads them), norm
+// (every LayerNorm/RMSNorm weight and bias), head (the LM head; a tied head is untied: a copy of the embedding and
+// tie_word_embeddings = false), lora (an adapter of `loraType` on every pruned linear), full (every parameter; masks
+// are re-applied after each optimizer step).
+
+import type { CausalLM } from "../models/registry.js";
+import { LayerNorm, type Linear, LORA_TYPES, type LoraType, RMSNorm } from "../nn/layers.js";
+import { Rng } from "../tensor/rng.js";
+import type { Tensor } from "../tensor/tensor.js";
+
+export type Subset = "bias" | "norm" | "head" | "lora" | "full";
+export const SUBSETS: Subset[] = ["bias", "norm", "head", "lora", "full"];
+
+export interface PeftOptions {
+  params: Subset[];
+  loraType?: LoraType;
+  loraR?: number;
+  loraAlpha?: number;
+  seed?: number;
+}
+
+export class PeftError extends Error {}
+
+export function parseSubsets(s: string | string[]): Subset[] {
+  const list = Array.isArray(s)
+    ? s
+    : s
+        .split(",")
+        .map((x) => x.trim())
+        .filter(Boolean);
+  if (!list.length) throw new PeftError(`no trainable subset given (valid: ${SUBSETS.join(", ")})`);
+  for (const x of list)
+    if (!SUBSETS.includes(x as Subset)) throw new PeftError(`unknown subset '${x}' (valid: ${SUBSETS.join(", ")})`);
+  return list as Subset[];
+}
+
+export function checkLoraType(t: string): LoraType {
+  if (!LORA_TYPES.includes(t as LoraType))
+    throw new PeftError(`unknown LoRA type '${t}' (valid: ${LORA_TYPES.join(", ")})`);
+  return t as LoraType;
+}
+
+export function prunableLinears(model: CausalLM): [string, Linear][] {
+  const out: [string, Linear][] = [];
+  for (let i = 0; i < model.numBlocks; i++) out.push(...model.blockLinears(i));
+  return out;
+}
+
+/** Freezes everything, then enables the chosen subsets; returns the trainable parameters with stable names. */
+export function configureTrainable(model: CausalLM, o: PeftOptions): [string, Tensor][] {
+  const subs = new Set(o.params);
+  model.requiresGrad(false);
+  const lins = prunableLinears(model);
+  if (subs.has("lora")) {
+    const type = checkLoraType(o.loraType ?? "lora");
+    const r = o.loraR ?? 16;
+    const alpha = o.loraAlpha ?? 32;
+    const rng = new Rng(o.seed ?? 0);
+    for (const [name, l] of lins) {
+      try {
+        const ad = l.lora ?? l.addLora(r, alpha, rng, type);
+        ad.A.requiresGrad = true;
+        ad.B.requiresGrad = true;
+      } catch (e) {
+        throw new PeftError(`${name}: ${(e as Error).message}`);
+      }
+    }
+  }
+  if (subs.has("bias")) {
+    for (const [, l] of lins) l.ensureBias().requiresGrad = true;
+    const c = model.config as Record<string, unknown>;
+    if (c.model_type === "llama" || c.model_type === "mistral") {
+      c.attention_bias = true;
+      c.mlp_bias = true;
+    }
+    if (c.model_type === "opt") c.enable_bias = true;
+    if (c.model_type === "gpt_neox") c.attention_bias = true;
+  }
+  if (subs.has("head")) model.untieHead().weight.requiresGrad = true;
+  if (subs.has("norm"))
+    for (const [, m] of model.namedModules())
+      if (m instanceof LayerNorm || m instanceof RMSNorm) for (const p of m.parameters()) p.requiresGrad = true;
+  if (subs.has("full")) for (const p of model.parameters()) p.requiresGrad = true;
+  return model.namedParameters().filter(([, p]) => p.requiresGrad);
+}
+
+export function countParams(ps: [string, Tensor][]): number {
+  return ps.reduce((a, [, p]) => a + p.size, 0);
+}
+
+/** Merges every adapter into plain weights (see Linear.mergeLora). */
+export function mergeAdapters(model: CausalLM): { merged: number; densified: boolean } {
+  let merged = 0;
+  let densified = false;
+  for (const [, l] of prunableLinears(model)) {
+    if (!l.lora) continue;
+    if (l.lora.type === "lora" && l.mask) densified = true;
+    l.mergeLora();
+    merged++;
+  }
+  return { merged, densified };
+}

@@ -1,0 +1,209 @@
+// retrain(): next-token retraining of a PERP subset with masks kept. AdamW (β 0.9/0.999, ε 1e-8), linear schedule
+// with warmup, gradient accumulation, optional clipping, per-block gradient checkpointing, JSON-lines loss log,
+// checkpoints every K steps and a resume that reproduces the uninterrupted run bit for bit (same seed and threads).
+import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Progress } from "../cli/progress.js";
+import { documents } from "../io/datasets.js";
+import type { LoadedModel } from "../models/load.js";
+import * as F from "../nn/functional.js";
+import type { LoraType } from "../nn/layers.js";
+import { AdamW } from "../nn/optim.js";
+import { backward, clearTape, noGrad } from "../nn/tape.js";
+import { configureTrainable, countParams, prunableLinears, type Subset } from "../peft/select.js";
+import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainState } from "./checkpoint.js";
+import { WindowSampler } from "./sampler.js";
+import { lrAt, warmupSteps } from "./schedule.js";
+
+export interface RetrainOptions {
+  params: Subset[];
+  loraType?: LoraType;
+  loraR?: number;
+  loraAlpha?: number;
+  steps: number;
+  lr: number;
+  batch?: number;
+  gradAccum?: number;
+  warmup?: number;
+  seqlen?: number;
+  seed?: number;
+  dataset?: string;
+  weightDecay?: number;
+  clip?: number;
+  checkpointEvery?: number;
+  /** Run folder: log.jsonl and checkpoints/. */
+  out: string;
+  resume?: boolean;
+  /** Calibration documents to exclude from the training data. */
+  excludeDocs?: number[];
+  progress?: boolean;
+}
+
+export interface RetrainSummary {
+  trainable_params: number;
+  trainable_pct: number;
+  steps: number;
+  loss_first10: number;
+  loss_last10: number;
+  seconds: number;
+  tokens_per_s: number;
+  peak_rss_mb: number;
+  resumed_from: number | null;
+}
+
+export class TrainError extends Error {}
+
+export function retrainSettings(o: RetrainOptions, seqlen: number): Record<string, unknown> {
+  return {
+    params: [...o.params].sort(),
+    lora_type: o.params.includes("lora") ? (o.loraType ?? "lora") : null,
+    lora_r: o.loraR ?? 16,
+    lora_alpha: o.loraAlpha ?? 32,
+    steps: o.steps,
+    lr: o.lr,
+    batch: o.batch ?? 1,
+    grad_accum: o.gradAccum ?? 1,
+    warmup: o.warmup ?? 0.1,
+    seqlen,
+    seed: o.seed ?? 0,
+    dataset: o.dataset ?? "c4",
+    weight_decay: o.weightDecay ?? 0,
+    clip: o.clip ?? 0,
+  };
+}
+
+function diffSettings(a: Record<string, unknown>, b: Record<string, unknown>): string[] {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  return [...keys]
+    .filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
+    .map((k) => `${k}: checkpoint ${JSON.stringify(a[k])} vs now ${JSON.stringify(b[k])}`);
+}
+
+/** Index of the first block whose output is non-finite for `ids` (diagnosing a NaN loss). */
+function firstBadLayer(m: LoadedModel, ids: Int32Array, B: number, T: number): string {
+  return noGrad(() => {
+    let x = m.model.embed(ids, B, T);
+    if (!x.data.every(Number.isFinite)) return "the embeddings";
+    for (let i = 0; i < m.model.numBlocks; i++) {
+      x = m.model.runBlock(i, x, B, T);
+      if (!x.data.every(Number.isFinite))
+        return `block ${i} (${m.model.blockLinears(i)[0][0].replace(/\.[^.]+\.[^.]+$/, "")})`;
+    }
+    return "the LM head";
+  });
+}
+
+const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : Number.NaN);
+
+export async function retrain(m: LoadedModel, o: RetrainOptions): Promise<RetrainSummary> {
+  if (!(o.steps >= 1 && Number.isInteger(o.steps)))
+    throw new TrainError(`steps must be a positive integer (got ${o.steps})`);
+  if (!(o.lr > 0)) throw new TrainError(`lr must be > 0 (got ${o.lr})`);
+  if (!m.tokenizer) throw new TrainError(`${m.dir}: retraining needs tokenizer.json`);
+  const seqlen = o.seqlen ?? Math.min(m.model.maxContext, 2048);
+  if (seqlen > m.model.maxContext)
+    throw new TrainError(`seqlen ${seqlen} exceeds the model's context ${m.model.maxContext}`);
+  const B = o.batch ?? 1;
+  const accum = o.gradAccum ?? 1;
+  const settings = retrainSettings(o, seqlen);
+  const params = configureTrainable(m.model, {
+    params: o.params,
+    loraType: o.loraType,
+    loraR: o.loraR,
+    loraAlpha: o.loraAlpha,
+    seed: o.seed,
+  });
+  const nTrain = countParams(params);
+  const nModel = m.model
+    .namedParameters()
+    .filter(([n]) => !n.includes("lora_"))
+    .reduce((a, [, p]) => a + p.size, 0);
+  const opt = new AdamW(params, { lr: o.lr, weightDecay: o.weightDecay ?? 0 });
+  const docs = await documents(o.dataset ?? "c4");
+  const sampler = new WindowSampler(docs, m.tokenizer, seqlen, o.seed ?? 0, o.excludeDocs ?? []);
+  mkdirSync(o.out, { recursive: true });
+  const logPath = join(o.out, "log.jsonl");
+  let state: TrainState = { step: 0, drawn: 0, losses: [], settings, seconds: 0 };
+  let resumedFrom: number | null = null;
+  if (o.resume) {
+    const ck = latestCheckpoint(o.out);
+    if (ck) {
+      const prev = JSON.parse(JSON.stringify(loadCheckpoint(ck, params, opt))) as TrainState;
+      const d = diffSettings(prev.settings, settings);
+      if (d.length) throw new TrainError(`refusing to resume ${o.out} with a different recipe:\n  ${d.join("\n  ")}`);
+      state = prev;
+      sampler.fastForward(state.drawn);
+      resumedFrom = state.step;
+    }
+  } else writeFileSync(logPath, "");
+  const fullMasks = o.params.includes("full") ? prunableLinears(m.model).filter(([, l]) => l.mask) : [];
+  for (const [, l] of fullMasks) l.applyMask();
+  const warm = warmupSteps(o.steps, o.warmup ?? 0.1);
+  const every = o.checkpointEvery ?? Math.max(1, Math.floor(o.steps / 10));
+  const bar = o.progress ? new Progress("retrain", o.steps, "step") : null;
+  bar?.tick(state.step);
+  const t0 = performance.now() - state.seconds * 1000;
+  let tokens = 0;
+  const tRun = performance.now();
+  for (let step = state.step; step < o.steps; step++) {
+    opt.zeroGrad();
+    let lossSum = 0;
+    for (let a = 0; a < accum; a++) {
+      const ids = sampler.batch(B);
+      const targets = new Int32Array(B * seqlen);
+      for (let i = 0; i < targets.length; i++) targets[i] = i % seqlen === seqlen - 1 ? -100 : ids[i + 1];
+      const logits = m.model.forward(ids, B, seqlen, { checkpoint: true });
+      const { loss } = F.crossEntropy(logits, targets);
+      const lv = loss.data[0];
+      if (!Number.isFinite(lv)) {
+        clearTape();
+        throw new TrainError(
+          `non-finite loss ${lv} at step ${step + 1}: first non-finite activation in ${firstBadLayer(m, ids, B, seqlen)}; the last good checkpoint is kept in ${join(o.out, "checkpoints")}`,
+        );
+      }
+      backward(accum === 1 ? loss : F.scale(loss, 1 / accum));
+      lossSum += lv;
+      tokens += B * seqlen;
+    }
+    if (o.clip && o.clip > 0) {
+      let sq = 0;
+      for (const [, p] of params) if (p.grad) for (const g of p.grad) sq += g * g;
+      const norm = Math.sqrt(sq);
+      if (norm > o.clip)
+        for (const [, p] of params)
+          if (p.grad) for (let i = 0; i < p.grad.length; i++) p.grad[i] *= o.clip / (norm + 1e-6);
+    }
+    try {
+      opt.update(lrAt(step, o.steps, warm, o.lr));
+    } catch (e) {
+      throw new TrainError(
+        `step ${step + 1}: ${(e as Error).message}; the last good checkpoint is kept in ${join(o.out, "checkpoints")}`,
+      );
+    }
+    for (const [, l] of fullMasks) l.applyMask();
+    const loss = lossSum / accum;
+    state.losses.push(loss);
+    state.step = step + 1;
+    state.drawn = sampler.drawn;
+    state.seconds = (performance.now() - t0) / 1000;
+    appendFileSync(
+      logPath,
+      `${JSON.stringify({ step: step + 1, loss, lr: lrAt(step, o.steps, warm, o.lr), seconds: +state.seconds.toFixed(3) })}\n`,
+    );
+    if (state.step % every === 0 || state.step === o.steps) saveCheckpoint(o.out, params, opt, state);
+    bar?.tick(1, `loss ${loss.toFixed(4)} ${(tokens / ((performance.now() - tRun) / 1000)).toFixed(0)} tok/s`);
+  }
+  bar?.end();
+  const secs = (performance.now() - tRun) / 1000;
+  return {
+    trainable_params: nTrain,
+    trainable_pct: (100 * nTrain) / nModel,
+    steps: o.steps,
+    loss_first10: mean(state.losses.slice(0, 10)),
+    loss_last10: mean(state.losses.slice(-10)),
+    seconds: state.seconds,
+    tokens_per_s: tokens / Math.max(secs, 1e-9),
+    peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+    resumed_from: resumedFrom,
+  };
+}
