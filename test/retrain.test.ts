@@ -1,0 +1,324 @@
+// Retraining: gradient checks of every subset and LoRA type, exact sparsity after train + merge, frozen-weight
+// backward without dW GEMMs, schedule, resume after kill -9, bad input.
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { dataPath } from "../src/io/data.js";
+import { llama2cTokenizerJson, readLlama2cTokenizer } from "../src/io/llama2c.js";
+import { saveCheckpoint as saveST } from "../src/io/safetensors.js";
+import { loadModel } from "../src/models/load.js";
+import * as F from "../src/nn/functional.js";
+import { Linear, LORA_TYPES, type LoraType } from "../src/nn/layers.js";
+import { backward, gradStats, noGrad } from "../src/nn/tape.js";
+import { configureTrainable, mergeAdapters, parseSubsets, prunableLinears } from "../src/peft/select.js";
+import { prune, savePruned } from "../src/prune/index.js";
+import { Rng } from "../src/tensor/rng.js";
+import { Tensor } from "../src/tensor/tensor.js";
+import { retrainModel } from "../src/train/retrain-model.js";
+import { lrAt, warmupSteps } from "../src/train/schedule.js";
+import { randF32 } from "./helpers.js";
+
+/** Finite-difference check of d(Σ y·R)/dθ for every trainable tensor of a Linear with an adapter. */
+function gradcheckLinear(type: LoraType, inOut: boolean): void {
+  const [inF, outF, M] = [6, 5, 3];
+  const lin = new Linear(inF, outF, { bias: true, inOut });
+  lin.weight.data = randF32(inF * outF, 1);
+  lin.mask = Uint8Array.from({ length: inF * outF }, (_, i) => (i % 3 ? 1 : 0));
+  lin.applyMask();
+  lin.requiresGrad(false);
+  const ad = lin.addLora(2, 4, new Rng(1), type);
+  ad.B.data = randF32(ad.B.size, 2); // non-zero so every path is exercised
+  ad.A.data = randF32(ad.A.size, 3);
+  for (const p of [ad.A, ad.B, lin.bias as Tensor]) p.requiresGrad = true;
+  const x = randF32(M * inF, 4);
+  const R = randF32(M * outF, 5);
+  const f = () => noGrad(() => lin.forward(new Tensor(x.slice(), [M, inF])).data).reduce((s, v, i) => s + v * R[i], 0);
+  const y = lin.forward(new Tensor(x.slice(), [M, inF]));
+  backward(y, R);
+  for (const p of [ad.A, ad.B, lin.bias as Tensor]) {
+    const g = p.grad as Float32Array;
+    for (let i = 0; i < p.size; i++) {
+      const v = p.data[i];
+      const h = 1e-2;
+      p.data[i] = v + h;
+      const a = f();
+      p.data[i] = v - h;
+      const b = f();
+      p.data[i] = v;
+      const fd = (a - b) / (2 * h);
+      expect(Math.abs(g[i] - fd)).toBeLessThan(2e-3 * (1 + Math.abs(fd)));
+    }
+  }
+  expect(lin.weight.grad).toBeNull();
+}
+
+describe("adapters", () => {
+  for (const type of LORA_TYPES)
+    for (const inOut of [false, true])
+      it(`${type}${inOut ? " (Conv1D layout)" : ""}: gradients match finite differences; merge keeps pruned positions exact`, () => {
+        gradcheckLinear(type, inOut);
+        const lin = new Linear(8, 4, { inOut });
+        lin.weight.data = randF32(32, 7);
+        lin.mask = Uint8Array.from({ length: 32 }, (_, i) => (i % 2 ? 1 : 0));
+        lin.applyMask();
+        const ad = lin.addLora(2, 4, new Rng(2), type);
+        ad.B.data = randF32(ad.B.size, 8);
+        const x = new Tensor(randF32(16, 9), [2, 8]);
+        const before = noGrad(() => lin.forward(x).data);
+        lin.mergeLora();
+        expect(lin.lora).toBeNull();
+        const after = noGrad(() => lin.forward(x).data);
+        if (type !== "lora_prune")
+          for (let i = 0; i < before.length; i++) expect(Math.abs(after[i] - before[i])).toBeLessThan(1e-5);
+        const zeros = lin.weight.data.filter((v, i) => !lin.mask?.[i] && v === 0).length;
+        if (type === "lora") expect(zeros).toBeLessThan(16);
+        else expect(zeros).toBe(16);
+      });
+
+  it("scale_lora starts at the identity (BA = all ones)", () => {
+    const lin = new Linear(8, 4);
+    lin.weight.data = randF32(32, 1);
+    const x = new Tensor(randF32(16, 2), [2, 8]);
+    const y0 = noGrad(() => lin.forward(x).data);
+    lin.addLora(4, 8, new Rng(0), "scale_lora");
+    const y1 = noGrad(() => lin.forward(x).data);
+    for (let i = 0; i < y0.length; i++) expect(Math.abs(y1[i] - y0[i])).toBeLessThan(1e-6);
+  });
+
+  it("the linear schedule with warmup follows transformers (first step lr 0)", () => {
+    expect(warmupSteps(100, 0.1)).toBe(10);
+    expect(lrAt(0, 100, 10, 1)).toBe(0);
+    expect(lrAt(5, 100, 10, 1)).toBe(0.5);
+    expect(lrAt(10, 100, 10, 1)).toBe(1);
+    expect(lrAt(55, 100, 10, 1)).toBe(0.5);
+    expect(lrAt(0, 10, 0, 2)).toBe(2);
+  });
+
+  it("unknown subsets and LoRA types list the valid ones", () => {
+    expect(() => parseSubsets("norm,bais")).toThrow(/unknown subset 'bais' \(valid: bias, norm, head, lora, full\)/);
+  });
+});
+
+// --------------------------------------------------------------------------- tiny model end to end
+const TOK = dataPath("models", "stories260K", "tok512.bin");
+const have = existsSync(TOK);
+
+function writeTiny(dir: string, family: "llama" | "opt"): void {
+  const rng = new Rng(3);
+  const C = 16;
+  const ts: { name: string; dtype: "F32"; shape: number[]; data: Float32Array }[] = [];
+  const add = (name: string, shape: number[], fill?: number) =>
+    ts.push({
+      name,
+      dtype: "F32",
+      shape,
+      data:
+        fill !== undefined
+          ? new Float32Array(shape.reduce((a, b) => a * b)).fill(fill)
+          : (rng.fillNormal(new Float32Array(shape.reduce((a, b) => a * b)), 0.2) as Float32Array),
+    });
+  let config: object;
+  if (family === "llama") {
+    add("model.embed_tokens.weight", [512, C]);
+    for (let l = 0; l < 2; l++) {
+      const p = `model.layers.${l}.`;
+      add(`${p}input_layernorm.weight`, [C], 1);
+      for (const n of ["q_proj", "k_proj", "v_proj", "o_proj"]) add(`${p}self_attn.${n}.weight`, [C, C]);
+      add(`${p}post_attention_layernorm.weight`, [C], 1);
+      add(`${p}mlp.gate_proj.weight`, [32, C]);
+      add(`${p}mlp.up_proj.weight`, [32, C]);
+      add(`${p}mlp.down_proj.weight`, [C, 32]);
+    }
+    add("model.norm.weight", [C], 1);
+    config = {
+      model_type: "llama",
+      hidden_size: C,
+      intermediate_size: 32,
+      num_hidden_layers: 2,
+      num_attention_heads: 4,
+      num_key_value_heads: 4,
+      vocab_size: 512,
+      max_position_embeddings: 64,
+      tie_word_embeddings: true,
+    };
+  } else {
+    add("model.decoder.embed_tokens.weight", [512, C]);
+    add("model.decoder.embed_positions.weight", [66, C]);
+    add("model.decoder.final_layer_norm.weight", [C], 1);
+    add("model.decoder.final_layer_norm.bias", [C], 0);
+    for (let l = 0; l < 2; l++) {
+      const p = `model.decoder.layers.${l}.`;
+      for (const n of ["q_proj", "k_proj", "v_proj", "out_proj"]) {
+        add(`${p}self_attn.${n}.weight`, [C, C]);
+        add(`${p}self_attn.${n}.bias`, [C], 0);
+      }
+      for (const n of ["self_attn_layer_norm", "final_layer_norm"]) {
+        add(`${p}${n}.weight`, [C], 1);
+        add(`${p}${n}.bias`, [C], 0);
+      }
+      add(`${p}fc1.weight`, [32, C]);
+      add(`${p}fc1.bias`, [32], 0);
+      add(`${p}fc2.weight`, [C, 32]);
+      add(`${p}fc2.bias`, [C], 0);
+    }
+    config = {
+      model_type: "opt",
+      hidden_size: C,
+      ffn_dim: 32,
+      num_hidden_layers: 2,
+      num_attention_heads: 4,
+      vocab_size: 512,
+      max_position_embeddings: 64,
+      do_layer_norm_before: true,
+      word_embed_proj_dim: C,
+    };
+  }
+  saveST(dir, ts);
+  writeFileSync(join(dir, "config.json"), JSON.stringify(config));
+  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(llama2cTokenizerJson(readLlama2cTokenizer(TOK, 512))));
+  writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify({ bos_token: "<s>", eos_token: "</s>" }));
+}
+
+async function prunedTiny(family: "llama" | "opt"): Promise<string> {
+  const src = mkdtempSync(join(tmpdir(), "perp-rt-src-"));
+  writeTiny(src, family);
+  const m = await loadModel(src);
+  const { report, masks } = await prune(m, { method: "magnitude", sparsity: 0.5 });
+  const out = join(mkdtempSync(join(tmpdir(), "perp-rt-p-")), "pruned");
+  savePruned(out, m, report, masks);
+  return out;
+}
+
+describe.skipIf(!have)("retraining a pruned tiny model", () => {
+  const base = { steps: 3, lr: 1e-2, seqlen: 32, batch: 2, dataset: "c4", checkpointEvery: 1 };
+
+  for (const family of ["llama", "opt"] as const)
+    for (const [params, loraType] of [
+      [["norm", "lora"], "mask_lora"],
+      [["bias", "head"], "lora"],
+      [["lora"], "lora_prune"],
+      [["lora"], "scale_lora"],
+      [["full"], "lora"],
+    ] as const)
+      it(`${family}: ${params.join("+")}${params.includes("lora" as never) ? ` (${loraType})` : ""} keeps exactly the pruned positions at 0`, async () => {
+        const dir = await prunedTiny(family);
+        const m = await loadModel(dir);
+        const out = join(mkdtempSync(join(tmpdir(), "perp-rt-o-")), "out");
+        const r = await retrainModel(m, { ...base, params: [...params], loraType, out });
+        expect(r.sparsity_after).toBeCloseTo(r.sparsity_before, 12);
+        expect(r.masks).toBe("saved");
+        const re = await loadModel(out);
+        const orig = await loadModel(dir);
+        const a = prunableLinears(re.model);
+        const b = prunableLinears(orig.model);
+        for (let i = 0; i < a.length; i++) {
+          const wa = a[i][1].weight.data;
+          const wb = b[i][1].weight.data;
+          for (let j = 0; j < wa.length; j++) expect(wa[j] === 0).toBe(wb[j] === 0);
+        }
+        expect(Number.isFinite(r.loss_last10)).toBe(true);
+      });
+
+  it("plain lora merge densifies and says so", async () => {
+    const dir = await prunedTiny("llama");
+    const m = await loadModel(dir);
+    const out = join(mkdtempSync(join(tmpdir(), "perp-rt-o-")), "out");
+    const r = await retrainModel(m, { ...base, params: ["lora"], loraType: "lora", out });
+    expect(r.densified).toBe(true);
+    expect(r.sparsity_after).toBeLessThan(0.01);
+    expect(r.warnings.join()).toMatch(/dense/);
+  });
+
+  it("with only norms + LoRA trainable, frozen base weights get no weight-gradient GEMM", async () => {
+    const m = await loadModel(await prunedTiny("llama"));
+    const params = configureTrainable(m.model, { params: ["norm", "lora"], loraType: "lora", loraR: 2 });
+    expect(params.every(([n]) => n.includes("lora_") || n.includes("norm"))).toBe(true);
+    const before = gradStats.dWGemms;
+    const ids = Int32Array.from({ length: 32 }, (_, i) => (i * 7) % 512);
+    const { loss } = F.crossEntropy(
+      m.model.forward(ids, 1, 32, { checkpoint: true }),
+      Int32Array.from(ids, (v, i) => (i === 31 ? -100 : ids[i + 1])),
+    );
+    backward(loss);
+    expect(gradStats.dWGemms - before).toBe(2 * 14); // A and B of 14 adapters, nothing else
+    for (const [, l] of prunableLinears(m.model)) expect(l.weight.grad).toBeNull();
+    mergeAdapters(m.model);
+  });
+
+  it("bad input: steps 0, lr <= 0, rank too large, unpruned model warns, resume with another recipe is refused", async () => {
+    const dir = await prunedTiny("llama");
+    const out = join(mkdtempSync(join(tmpdir(), "perp-rt-o-")), "out");
+    await expect(retrainModel(await loadModel(dir), { ...base, steps: 0, params: ["norm"], out })).rejects.toThrow(
+      /steps must be a positive integer/,
+    );
+    await expect(retrainModel(await loadModel(dir), { ...base, lr: 0, params: ["norm"], out })).rejects.toThrow(
+      /lr must be > 0/,
+    );
+    await expect(retrainModel(await loadModel(dir), { ...base, params: ["lora"], loraR: 99, out })).rejects.toThrow(
+      /LoRA rank 99 must be an integer in \[1, 16\]/,
+    );
+    await retrainModel(await loadModel(dir), { ...base, params: ["norm"], out });
+    await expect(
+      retrainModel(await loadModel(dir), { ...base, lr: 0.5, params: ["norm"], out, resume: true }),
+    ).rejects.toThrow(/refusing to resume .* different recipe:\n {2}lr: checkpoint 0.01 vs now 0.5/);
+    const src = mkdtempSync(join(tmpdir(), "perp-rt-dense-"));
+    writeTiny(src, "llama");
+    const r = await retrainModel(await loadModel(src), { ...base, steps: 1, params: ["norm"], out: join(src, "o") });
+    expect(r.warnings.join()).toMatch(/was not pruned .* nothing to keep sparse/);
+  });
+
+  it("kill -9 during retraining, then --resume: the same final loss and model as an uninterrupted run", async () => {
+    const dir = await prunedTiny("llama");
+    const args = (out: string) => [
+      "--import",
+      "tsx",
+      "src/cli/run.ts",
+      "retrain",
+      "--model",
+      dir,
+      "--params",
+      "norm,lora",
+      "--lora-type",
+      "mask_lora",
+      "--lora-r",
+      "2",
+      "--steps",
+      "12",
+      "--lr",
+      "1e-2",
+      "--seqlen",
+      "32",
+      "--batch",
+      "2",
+      "--checkpoint-every",
+      "1",
+      "--out",
+      out,
+      "--json",
+    ];
+    const env = { ...process.env, PERP_QUIET: "1" };
+    const full = join(mkdtempSync(join(tmpdir(), "perp-k-")), "a");
+    const ref = JSON.parse(execFileSync(process.execPath, args(full), { encoding: "utf8", env }));
+    const cut = join(mkdtempSync(join(tmpdir(), "perp-k-")), "b");
+    const child = spawn(process.execPath, args(cut), { env, stdio: "ignore" });
+    await new Promise<void>((resolve) => {
+      const poll = setInterval(() => {
+        const log = join(cut, "log.jsonl");
+        if (existsSync(log) && readFileSync(log, "utf8").split("\n").filter(Boolean).length >= 4) {
+          clearInterval(poll);
+          child.kill("SIGKILL");
+          resolve();
+        }
+      }, 20);
+    });
+    await new Promise((r) => child.on("exit", r));
+    const res = JSON.parse(execFileSync(process.execPath, [...args(cut), "--resume"], { encoding: "utf8", env }));
+    expect(res.loss_last10).toBe(ref.loss_last10);
+    expect(res.loss_first10).toBe(ref.loss_first10);
+    const wa = readFileSync(join(full, "model.safetensors"));
+    const wb = readFileSync(join(cut, "model.safetensors"));
+    expect(Buffer.compare(wa, wb)).toBe(0);
+  });
+});
