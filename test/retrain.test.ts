@@ -221,6 +221,33 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
         expect(Number.isFinite(r.loss_last10)).toBe(true);
       });
 
+  it("reconstruct mode: per-block MSE against the dense block goes down, sparsity is kept", async () => {
+    const src = mkdtempSync(join(tmpdir(), "perp-rc-src-"));
+    writeTiny(src, "llama");
+    const m0 = await loadModel(src);
+    const { report, masks } = await prune(m0, { method: "magnitude", sparsity: 0.5 });
+    const pruned = join(mkdtempSync(join(tmpdir(), "perp-rc-p-")), "pruned");
+    savePruned(pruned, m0, report, masks);
+    const m = await loadModel(pruned);
+    const out = join(mkdtempSync(join(tmpdir(), "perp-rc-o-")), "out");
+    const r = await retrainModel(m, {
+      mode: "reconstruct",
+      dense: src,
+      params: ["norm", "lora"],
+      loraType: "mask_lora",
+      loraR: 2,
+      steps: 15,
+      lr: 1e-2,
+      seqlen: 32,
+      batch: 2,
+      calibSamples: 4,
+      out,
+    });
+    expect(r.blocks).toHaveLength(2);
+    for (const b of r.blocks ?? []) expect(b.mse_after).toBeLessThan(b.mse_before);
+    expect(r.sparsity_after).toBeCloseTo(0.5, 10);
+  });
+
   it("plain lora merge densifies and says so", async () => {
     const dir = await prunedTiny("llama");
     const m = await loadModel(dir);

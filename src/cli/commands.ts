@@ -299,15 +299,23 @@ const retrainCmd: CommandDef = {
       description: "c4, wikitext2, tinystories, or a .txt/.jsonl/.parquet file",
       default: "c4",
     },
-    { name: "mode", type: "string", description: "retrain (next-token loss)", default: "retrain" },
+    {
+      name: "mode",
+      type: "string",
+      description:
+        "retrain (next-token loss on C4) or reconstruct (per-block MSE vs the dense block; --steps per block)",
+      default: "retrain",
+    },
+    { name: "dense", type: "string", description: "reconstruct: the dense model (default: perp.json's source_model)" },
+    { name: "calib-samples", type: "number", description: "reconstruct: calibration windows", default: 128 },
     { name: "checkpoint-every", type: "number", description: "checkpoint every K steps (default: steps/10)" },
     { name: "out", type: "string", description: "output folder (merged HF model, log, checkpoints)", required: true },
     { name: "resume", type: "boolean", description: "continue from the last checkpoint in --out" },
     { name: "json", type: "boolean", description: "print the summary as one JSON line" },
   ],
   async run(a) {
-    if (a.opts.mode !== "retrain")
-      throw new UsageError(`perp retrain: --mode ${a.opts.mode} is not available yet (retrain)`);
+    if (a.opts.mode !== "retrain" && a.opts.mode !== "reconstruct")
+      throw new UsageError(`perp retrain: --mode must be retrain or reconstruct (got ${a.opts.mode})`);
     const params = parseSubsets(a.opts.params as string);
     const loraType = checkLoraType(a.opts["lora-type"] as string);
     const m = await loadModel(a.opts.model as string);
@@ -329,6 +337,9 @@ const retrainCmd: CommandDef = {
         seed: a.opts.seed as number,
         dataset: a.opts.dataset as string,
         checkpointEvery: a.opts["checkpoint-every"] as number | undefined,
+        mode: a.opts.mode as "retrain" | "reconstruct",
+        dense: a.opts.dense as string | undefined,
+        calibSamples: a.opts["calib-samples"] as number,
         out: a.opts.out as string,
         resume: !!a.opts.resume,
         progress: true,
@@ -336,6 +347,11 @@ const retrainCmd: CommandDef = {
       (s) => process.stderr.write(`${s}\n`),
     );
     const { warnings: _w, masks: _m, densified: _d, resumed_from: _r, ...summary } = r;
+    if (r.blocks && !a.opts.json)
+      for (const b of r.blocks)
+        process.stdout.write(
+          `block ${b.block}: reconstruction MSE ${b.mse_before.toExponential(3)} → ${b.mse_after.toExponential(3)}\n`,
+        );
     if (a.opts.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
     else
       process.stdout.write(

@@ -327,4 +327,21 @@ export function crossEntropy(
   return { loss, rowLoss, count };
 }
 
+/** Mean squared error mean((a − b)²) as a scalar; b is a constant target. */
+export function mse(a: Tensor, target: Float32Array): Tensor {
+  if (a.size !== target.length) throw new RangeError(`mse: ${a.size} values vs ${target.length} targets`);
+  let s = 0;
+  for (let i = 0; i < a.size; i++) {
+    const d = a.data[i] - target[i];
+    s += d * d;
+  }
+  const out = new Tensor(Float32Array.of(s / a.size), [1]);
+  return record(out, [a], (g) => {
+    const k = (2 * g[0]) / a.size;
+    const da = new Float32Array(a.size);
+    for (let i = 0; i < a.size; i++) da[i] = k * (a.data[i] - target[i]);
+    addGrad(a, da);
+  });
+}
+
 export { EW_ADD, EW_AXPY, EW_MUL, EW_SCALE };

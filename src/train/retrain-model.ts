@@ -3,13 +3,15 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { writeFileAtomic, writeSafetensors } from "../io/safetensors.js";
-import { type LoadedModel, saveModel } from "../models/load.js";
+import { type LoadedModel, loadModel, saveModel } from "../models/load.js";
 import { mergeAdapters, prunableLinears } from "../peft/select.js";
 import { MASKS_FILE, masksTensors, readMasks } from "../prune/index.js";
 import { assertMasked, zerosOf } from "../prune/mask.js";
 import { type RetrainOptions, type RetrainSummary, retrain } from "./loop.js";
+import { type BlockReconstruction, type ReconstructOptions, reconstruct } from "./reconstruct.js";
 
 export interface RetrainResult extends RetrainSummary {
+  blocks?: BlockReconstruction[];
   sparsity_before: number;
   sparsity_after: number;
   masks: "saved" | "inferred-from-zeros" | "none";
@@ -50,7 +52,7 @@ export function attachMasks(m: LoadedModel, warn: (s: string) => void): RetrainR
 
 export async function retrainModel(
   m: LoadedModel,
-  o: RetrainOptions,
+  o: ReconstructOptions & { mode?: "retrain" | "reconstruct"; dense?: string },
   log: (s: string) => void = () => {},
 ): Promise<RetrainResult> {
   const warnings: string[] = [];
@@ -66,7 +68,15 @@ export async function retrainModel(
     const info = JSON.parse(readFileSync(pj, "utf8"));
     exclude = info?.prune?.calibration?.dataset === "c4" ? info.prune.calibration.documents : undefined;
   }
-  const summary = await retrain(m, { ...o, excludeDocs: exclude });
+  let summary: RetrainSummary & { blocks?: BlockReconstruction[] };
+  if (o.mode === "reconstruct") {
+    const dense = o.dense ?? (existsSync(pj) ? JSON.parse(readFileSync(pj, "utf8")).source_model : undefined);
+    if (!dense)
+      throw new Error(`${m.dir}: reconstruct mode needs the dense model (perp.json has no source_model; pass --dense)`);
+    if (!m.tokenizer) throw new Error(`${m.dir}: reconstruct mode needs tokenizer.json`);
+    const teacher = await loadModel(dense);
+    summary = await reconstruct(m, teacher, m.tokenizer, o);
+  } else summary = await retrain(m, { ...o, excludeDocs: exclude });
   const { densified } = mergeAdapters(m.model);
   if (densified)
     warn("plain LoRA merged W + s·BA into pruned weights: the merged model is dense at the pruned positions");

@@ -1,0 +1,130 @@
+// Reconstruct mode (PERP): block by block, train the block's share of the subset so that the pruned block, fed the
+// pruned model's activations, reproduces the dense block's outputs on the dense model's activations (MSE), on the
+// calibration windows. `steps` optimizer steps per block (fresh AdamW, linear warmup schedule per block); then the
+// block's adapters are merged and both activation streams move on to the next block.
+import { Progress } from "../cli/progress.js";
+import type { Tokenizer } from "../io/tokenizer.js";
+import type { LoadedModel } from "../models/load.js";
+import * as F from "../nn/functional.js";
+import { AdamW } from "../nn/optim.js";
+import { backward, noGrad } from "../nn/tape.js";
+import { configureTrainable, countParams } from "../peft/select.js";
+import { calibrationWindows } from "../prune/calibration.js";
+import { Tensor } from "../tensor/tensor.js";
+import type { RetrainOptions, RetrainSummary } from "./loop.js";
+import { TrainError } from "./loop.js";
+import { lrAt, warmupSteps } from "./schedule.js";
+
+export interface BlockReconstruction {
+  block: number;
+  mse_before: number;
+  mse_after: number;
+  trainable: number;
+}
+
+export interface ReconstructOptions extends RetrainOptions {
+  calibSamples?: number;
+  calibDataset?: string;
+}
+
+function blockOut(m: LoadedModel, i: number, X: Float32Array, N: number, L: number, C: number, bt = 8): Float32Array {
+  const out = new Float32Array(X.length);
+  noGrad(() => {
+    for (let s = 0; s < N; s += bt) {
+      const b = Math.min(bt, N - s);
+      out.set(m.model.runBlock(i, new Tensor(X.slice(s * L * C, (s + b) * L * C), [b * L, C]), b, L).data, s * L * C);
+    }
+  });
+  return out;
+}
+
+function mseOf(a: Float32Array, b: Float32Array): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += (a[i] - b[i]) ** 2;
+  return s / a.length;
+}
+
+export async function reconstruct(
+  student: LoadedModel,
+  teacher: LoadedModel,
+  tok: Tokenizer,
+  o: ReconstructOptions,
+): Promise<RetrainSummary & { blocks: BlockReconstruction[] }> {
+  if (!(o.steps >= 1)) throw new TrainError(`steps must be >= 1 (got ${o.steps})`);
+  if (!(o.lr > 0)) throw new TrainError(`lr must be > 0 (got ${o.lr})`);
+  const L = o.seqlen ?? Math.min(student.model.maxContext, 2048);
+  const cal = await calibrationWindows(tok, {
+    samples: o.calibSamples ?? 128,
+    seqlen: L,
+    seed: o.seed ?? 0,
+    source: o.calibDataset ?? "c4",
+  });
+  const N = cal.samples;
+  const params = configureTrainable(student.model, {
+    params: o.params,
+    loraType: o.loraType,
+    loraR: o.loraR,
+    loraAlpha: o.loraAlpha,
+    seed: o.seed,
+  });
+  const nTrain = countParams(params);
+  const nModel = student.model
+    .namedParameters()
+    .filter(([n]) => !n.includes("lora_"))
+    .reduce((a, [, p]) => a + p.size, 0);
+  let Xs = noGrad(() => student.model.embed(cal.ids, N, L)).data;
+  let Xd = noGrad(() => teacher.model.embed(cal.ids, N, L)).data;
+  const C = Xs.length / (N * L);
+  const B = Math.min(o.batch ?? 1, N);
+  const blocks: BlockReconstruction[] = [];
+  const losses: number[] = [];
+  const t0 = performance.now();
+  const bar = o.progress ? new Progress("reconstruct", student.model.numBlocks * o.steps, "step") : null;
+  const warm = warmupSteps(o.steps, o.warmup ?? 0.1);
+  let cursor = 0;
+  for (let i = 0; i < student.model.numBlocks; i++) {
+    const Y = blockOut(teacher, i, Xd, N, L, C);
+    const before = mseOf(blockOut(student, i, Xs, N, L, C), Y);
+    // this block's trainable tensors: the parameters of its modules that require grad
+    const prefix = student.model.blockLinears(i)[0][0].replace(/\.[^.]+\.[^.]+$/, ".");
+    const own = params.filter(([n]) => n.startsWith(prefix));
+    const opt = own.length ? new AdamW(own, { lr: o.lr, weightDecay: o.weightDecay ?? 0 }) : null;
+    for (let step = 0; opt && step < o.steps; step++) {
+      opt.zeroGrad();
+      let lsum = 0;
+      for (let a = 0; a < (o.gradAccum ?? 1); a++) {
+        const s0 = cursor % N;
+        const b = Math.min(B, N - s0);
+        cursor += b;
+        const x = new Tensor(Xs.slice(s0 * L * C, (s0 + b) * L * C), [b * L, C]);
+        const loss = F.mse(student.model.runBlock(i, x, b, L), Y.subarray(s0 * L * C, (s0 + b) * L * C));
+        if (!Number.isFinite(loss.data[0]))
+          throw new TrainError(`non-finite reconstruction loss at block ${i}, step ${step + 1}`);
+        lsum += loss.data[0];
+        backward((o.gradAccum ?? 1) === 1 ? loss : F.scale(loss, 1 / (o.gradAccum ?? 1)));
+      }
+      opt.update(lrAt(step, o.steps, warm, o.lr));
+      losses.push(lsum / (o.gradAccum ?? 1));
+      bar?.tick(1, `block ${i} mse ${(lsum / (o.gradAccum ?? 1)).toExponential(3)}`);
+    }
+    for (const [, l] of student.model.blockLinears(i)) l.mergeLora();
+    Xs = blockOut(student, i, Xs, N, L, C);
+    Xd = Y;
+    blocks.push({ block: i, mse_before: before, mse_after: mseOf(Xs, Y), trainable: countParams(own) });
+  }
+  bar?.end();
+  const secs = (performance.now() - t0) / 1000;
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+  return {
+    trainable_params: nTrain,
+    trainable_pct: (100 * nTrain) / nModel,
+    steps: o.steps,
+    loss_first10: mean(losses.slice(0, 10)),
+    loss_last10: mean(losses.slice(-10)),
+    seconds: secs,
+    tokens_per_s: (losses.length * B * (o.gradAccum ?? 1) * L) / secs,
+    peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+    resumed_from: null,
+    blocks,
+  };
+}
