@@ -266,7 +266,7 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
     const ids = Int32Array.from({ length: 32 }, (_, i) => (i * 7) % 512);
     const { loss } = F.crossEntropy(
       m.model.forward(ids, 1, 32, { checkpoint: true }),
-      Int32Array.from(ids, (v, i) => (i === 31 ? -100 : ids[i + 1])),
+      Int32Array.from(ids, (_v, i) => (i === 31 ? -100 : ids[i + 1])),
     );
     backward(loss);
     expect(gradStats.dWGemms - before).toBe(2 * 14); // A and B of 14 adapters, nothing else

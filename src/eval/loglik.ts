@@ -89,7 +89,7 @@ export function scoreTokens(
     const batch = uniq.slice(s, s + B);
     s += B;
     const ids = new Int32Array(B * T);
-    batch.forEach((e, b) => ids.set(e.ids, b * T));
+    for (let b = 0; b < batch.length; b++) ids.set(batch[b].ids, b * T);
     stats.forwards++;
     stats.tokens += batch.reduce((a, e) => a + e.ids.length, 0);
     // rows whose logits are needed: the last contLen positions of each input
@@ -107,7 +107,7 @@ export function scoreTokens(
       const h = model.hidden(ids, B, T);
       const C = h.shape[h.shape.length - 1];
       const sel = new Float32Array(rows.length * C);
-      rows.forEach((r, i) => sel.set(h.data.subarray(r * C, (r + 1) * C), i * C));
+      for (let i = 0; i < rows.length; i++) sel.set(h.data.subarray(rows[i] * C, (rows[i] + 1) * C), i * C);
       return model.head(new Tensor(sel, [rows.length, C]));
     });
     const V = logits.shape[1];

@@ -29,7 +29,7 @@ export interface PerplexityResult {
   tokensPerS: number;
 }
 
-export class EvalError extends Error {}
+export class PerplexityError extends Error {}
 
 export function defaultSeqlen(model: CausalLM): number {
   return Math.min(model.maxContext, 4096);
@@ -42,12 +42,12 @@ export function perplexityOfIds(
   label = "ppl",
 ): PerplexityResult {
   const L = opts.seqlen ?? defaultSeqlen(model);
-  if (!(L >= 2)) throw new EvalError(`seqlen must be >= 2 (got ${L})`);
-  if (L > model.maxContext) throw new EvalError(`seqlen ${L} exceeds the model's context ${model.maxContext}`);
+  if (!(L >= 2)) throw new PerplexityError(`seqlen must be >= 2 (got ${L})`);
+  if (L > model.maxContext) throw new PerplexityError(`seqlen ${L} exceeds the model's context ${model.maxContext}`);
   const toks = opts.maxTokens ? ids.slice(0, opts.maxTokens) : ids;
   let n = Math.floor(toks.length / L);
   if (opts.maxWindows !== undefined) n = Math.min(n, opts.maxWindows);
-  if (n === 0) throw new EvalError(`the text has ${toks.length} tokens, fewer than one window of ${L}`);
+  if (n === 0) throw new PerplexityError(`the text has ${toks.length} tokens, fewer than one window of ${L}`);
   const B = Math.max(1, opts.batch ?? 1);
   const t0 = performance.now();
   const bar = opts.progress ? new Progress(label, n, "win") : null;
@@ -84,6 +84,6 @@ export function perplexity(
   opts: PerplexityOptions = {},
   label = "ppl",
 ): PerplexityResult {
-  if (!text.trim()) throw new EvalError("the evaluation text is empty");
+  if (!text.trim()) throw new PerplexityError("the evaluation text is empty");
   return perplexityOfIds(model, tokenizer.encode(text), opts, label);
 }

@@ -7,7 +7,7 @@ import { type LoadedModel, loadModel, saveModel } from "../models/load.js";
 import { mergeAdapters, prunableLinears } from "../peft/select.js";
 import { MASKS_FILE, masksTensors, readMasks } from "../prune/index.js";
 import { assertMasked, zerosOf } from "../prune/mask.js";
-import { type RetrainOptions, type RetrainSummary, retrain } from "./loop.js";
+import { type RetrainSummary, retrain } from "./loop.js";
 import { type BlockReconstruction, type ReconstructOptions, reconstruct } from "./reconstruct.js";
 
 export interface RetrainResult extends RetrainSummary {

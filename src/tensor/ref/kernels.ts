@@ -325,7 +325,7 @@ const S2PI = Math.sqrt(2 / Math.PI);
 function actOne(x: number, kind: ActKind): number {
   switch (kind) {
     case "relu":
-      return x > 0 ? x : 0;
+      return Math.max(x, 0);
     case "gelu":
       return 0.5 * x * (1 + erf(x / Math.SQRT2));
     case "gelu_tanh":
