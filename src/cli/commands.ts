@@ -1,5 +1,6 @@
 // Command definitions (the single source of --help and the README's CLI reference).
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { runEngineBench } from "../bench/engine.js";
 import { evaluate } from "../eval/evaluate.js";
 import { TASKS } from "../eval/tasks/index.js";
@@ -11,6 +12,8 @@ import { checkLoraType, parseSubsets, SUBSETS } from "../peft/select.js";
 import { prune, savePruned } from "../prune/index.js";
 import { inspect } from "../prune/inspect.js";
 import { METHODS } from "../prune/methods.js";
+import { loadRecipes } from "../recipe/load.js";
+import { run } from "../recipe/run.js";
 import { retrainModel } from "../train/retrain-model.js";
 import { type CommandDef, UsageError } from "./args.js";
 
@@ -360,4 +363,53 @@ const retrainCmd: CommandDef = {
   },
 };
 
-export const COMMANDS: CommandDef[] = [importCmd, generateCmd, evalCmd, pruneCmd, inspectCmd, retrainCmd, bench];
+const runCmd: CommandDef = {
+  name: "run",
+  summary: "Run a recipe: prune → retrain → merge → evaluate → export, into a resumable run directory",
+  usage: "perp run <recipe.yaml> [--out runs/<name>] [--resume] [--set key.path=value,...] [--json]",
+  description:
+    "The run directory holds recipe.resolved.json, log.jsonl, stages/*.json (one per completed stage), the pruned\n" +
+    "model, the retrained model (model/: HF folder with exact zeros, checkpoints, loss log), export-compressed/\n" +
+    "(compressed-tensors), results.json and report.html. A killed run continues with --resume; a finished run is not\n" +
+    "redone. A list value for a scalar key sweeps: every combination becomes its own run. See README for the keys.",
+  positionals: [{ name: "recipe.yaml", description: "recipe file", required: true }],
+  options: [
+    { name: "out", type: "string", description: "run directory (default runs/<name>)" },
+    { name: "resume", type: "boolean", description: "continue an unfinished run" },
+    {
+      name: "set",
+      type: "string",
+      description: "comma list of overrides, e.g. prune.goal_sparsity=0.6,retrain.lora_r=8",
+    },
+    { name: "json", type: "boolean", description: "print results.json as one line" },
+  ],
+  async run(a) {
+    const overrides = typeof a.opts.set === "string" ? (a.opts.set as string).split(",").filter(Boolean) : [];
+    const recipes = loadRecipes(a.positionals[0], overrides);
+    for (const r of recipes) {
+      const out =
+        recipes.length > 1 || !a.opts.out
+          ? join((a.opts.out as string) ?? "runs", recipes.length > 1 || !a.opts.out ? r.name : "")
+          : (a.opts.out as string);
+      const res = await run(r, {
+        out,
+        resume: !!a.opts.resume,
+        progress: true,
+        log: (s) => process.stderr.write(`${s}\n`),
+      });
+      if (a.opts.json) process.stdout.write(`${JSON.stringify(res)}\n`);
+      else process.stdout.write(`run ${r.name}: report at ${join(out, "report.html")}\n`);
+    }
+  },
+};
+
+export const COMMANDS: CommandDef[] = [
+  importCmd,
+  generateCmd,
+  evalCmd,
+  pruneCmd,
+  inspectCmd,
+  retrainCmd,
+  runCmd,
+  bench,
+];

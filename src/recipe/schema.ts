@@ -1,0 +1,195 @@
+// Recipes: YAML validated by one zod schema with documented defaults; knob names follow the PERP code
+// (goal_sparsity, sparsity_type, prune_method, training_mode, peft_use_*, lora_type, lora_r, lora_alpha, n_iterations,
+// initial_lr, gradient_accumulation_steps), grouped by stage. Unknown keys are errors that suggest the nearest name.
+import { z } from "zod";
+import { editDistance } from "../cli/args.js";
+
+const Model = z
+  .object({
+    /** HF id or folder. */
+    id: z.string().optional().describe("HF model id (cache/Hub) or local folder"),
+    /** llama2.c import instead of an HF model. */
+    llama2c: z
+      .object({ model: z.string(), tokenizer: z.string() })
+      .strict()
+      .optional()
+      .describe("llama2.c checkpoint + tokenizer to import"),
+    revision: z.string().default("main").describe("Hub revision"),
+  })
+  .strict()
+  .refine((m) => !!m.id !== !!m.llama2c, { message: "give exactly one of model.id and model.llama2c" });
+
+const Prune = z
+  .object({
+    prune_method: z.enum(["magnitude", "random", "wanda", "sparsegpt"]).default("magnitude").describe("pruning method"),
+    goal_sparsity: z
+      .number()
+      .min(0)
+      .lt(1)
+      .default(0.5)
+      .describe("fraction of zeros in every prunable linear (unstructured)"),
+    sparsity_type: z.enum(["unstructured", "2:4", "4:8"]).default("unstructured").describe("unstructured or N:M"),
+    scope: z.enum(["matrix", "row"]).optional().describe("comparison group (default: the method's)"),
+    calib_samples: z.number().int().positive().default(128).describe("calibration windows (wanda, sparsegpt)"),
+    calib_seqlen: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe("calibration window length (default: context, ≤ 2048)"),
+    calib_dataset: z.string().default("c4").describe("c4 | wikitext2 | tinystories | file"),
+    seed: z.number().int().default(0).describe("calibration sampling / random pruning seed"),
+  })
+  .strict();
+
+const Retrain = z
+  .object({
+    training_mode: z
+      .enum(["retrain", "reconstruct", "none"])
+      .default("retrain")
+      .describe("retrain (next-token), reconstruct (per-block MSE) or none"),
+    peft_use_bias: z.boolean().default(false).describe("train the biases of the pruned linears"),
+    peft_use_ln: z.boolean().default(true).describe("train LayerNorm/RMSNorm weights and biases"),
+    peft_use_lm_head: z.boolean().default(false).describe("train the LM head (untied if tied)"),
+    peft_use_lora: z.boolean().default(true).describe("LoRA adapters on every pruned linear"),
+    full_ft: z.boolean().default(false).describe("full retraining (every weight; masks re-applied)"),
+    lora_type: z.enum(["lora", "lora_prune", "mask_lora", "scale_lora"]).default("mask_lora").describe("LoRA variant"),
+    lora_r: z.number().int().positive().default(16).describe("LoRA rank"),
+    lora_alpha: z.number().positive().default(32).describe("LoRA alpha (scale alpha / r)"),
+    n_iterations: z.number().int().positive().default(100).describe("optimizer steps (per block in reconstruct)"),
+    initial_lr: z.number().positive().default(5e-4).describe("peak learning rate"),
+    batch_size: z.number().int().positive().default(1).describe("windows per micro-batch"),
+    gradient_accumulation_steps: z.number().int().positive().default(1).describe("micro-batches per step"),
+    warmup: z.number().min(0).max(1).default(0.1).describe("warmup fraction"),
+    weight_decay: z.number().min(0).default(0).describe("AdamW weight decay"),
+    seqlen: z.number().int().positive().optional().describe("window length (default: context, ≤ 2048)"),
+    dataset: z.string().default("c4").describe("training data"),
+    seed: z.number().int().default(0).describe("data and LoRA init seed"),
+    checkpoint_every: z.number().int().positive().optional().describe("checkpoint every K steps"),
+  })
+  .strict();
+
+const Eval = z
+  .object({
+    ppl: z.array(z.string()).default(["wikitext2"]).describe("perplexity datasets"),
+    seqlen: z.number().int().positive().optional().describe("perplexity window (default: context, ≤ 4096)"),
+    max_tokens: z.number().int().positive().optional().describe("evaluate only the first N tokens"),
+    tasks: z.array(z.string()).default([]).describe("zero-shot tasks"),
+    limit: z.number().int().positive().optional().describe("documents per task"),
+    stages: z
+      .array(z.enum(["dense", "pruned", "retrained"]))
+      .default(["dense", "pruned", "retrained"])
+      .describe("which models to evaluate"),
+  })
+  .strict();
+
+const Export = z
+  .object({
+    dense: z.boolean().default(true).describe("HF folder with exact zeros"),
+    compressed: z.boolean().default(true).describe("compressed-tensors sparse safetensors"),
+  })
+  .strict();
+
+export const RecipeSchema = z
+  .object({
+    name: z.string().default("run").describe("run name"),
+    model: Model,
+    prune: Prune.default({}),
+    retrain: Retrain.default({}),
+    eval: Eval.default({}),
+    export: Export.default({}),
+  })
+  .strict()
+  .superRefine((r, ctx) => {
+    const t = r.retrain;
+    if (
+      t.training_mode !== "none" &&
+      !t.full_ft &&
+      !(t.peft_use_bias || t.peft_use_ln || t.peft_use_lm_head || t.peft_use_lora)
+    )
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ["retrain"],
+        message: "nothing to train: enable a peft_use_* subset or full_ft (or training_mode: none)",
+      });
+    if (t.full_ft && t.training_mode === "reconstruct")
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ["retrain", "full_ft"],
+        message: "full_ft is not supported with training_mode: reconstruct",
+      });
+  });
+
+export type Recipe = z.infer<typeof RecipeSchema>;
+
+/** Keys whose values are lists by type (every other list value is a sweep). */
+export const LIST_KEYS = new Set(["eval.ppl", "eval.tasks", "eval.stages"]);
+
+export class RecipeError extends Error {}
+
+function knownKeys(path: (string | number)[]): string[] {
+  const shapes: Record<string, string[]> = {
+    "": Object.keys(RecipeSchema._def.schema.shape),
+    model: ["id", "llama2c", "revision"],
+    prune: Object.keys(Prune.shape),
+    retrain: Object.keys(Retrain.shape),
+    eval: Object.keys(Eval.shape),
+    export: Object.keys(Export.shape),
+  };
+  return shapes[path.join(".")] ?? [];
+}
+
+/** One message per problem, with the nearest valid key for typos. */
+export function formatIssues(err: z.ZodError, where: string): string {
+  const lines = err.issues.map((i) => {
+    const at = i.path.join(".") || "(root)";
+    if (i.code === "unrecognized_keys") {
+      return i.keys
+        .map((k) => {
+          const cands = knownKeys(i.path);
+          let best = "";
+          let bd = Number.POSITIVE_INFINITY;
+          for (const c of cands) {
+            const d = editDistance(k, c);
+            if (d < bd) {
+              bd = d;
+              best = c;
+            }
+          }
+          const p = i.path.length ? `${i.path.join(".")}.${k}` : k;
+          return `${p}: unknown key${best && bd <= Math.max(2, k.length / 3) ? ` (did you mean '${best}'?)` : ""}`;
+        })
+        .join("\n");
+    }
+    return `${at}: ${i.message}`;
+  });
+  return `${where}: invalid recipe\n  ${lines.join("\n  ")}`;
+}
+
+export function validateRecipe(raw: unknown, where = "recipe"): Recipe {
+  const r = RecipeSchema.safeParse(raw);
+  if (!r.success) throw new RecipeError(formatIssues(r.error, where));
+  return r.data;
+}
+
+/** Markdown table of every key with its default and description (the README's recipe reference). */
+export function recipeReference(): string {
+  const rows: string[] = ["| key | default | meaning |", "|---|---|---|"];
+  const walk = (prefix: string, shape: Record<string, z.ZodTypeAny>) => {
+    for (const [k, t] of Object.entries(shape)) {
+      const def = t._def.defaultValue ? JSON.stringify(t._def.defaultValue()) : "";
+      rows.push(`| \`${prefix}${k}\` | ${def ? `\`${def}\`` : "–"} | ${t.description ?? ""} |`);
+    }
+  };
+  rows.push('| `name` | `"run"` | run name |');
+  walk("model.", {
+    id: Model._def.schema.shape.id,
+    llama2c: Model._def.schema.shape.llama2c,
+    revision: Model._def.schema.shape.revision,
+  });
+  walk("prune.", Prune.shape);
+  walk("retrain.", Retrain.shape);
+  walk("eval.", Eval.shape);
+  walk("export.", Export.shape);
+  return rows.join("\n");
+}
