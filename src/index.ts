@@ -1,5 +1,9 @@
 // perp's library API (the CLI is a thin layer over these).
 export { runEngineBench } from "./bench/engine.js";
+export { evaluate } from "./eval/evaluate.js";
+export { perplexity } from "./eval/perplexity.js";
+export { evaluateTask } from "./eval/zeroshot.js";
+export { exportCompressed } from "./export/compressed.js";
 export { dataDir, requireData } from "./io/data.js";
 export { cachedSnapshot, hubCacheDir, ResolveError, resolveModel } from "./io/hf-hub.js";
 export { importLlama2c } from "./io/llama2c.js";
@@ -11,6 +15,11 @@ export { buildModel, type CausalLM, type HfConfig, supportedModelTypes } from ".
 export * as F from "./nn/functional.js";
 export { AdamW } from "./nn/optim.js";
 export { backward, checkpoint, noGrad } from "./nn/tape.js";
+export { prune, savePruned } from "./prune/index.js";
+export { inspect } from "./prune/inspect.js";
+export { loadRecipes } from "./recipe/load.js";
+export { run } from "./recipe/run.js";
 export { isNative, K } from "./tensor/native.js";
 export { Rng } from "./tensor/rng.js";
 export { Tensor } from "./tensor/tensor.js";
+export { retrainModel } from "./train/retrain-model.js";

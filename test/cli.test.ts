@@ -3,11 +3,12 @@ import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { commandHelp, editDistance, parseArgs, UsageError } from "../src/cli/args.js";
 import { COMMANDS } from "../src/cli/commands.js";
-import { cliReference } from "../src/cli/reference.js";
+import { cliReference, recipeSection } from "../src/cli/reference.js";
 
 describe("CLI", () => {
   it("README's CLI reference matches the command definitions (run `npm run readme` after changing them)", () => {
     expect(readFileSync("README.md", "utf8")).toContain(cliReference());
+    expect(readFileSync("README.md", "utf8")).toContain(recipeSection());
   });
 
   it("every command has a --help that names its options", () => {

@@ -230,3 +230,16 @@ describe.skipIf(!have)("perp eval on stories260K (CLI, --json, --limit)", () => 
     expect(out.seconds).toBeGreaterThan(0);
   });
 });
+
+describe.skipIf(!have)("prefix tokenization for --max-tokens", () => {
+  it("gives the same first N ids as tokenizing the whole text", async () => {
+    const { tokenizeForEval } = await import("../src/eval/perplexity.js");
+    const { readFileSync } = await import("node:fs");
+    const tok = new Tokenizer(llama2cTokenizerJson(readLlama2cTokenizer(TOK, 512)) as Record<string, unknown>, {
+      bos_token: "<s>",
+    });
+    const text = readFileSync(dataPath("datasets", "wikitext-2-raw-v1", "test.txt"), "utf8").slice(0, 200_000);
+    const full = tok.encode(text);
+    for (const n of [100, 5000, 20000]) expect(tokenizeForEval(tok, text, n).slice(0, n)).toEqual(full.slice(0, n));
+  });
+});
