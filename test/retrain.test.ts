@@ -330,17 +330,24 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
     const ref = JSON.parse(execFileSync(process.execPath, args(full), { encoding: "utf8", env }));
     const cut = join(mkdtempSync(join(tmpdir(), "perp-k-")), "b");
     const child = spawn(process.execPath, args(cut), { env, stdio: "ignore" });
+    let done = false;
+    const exited = new Promise((r) =>
+      child.on("exit", (c) => {
+        done = true;
+        r(c);
+      }),
+    );
     await new Promise<void>((resolve) => {
       const poll = setInterval(() => {
         const log = join(cut, "log.jsonl");
-        if (existsSync(log) && readFileSync(log, "utf8").split("\n").filter(Boolean).length >= 4) {
+        if (done || (existsSync(log) && readFileSync(log, "utf8").split("\n").filter(Boolean).length >= 4)) {
           clearInterval(poll);
           child.kill("SIGKILL");
           resolve();
         }
       }, 20);
     });
-    await new Promise((r) => child.on("exit", r));
+    await exited;
     const res = JSON.parse(execFileSync(process.execPath, [...args(cut), "--resume"], { encoding: "utf8", env }));
     expect(res.loss_last10).toBe(ref.loss_last10);
     expect(res.loss_first10).toBe(ref.loss_first10);

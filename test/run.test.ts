@@ -210,10 +210,11 @@ describe.skipIf(!have)("perp run on a tiny model", () => {
     const cut = join(tmp("perp-run-b-"), "run");
     const [b2, a2] = cli(["run", recipe, "--out", cut]);
     const child = spawn(b2, a2, { env, stdio: "ignore" });
-    const delay = 1500 + Math.floor(Math.random() * 3000);
+    const exited = new Promise((r) => child.on("exit", r));
+    const delay = 300 + Math.floor(Math.random() * 1500);
     await new Promise((r) => setTimeout(r, delay));
     child.kill("SIGKILL");
-    await new Promise((r) => child.on("exit", r));
+    await exited;
     const [b3, a3] = cli(["run", recipe, "--out", cut, "--resume"]);
     if (existsSync(cut) && readdirSync(cut).length) execFileSync(b3, a3, { env });
     else execFileSync(b2, a2, { env });
