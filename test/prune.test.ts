@@ -5,9 +5,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { dataPath } from "../src/io/data.js";
-import { llama2cTokenizerJson, readLlama2cTokenizer } from "../src/io/llama2c.js";
-import { saveCheckpoint } from "../src/io/safetensors.js";
 import { loadModel } from "../src/models/load.js";
 import { prune, readMasks, savePruned } from "../src/prune/index.js";
 import { inspect } from "../src/prune/inspect.js";
@@ -16,6 +13,7 @@ import { magnitude, wanda } from "../src/prune/methods.js";
 import { hinvUpper, sparsegptPrune } from "../src/prune/sparsegpt.js";
 import { K } from "../src/tensor/native.js";
 import { Rng } from "../src/tensor/rng.js";
+import { TOK, writeTinyLlama } from "./fixtures.js";
 import { randF32 } from "./helpers.js";
 
 describe("mask selection", () => {
@@ -185,57 +183,10 @@ describe("SparseGPT", () => {
 });
 
 // ----------------------------------------------------------------------------------- the block loop on tiny models
-const TOK = dataPath("models", "stories260K", "tok512.bin");
-
-function tinyLlama(dir: string, seed: number): void {
-  const [C, I, H, KV, L, V] = [16, 32, 4, 2, 2, 512];
-  const rng = new Rng(seed);
-  const ts: { name: string; dtype: "F32"; shape: number[]; data: Float32Array }[] = [];
-  const add = (name: string, shape: number[], norm = false) =>
-    ts.push({
-      name,
-      dtype: "F32",
-      shape,
-      data: norm
-        ? new Float32Array(shape[0]).fill(1)
-        : (rng.fillNormal(new Float32Array(shape.reduce((a, b) => a * b)), 0.2) as Float32Array),
-    });
-  add("model.embed_tokens.weight", [V, C]);
-  for (let l = 0; l < L; l++) {
-    const p = `model.layers.${l}.`;
-    add(`${p}input_layernorm.weight`, [C], true);
-    add(`${p}self_attn.q_proj.weight`, [C, C]);
-    add(`${p}self_attn.k_proj.weight`, [KV * 4, C]);
-    add(`${p}self_attn.v_proj.weight`, [KV * 4, C]);
-    add(`${p}self_attn.o_proj.weight`, [C, C]);
-    add(`${p}post_attention_layernorm.weight`, [C], true);
-    add(`${p}mlp.gate_proj.weight`, [I, C]);
-    add(`${p}mlp.up_proj.weight`, [I, C]);
-    add(`${p}mlp.down_proj.weight`, [C, I]);
-  }
-  add("model.norm.weight", [C], true);
-  saveCheckpoint(dir, ts);
-  writeFileSync(
-    join(dir, "config.json"),
-    JSON.stringify({
-      model_type: "llama",
-      hidden_size: C,
-      intermediate_size: I,
-      num_hidden_layers: L,
-      num_attention_heads: H,
-      num_key_value_heads: KV,
-      vocab_size: V,
-      max_position_embeddings: 64,
-      tie_word_embeddings: true,
-    }),
-  );
-  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(llama2cTokenizerJson(readLlama2cTokenizer(TOK, 512))));
-  writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify({ bos_token: "<s>", eos_token: "</s>" }));
-}
 
 describe.skipIf(!existsSync(TOK))("sequential pruning of a tiny LLaMA", () => {
   const src = mkdtempSync(join(tmpdir(), "perp-pr-"));
-  tinyLlama(src, 1);
+  writeTinyLlama(src, { kv: 2, seed: 1 });
 
   for (const method of ["magnitude", "random", "wanda", "sparsegpt"])
     for (const pattern of ["unstructured", "2:4"])

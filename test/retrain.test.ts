@@ -18,6 +18,7 @@ import { Rng } from "../src/tensor/rng.js";
 import { Tensor } from "../src/tensor/tensor.js";
 import { retrainModel } from "../src/train/retrain-model.js";
 import { lrAt, warmupSteps } from "../src/train/schedule.js";
+import { writeTinyLlama } from "./fixtures.js";
 import { randF32 } from "./helpers.js";
 
 /** Finite-difference check of d(Σ y·R)/dθ for every trainable tensor of a Linear with an adapter. */
@@ -106,6 +107,10 @@ const TOK = dataPath("models", "stories260K", "tok512.bin");
 const have = existsSync(TOK);
 
 function writeTiny(dir: string, family: "llama" | "opt"): void {
+  if (family === "llama") {
+    writeTinyLlama(dir);
+    return;
+  }
   const rng = new Rng(3);
   const C = 16;
   const ts: { name: string; dtype: "F32"; shape: number[]; data: Float32Array }[] = [];
@@ -120,61 +125,36 @@ function writeTiny(dir: string, family: "llama" | "opt"): void {
           : (rng.fillNormal(new Float32Array(shape.reduce((a, b) => a * b)), 0.2) as Float32Array),
     });
   let config: object;
-  if (family === "llama") {
-    add("model.embed_tokens.weight", [512, C]);
-    for (let l = 0; l < 2; l++) {
-      const p = `model.layers.${l}.`;
-      add(`${p}input_layernorm.weight`, [C], 1);
-      for (const n of ["q_proj", "k_proj", "v_proj", "o_proj"]) add(`${p}self_attn.${n}.weight`, [C, C]);
-      add(`${p}post_attention_layernorm.weight`, [C], 1);
-      add(`${p}mlp.gate_proj.weight`, [32, C]);
-      add(`${p}mlp.up_proj.weight`, [32, C]);
-      add(`${p}mlp.down_proj.weight`, [C, 32]);
+  add("model.decoder.embed_tokens.weight", [512, C]);
+  add("model.decoder.embed_positions.weight", [66, C]);
+  add("model.decoder.final_layer_norm.weight", [C], 1);
+  add("model.decoder.final_layer_norm.bias", [C], 0);
+  for (let l = 0; l < 2; l++) {
+    const p = `model.decoder.layers.${l}.`;
+    for (const n of ["q_proj", "k_proj", "v_proj", "out_proj"]) {
+      add(`${p}self_attn.${n}.weight`, [C, C]);
+      add(`${p}self_attn.${n}.bias`, [C], 0);
     }
-    add("model.norm.weight", [C], 1);
-    config = {
-      model_type: "llama",
-      hidden_size: C,
-      intermediate_size: 32,
-      num_hidden_layers: 2,
-      num_attention_heads: 4,
-      num_key_value_heads: 4,
-      vocab_size: 512,
-      max_position_embeddings: 64,
-      tie_word_embeddings: true,
-    };
-  } else {
-    add("model.decoder.embed_tokens.weight", [512, C]);
-    add("model.decoder.embed_positions.weight", [66, C]);
-    add("model.decoder.final_layer_norm.weight", [C], 1);
-    add("model.decoder.final_layer_norm.bias", [C], 0);
-    for (let l = 0; l < 2; l++) {
-      const p = `model.decoder.layers.${l}.`;
-      for (const n of ["q_proj", "k_proj", "v_proj", "out_proj"]) {
-        add(`${p}self_attn.${n}.weight`, [C, C]);
-        add(`${p}self_attn.${n}.bias`, [C], 0);
-      }
-      for (const n of ["self_attn_layer_norm", "final_layer_norm"]) {
-        add(`${p}${n}.weight`, [C], 1);
-        add(`${p}${n}.bias`, [C], 0);
-      }
-      add(`${p}fc1.weight`, [32, C]);
-      add(`${p}fc1.bias`, [32], 0);
-      add(`${p}fc2.weight`, [C, 32]);
-      add(`${p}fc2.bias`, [C], 0);
+    for (const n of ["self_attn_layer_norm", "final_layer_norm"]) {
+      add(`${p}${n}.weight`, [C], 1);
+      add(`${p}${n}.bias`, [C], 0);
     }
-    config = {
-      model_type: "opt",
-      hidden_size: C,
-      ffn_dim: 32,
-      num_hidden_layers: 2,
-      num_attention_heads: 4,
-      vocab_size: 512,
-      max_position_embeddings: 64,
-      do_layer_norm_before: true,
-      word_embed_proj_dim: C,
-    };
+    add(`${p}fc1.weight`, [32, C]);
+    add(`${p}fc1.bias`, [32], 0);
+    add(`${p}fc2.weight`, [C, 32]);
+    add(`${p}fc2.bias`, [C], 0);
   }
+  config = {
+    model_type: "opt",
+    hidden_size: C,
+    ffn_dim: 32,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    vocab_size: 512,
+    max_position_embeddings: 64,
+    do_layer_norm_before: true,
+    word_embed_proj_dim: C,
+  };
   saveST(dir, ts);
   writeFileSync(join(dir, "config.json"), JSON.stringify(config));
   writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(llama2cTokenizerJson(readLlama2cTokenizer(TOK, 512))));

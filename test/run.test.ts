@@ -6,15 +6,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { compressWeight, decompressFolder, exportCompressed } from "../src/export/compressed.js";
-import { dataPath } from "../src/io/data.js";
-import { llama2cTokenizerJson, readLlama2cTokenizer } from "../src/io/llama2c.js";
-import { saveCheckpoint } from "../src/io/safetensors.js";
 import { loadModel } from "../src/models/load.js";
 import { expandSweeps, loadRecipes } from "../src/recipe/load.js";
 import { validateRecipe } from "../src/recipe/schema.js";
-import { Rng } from "../src/tensor/rng.js";
+import { TOK, writeTinyLlama } from "./fixtures.js";
 
-const TOK = dataPath("models", "stories260K", "tok512.bin");
 const have = existsSync(TOK);
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), p));
 
@@ -86,49 +82,6 @@ describe("compressed-tensors export", () => {
   });
 });
 
-function tinyModel(dir: string): void {
-  const rng = new Rng(3);
-  const C = 16;
-  const ts: { name: string; dtype: "F32"; shape: number[]; data: Float32Array }[] = [];
-  const add = (name: string, shape: number[], one = false) =>
-    ts.push({
-      name,
-      dtype: "F32",
-      shape,
-      data: one
-        ? new Float32Array(shape[0]).fill(1)
-        : (rng.fillNormal(new Float32Array(shape.reduce((a, b) => a * b)), 0.2) as Float32Array),
-    });
-  add("model.embed_tokens.weight", [512, C]);
-  for (let l = 0; l < 2; l++) {
-    const p = `model.layers.${l}.`;
-    add(`${p}input_layernorm.weight`, [C], true);
-    for (const n of ["q_proj", "k_proj", "v_proj", "o_proj"]) add(`${p}self_attn.${n}.weight`, [C, C]);
-    add(`${p}post_attention_layernorm.weight`, [C], true);
-    add(`${p}mlp.gate_proj.weight`, [32, C]);
-    add(`${p}mlp.up_proj.weight`, [32, C]);
-    add(`${p}mlp.down_proj.weight`, [C, 32]);
-  }
-  add("model.norm.weight", [C], true);
-  saveCheckpoint(dir, ts);
-  writeFileSync(
-    join(dir, "config.json"),
-    JSON.stringify({
-      model_type: "llama",
-      hidden_size: C,
-      intermediate_size: 32,
-      num_hidden_layers: 2,
-      num_attention_heads: 4,
-      num_key_value_heads: 4,
-      vocab_size: 512,
-      max_position_embeddings: 64,
-      tie_word_embeddings: true,
-    }),
-  );
-  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(llama2cTokenizerJson(readLlama2cTokenizer(TOK, 512))));
-  writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify({ bos_token: "<s>", eos_token: "</s>" }));
-}
-
 function recipeFor(model: string, extra = ""): string {
   return `name: tiny
 model:
@@ -167,7 +120,7 @@ function metrics(p: string): unknown {
 
 describe.skipIf(!have)("perp run on a tiny model", () => {
   const model = tmp("perp-run-m-");
-  tinyModel(model);
+  writeTinyLlama(model);
   const recipe = join(tmp("perp-run-r-"), "tiny.yaml");
   writeFileSync(recipe, recipeFor(model));
   const cli = (args: string[]) => [process.execPath, ["--import", "tsx", "src/cli/run.ts", ...args]] as const;

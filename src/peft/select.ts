@@ -101,3 +101,22 @@ export function mergeAdapters(model: CausalLM): { merged: number; densified: boo
   }
   return { merged, densified };
 }
+
+/** configureTrainable + the counts every stage reports (trainable, and the model's own parameters without adapters). */
+export function setupTrainable(
+  model: CausalLM,
+  o: { params: Subset[]; loraType?: LoraType; loraR?: number; loraAlpha?: number; seed?: number },
+): { params: [string, Tensor][]; nTrain: number; nModel: number } {
+  const params = configureTrainable(model, {
+    params: o.params,
+    loraType: o.loraType,
+    loraR: o.loraR,
+    loraAlpha: o.loraAlpha,
+    seed: o.seed,
+  });
+  const nModel = model
+    .namedParameters()
+    .filter(([n]) => !n.includes("lora_"))
+    .reduce((a, [, p]) => a + p.size, 0);
+  return { params, nTrain: countParams(params), nModel };
+}

@@ -67,5 +67,5 @@ export function loadRecipes(path: string, overrides: string[] = []): Recipe[] {
     throw new RecipeError(`${path}: a recipe is a YAML mapping`);
   const obj = expandEnv(raw) as Record<string, unknown>;
   for (const o of overrides) applyOverride(obj, o);
-  return expandSweeps(obj).map((r, i, all) => validateRecipe(r, all.length > 1 ? `${path} [${r.name}]` : path));
+  return expandSweeps(obj).map((r, _i, all) => validateRecipe(r, all.length > 1 ? `${path} [${r.name}]` : path));
 }

@@ -10,7 +10,7 @@ import * as F from "../nn/functional.js";
 import type { LoraType } from "../nn/layers.js";
 import { AdamW } from "../nn/optim.js";
 import { backward, clearTape, noGrad } from "../nn/tape.js";
-import { configureTrainable, countParams, prunableLinears, type Subset } from "../peft/select.js";
+import { prunableLinears, type Subset, setupTrainable } from "../peft/select.js";
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainState } from "./checkpoint.js";
 import { WindowSampler } from "./sampler.js";
 import { lrAt, warmupSteps } from "./schedule.js";
@@ -106,18 +106,7 @@ export async function retrain(m: LoadedModel, o: RetrainOptions): Promise<Retrai
   const B = o.batch ?? 1;
   const accum = o.gradAccum ?? 1;
   const settings = retrainSettings(o, seqlen);
-  const params = configureTrainable(m.model, {
-    params: o.params,
-    loraType: o.loraType,
-    loraR: o.loraR,
-    loraAlpha: o.loraAlpha,
-    seed: o.seed,
-  });
-  const nTrain = countParams(params);
-  const nModel = m.model
-    .namedParameters()
-    .filter(([n]) => !n.includes("lora_"))
-    .reduce((a, [, p]) => a + p.size, 0);
+  const { params, nTrain, nModel } = setupTrainable(m.model, o);
   const opt = new AdamW(params, { lr: o.lr, weightDecay: o.weightDecay ?? 0 });
   const docs = await documents(o.dataset ?? "c4");
   const sampler = new WindowSampler(docs, m.tokenizer, seqlen, o.seed ?? 0, o.excludeDocs ?? []);

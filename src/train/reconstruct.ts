@@ -8,7 +8,7 @@ import type { LoadedModel } from "../models/load.js";
 import * as F from "../nn/functional.js";
 import { AdamW } from "../nn/optim.js";
 import { backward, noGrad } from "../nn/tape.js";
-import { configureTrainable, countParams } from "../peft/select.js";
+import { countParams, setupTrainable } from "../peft/select.js";
 import { calibrationWindows } from "../prune/calibration.js";
 import { Tensor } from "../tensor/tensor.js";
 import type { RetrainOptions, RetrainSummary } from "./loop.js";
@@ -60,18 +60,7 @@ export async function reconstruct(
     source: o.calibDataset ?? "c4",
   });
   const N = cal.samples;
-  const params = configureTrainable(student.model, {
-    params: o.params,
-    loraType: o.loraType,
-    loraR: o.loraR,
-    loraAlpha: o.loraAlpha,
-    seed: o.seed,
-  });
-  const nTrain = countParams(params);
-  const nModel = student.model
-    .namedParameters()
-    .filter(([n]) => !n.includes("lora_"))
-    .reduce((a, [, p]) => a + p.size, 0);
+  const { params, nTrain, nModel } = setupTrainable(student.model, o);
   let Xs = noGrad(() => student.model.embed(cal.ids, N, L)).data;
   let Xd = noGrad(() => teacher.model.embed(cal.ids, N, L)).data;
   const C = Xs.length / (N * L);
