@@ -124,7 +124,6 @@ function writeTiny(dir: string, family: "llama" | "opt"): void {
           ? new Float32Array(shape.reduce((a, b) => a * b)).fill(fill)
           : (rng.fillNormal(new Float32Array(shape.reduce((a, b) => a * b)), 0.2) as Float32Array),
     });
-  let config: object;
   add("model.decoder.embed_tokens.weight", [512, C]);
   add("model.decoder.embed_positions.weight", [66, C]);
   add("model.decoder.final_layer_norm.weight", [C], 1);
@@ -144,7 +143,7 @@ function writeTiny(dir: string, family: "llama" | "opt"): void {
     add(`${p}fc2.weight`, [C, 32]);
     add(`${p}fc2.bias`, [C], 0);
   }
-  config = {
+  const config = {
     model_type: "opt",
     hidden_size: C,
     ffn_dim: 32,
