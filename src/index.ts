@@ -1,9 +1,11 @@
 // perp's library API (the CLI is a thin layer over these).
 export { runEngineBench } from "./bench/engine.js";
+export { type ProgressEvent, setProgressCallback } from "./cli/progress.js";
 export { evaluate } from "./eval/evaluate.js";
 export { perplexity } from "./eval/perplexity.js";
 export { evaluateTask } from "./eval/zeroshot.js";
 export { exportCompressed } from "./export/compressed.js";
+export { exportModel } from "./export/index.js";
 export { dataDir, requireData } from "./io/data.js";
 export { cachedSnapshot, hubCacheDir, ResolveError, resolveModel } from "./io/hf-hub.js";
 export { importLlama2c } from "./io/llama2c.js";
@@ -22,4 +24,4 @@ export { run } from "./recipe/run.js";
 export { isNative, K } from "./tensor/native.js";
 export { Rng } from "./tensor/rng.js";
 export { Tensor } from "./tensor/tensor.js";
-export { retrainModel } from "./train/retrain-model.js";
+export { retrainModel, retrainModel as retrain } from "./train/retrain-model.js";

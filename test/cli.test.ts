@@ -58,3 +58,17 @@ describe("CLI", () => {
     expect(u.out).toMatch(/unknown command 'prun'/);
   });
 });
+
+describe("library progress callbacks", () => {
+  it("setProgressCallback receives the updates instead of stderr", async () => {
+    const { Progress, setProgressCallback } = await import("../src/cli/progress.js");
+    const seen: number[] = [];
+    const prev = setProgressCallback((e) => seen.push(e.done));
+    const p = new Progress("x", 3);
+    p.tick();
+    p.tick(2, "loss 1.0");
+    p.end();
+    setProgressCallback(prev);
+    expect(seen).toEqual([1, 3]);
+  });
+});

@@ -1,5 +1,24 @@
 // A progress line on stderr: done/total, rate, ETA and extra fields; redraws in place on a TTY, prints every few
 // seconds otherwise. Silent when PERP_QUIET=1.
+export interface ProgressEvent {
+  label: string;
+  done: number;
+  total: number;
+  unit: string;
+  ratePerS: number;
+  etaS: number;
+  extra: string;
+}
+
+let sink: ((e: ProgressEvent) => void) | null = null;
+
+/** Routes every progress update to `fn` (library users); null restores the stderr line. Returns the previous sink. */
+export function setProgressCallback(fn: ((e: ProgressEvent) => void) | null): ((e: ProgressEvent) => void) | null {
+  const prev = sink;
+  sink = fn;
+  return prev;
+}
+
 export class Progress {
   private readonly t0 = performance.now();
   private last = 0;
@@ -16,6 +35,20 @@ export class Progress {
   tick(n = 1, extra = ""): void {
     this.done += n;
     const now = performance.now();
+    if (sink) {
+      const s = (now - this.t0) / 1000;
+      const rate = this.done / Math.max(s, 1e-9);
+      sink({
+        label: this.label,
+        done: this.done,
+        total: this.total,
+        unit: this.unit,
+        ratePerS: rate,
+        etaS: rate > 0 ? (this.total - this.done) / rate : 0,
+        extra,
+      });
+      return;
+    }
     if (this.quiet || (now - this.last < (this.tty ? 100 : 5000) && this.done < this.total)) return;
     this.last = now;
     const s = (now - this.t0) / 1000;
@@ -27,7 +60,7 @@ export class Progress {
   }
 
   end(): void {
-    if (!this.quiet && this.tty) process.stderr.write("\n");
+    if (!sink && !this.quiet && this.tty) process.stderr.write("\n");
   }
 }
 
