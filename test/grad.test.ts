@@ -400,3 +400,45 @@ describe("LLaMA decoder block (RMSNorm, GQA + RoPE, SwiGLU) end to end", () => {
     expect(Array.from(a.data)).toEqual(Array.from(b.data));
   });
 });
+
+describe("step arena", () => {
+  it("recycled (stale) buffers give bit-identical losses and gradients to fresh allocation", async () => {
+    const { Arena, withArena, alloc, allocRaw } = await import("../src/tensor/arena.js");
+    const tab = ropeTables(T, D, 10000);
+    const run = (arena: InstanceType<typeof Arena> | null) => {
+      const layer = makeLayer(11);
+      const out: Float32Array[] = [];
+      for (let rep = 0; rep < 3; rep++) {
+        layer.zeroGrad();
+        const f = () => {
+          const x = new Tensor(randF32(B * T * C, 12 + rep), [B, T, C], true);
+          const y = layer.forward(F.scale(x, 1.5), B, T, tab);
+          backward(y, randF32(y.size, 13));
+        };
+        if (arena) withArena(arena, f);
+        else f();
+        out.push(...layer.parameters().map((p) => (p.grad as Float32Array).slice()));
+      }
+      return out;
+    };
+    const a = run(null);
+    const b = run(new Arena());
+    a.forEach((g, i) => {
+      expect(Array.from(b[i])).toEqual(Array.from(g));
+    });
+    const ar = new Arena();
+    const first = withArena(ar, () => {
+      const z = alloc(5000);
+      z[0] = 7;
+      const r = allocRaw(6000);
+      r[0] = 9;
+      return [z, r];
+    });
+    withArena(ar, () => {
+      const z = alloc(5000);
+      expect(z).toBe(first[0]);
+      expect(z[0]).toBe(0);
+      expect(allocRaw(6000)[0]).toBe(9);
+    });
+  });
+});

@@ -5,6 +5,7 @@ import * as F from "../nn/functional.js";
 import { backward, clearTape, noGrad } from "../nn/tape.js";
 import { getMethod } from "../prune/methods.js";
 import { pruneSequential } from "../prune/sequential.js";
+import { Arena, withArena } from "../tensor/arena.js";
 import { isNative, K } from "../tensor/native.js";
 import { Rng } from "../tensor/rng.js";
 
@@ -93,9 +94,10 @@ export function runEngineBench(
   // Model FLOPs per token for forward+backward: 6·N_matmul + attention 12·L·C·T (PaLM appendix B convention).
   const flopsPerToken = 6 * matmulParams + 12 * cfg.num_hidden_layers * C * T;
   const reps = quick ? 2 : 5;
+  const arena0 = new Arena();
   const warm = quick ? 1 : 2;
 
-  const tf = time(() => noGrad(() => model.forward(ids, 1, T)), warm, reps);
+  const tf = time(() => withArena(arena0, () => noGrad(() => model.forward(ids, 1, T))), warm, reps);
   const fwdTok = T / tf;
   log(`forward: ${fwdTok.toFixed(0)} tok/s`);
 

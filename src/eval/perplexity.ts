@@ -6,6 +6,7 @@ import type { Tokenizer } from "../io/tokenizer.js";
 import type { CausalLM } from "../models/registry.js";
 import { crossEntropy } from "../nn/functional.js";
 import { noGrad } from "../nn/tape.js";
+import { Arena, withArena } from "../tensor/arena.js";
 
 export interface PerplexityOptions {
   seqlen?: number;
@@ -53,13 +54,16 @@ export function perplexityOfIds(
   const bar = opts.progress ? new Progress(label, n, "win") : null;
   let nll = 0;
   let count = 0;
+  const arena = new Arena();
   for (let w = 0; w < n; w += B) {
     const b = Math.min(B, n - w);
     const input = Int32Array.from(toks.slice(w * L, (w + b) * L));
     const targets = new Int32Array(b * L);
     for (let i = 0; i < b * L; i++) targets[i] = i % L === L - 1 ? -100 : input[i + 1];
-    const { rowLoss } = noGrad(() => crossEntropy(model.forward(input, b, L), targets));
-    for (let i = 0; i < b * L; i++) if (targets[i] !== -100) nll += rowLoss[i];
+    withArena(arena, () => {
+      const { rowLoss } = noGrad(() => crossEntropy(model.forward(input, b, L), targets));
+      for (let i = 0; i < b * L; i++) if (targets[i] !== -100) nll += rowLoss[i];
+    });
     count += b * (L - 1);
     bar?.tick(b, `ppl ${Math.exp(nll / count).toFixed(3)}`);
   }

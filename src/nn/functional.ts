@@ -1,5 +1,6 @@
 // Differentiable ops over Tensors: each runs one coarse native kernel forward and records a backward that asks only
 // for the gradients its inputs need (no dW GEMM for a frozen weight, no dX for an input that needs none).
+import { alloc, allocRaw } from "../tensor/arena.js";
 import { K } from "../tensor/native.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import { assertShape, Tensor } from "../tensor/tensor.js";
@@ -28,7 +29,7 @@ export function linear(x: Tensor, W: Tensor, b?: Tensor | null, inOut = false): 
   if (lastDim(x) !== inp) throw new RangeError(`linear: x [${x.shape}] does not match weight [${W.shape}]`);
   if (b) assertShape("linear bias", b, [out]);
   const M = rowsOf(x, inp, "linear");
-  const y = Tensor.zeros([...x.shape.slice(0, -1), out]);
+  const y = Tensor.alloc([...x.shape.slice(0, -1), out]);
   const half = W.half;
   const wb = (half ? half.bits : W.data) as never;
   const bt = half ? half.dtype : "f32";
@@ -37,8 +38,8 @@ export function linear(x: Tensor, W: Tensor, b?: Tensor | null, inOut = false): 
   const inputs = b ? [x, W, b] : [x, W];
   return record(y, inputs, (g) => {
     if (x.requiresGrad) {
-      // dX = dY · W : (M, out) x (out, in)
-      const dx = new Float32Array(x.size);
+      // dX = dY · W : (M, out) x (out, in)  (beta 0: every element written)
+      const dx = allocRaw(x.size);
       K.gemm(dx, g, wb, M, inp, out, false, inOut, 1, 0, bt);
       gradStats.dXGemms++;
       addGrad(x, dx);
@@ -46,7 +47,7 @@ export function linear(x: Tensor, W: Tensor, b?: Tensor | null, inOut = false): 
     if (W.requiresGrad) {
       // dW = dYᵀ · X : (out, M) x (M, in)   [Conv1D layout: Xᵀ · dY : (in, M) x (M, out)]
       const lg = leafGrad(W);
-      const dw = lg ?? new Float32Array(W.size);
+      const dw = lg ?? alloc(W.size);
       if (inOut) K.gemm(dw, x.data, g, inp, out, M, true, false, 1, lg ? 1 : 0);
       else K.gemm(dw, g, x.data, out, inp, M, true, false, 1, lg ? 1 : 0);
       gradStats.dWGemms++;
@@ -55,7 +56,7 @@ export function linear(x: Tensor, W: Tensor, b?: Tensor | null, inOut = false): 
     }
     if (b?.requiresGrad) {
       const lg = leafGrad(b);
-      const db = lg ?? new Float32Array(out);
+      const db = lg ?? alloc(out);
       K.biasGrad(db, g, M, out);
       if (!lg) addGrad(b, db);
     }
@@ -67,7 +68,7 @@ export function gatherCols(x: Tensor, cols: Int32Array, outShape?: number[]): Te
   const N = lastDim(x);
   const M = rowsOf(x, N, "gatherCols");
   const J = cols.length;
-  const y = Tensor.zeros(outShape ?? [...x.shape.slice(0, -1), J]);
+  const y = Tensor.alloc(outShape ?? [...x.shape.slice(0, -1), J]);
   if (y.size !== M * J) throw new RangeError(`gatherCols: out shape [${outShape}] does not hold ${M}x${J}`);
   for (const c of cols) if (!(c >= 0 && c < N)) throw new RangeError(`gatherCols: column ${c} outside [0, ${N})`);
   const xd = x.data;
@@ -78,7 +79,7 @@ export function gatherCols(x: Tensor, cols: Int32Array, outShape?: number[]): Te
     for (let j = 0; j < J; j++) yd[yo + j] = xd[xo + cols[j]];
   }
   return record(y, [x], (g) => {
-    const dx = new Float32Array(x.size);
+    const dx = alloc(x.size);
     for (let i = 0; i < M; i++) {
       const xo = i * N;
       const yo = i * J;
@@ -96,18 +97,18 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
   const Kd = transA ? ar : ac;
   const N = transB ? br : bc;
   if ((transB ? bc : br) !== Kd) throw new RangeError(`matmul: [${a.shape}] and [${b.shape}] do not fit`);
-  const c = Tensor.zeros([M, N]);
+  const c = Tensor.alloc([M, N]);
   K.gemm(c.data, a.data, b.data, M, N, Kd, transA, transB, 1, 0);
   return record(c, [a, b], (g) => {
     if (a.requiresGrad) {
       // dA = g · op(B)ᵀ (or its transpose when A is transposed)
-      const da = new Float32Array(a.size);
+      const da = alloc(a.size);
       if (!transA) K.gemm(da, g, b.data, M, Kd, N, false, !transB, 1, 0);
       else K.gemm(da, b.data, g, Kd, M, N, transB, true, 1, 0);
       addGrad(a, da);
     }
     if (b.requiresGrad) {
-      const db = new Float32Array(b.size);
+      const db = alloc(b.size);
       if (!transB) K.gemm(db, a.data, g, Kd, N, M, !transA, false, 1, 0);
       else K.gemm(db, g, a.data, N, Kd, M, true, transA, 1, 0);
       addGrad(b, db);
@@ -117,7 +118,7 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
 
 export function add(a: Tensor, b: Tensor): Tensor {
   if (a.size !== b.size) throw new RangeError(`add: [${a.shape}] and [${b.shape}] differ`);
-  const y = Tensor.zeros(a.shape);
+  const y = Tensor.alloc(a.shape);
   K.ew(EW_ADD, y.data, a.data, b.data, 0);
   return record(y, [a, b], (g) => {
     addGrad(a, g);
@@ -127,16 +128,16 @@ export function add(a: Tensor, b: Tensor): Tensor {
 
 export function mul(a: Tensor, b: Tensor): Tensor {
   if (a.size !== b.size) throw new RangeError(`mul: [${a.shape}] and [${b.shape}] differ`);
-  const y = Tensor.zeros(a.shape);
+  const y = Tensor.alloc(a.shape);
   K.ew(EW_MUL, y.data, a.data, b.data, 0);
   return record(y, [a, b], (g) => {
     if (a.requiresGrad) {
-      const da = new Float32Array(a.size);
+      const da = alloc(a.size);
       K.ew(EW_MUL, da, g, b.data, 0);
       addGrad(a, da);
     }
     if (b.requiresGrad) {
-      const db = new Float32Array(b.size);
+      const db = alloc(b.size);
       K.ew(EW_MUL, db, g, a.data, 0);
       addGrad(b, db);
     }
@@ -144,10 +145,10 @@ export function mul(a: Tensor, b: Tensor): Tensor {
 }
 
 export function scale(a: Tensor, s: number): Tensor {
-  const y = Tensor.zeros(a.shape);
+  const y = Tensor.alloc(a.shape);
   K.ew(EW_SCALE, y.data, a.data, null, s);
   return record(y, [a], (g) => {
-    const da = new Float32Array(a.size);
+    const da = alloc(a.size);
     K.ew(EW_SCALE, da, g, null, s);
     addGrad(a, da);
   });
@@ -174,13 +175,13 @@ export function reshape(a: Tensor, shape: number[]): Tensor {
 export function rmsnorm(x: Tensor, w: Tensor, eps: number): Tensor {
   const C = w.size;
   const M = rowsOf(x, C, "rmsnorm");
-  const y = Tensor.zeros(x.shape);
-  const rstd = new Float32Array(M);
+  const y = Tensor.alloc(x.shape);
+  const rstd = alloc(M);
   K.rmsnormFwd(y.data, rstd, x.data, w.data, M, C, eps);
   return record(y, [x, w], (g) => {
-    const dx = x.requiresGrad ? new Float32Array(x.size) : null;
+    const dx = x.requiresGrad ? alloc(x.size) : null;
     const lg = leafGrad(w);
-    const dw = w.requiresGrad ? (lg ?? new Float32Array(C)) : null;
+    const dw = w.requiresGrad ? (lg ?? alloc(C)) : null;
     K.rmsnormBwd(dx, dw, g, x.data, w.data, rstd, M, C);
     if (dx) addGrad(x, dx);
     if (dw && !lg) addGrad(w, dw);
@@ -190,17 +191,17 @@ export function rmsnorm(x: Tensor, w: Tensor, eps: number): Tensor {
 export function layernorm(x: Tensor, w: Tensor | null, b: Tensor | null, eps: number): Tensor {
   const C = lastDim(x);
   const M = rowsOf(x, C, "layernorm");
-  const y = Tensor.zeros(x.shape);
-  const mean = new Float32Array(M);
-  const rstd = new Float32Array(M);
+  const y = Tensor.alloc(x.shape);
+  const mean = alloc(M);
+  const rstd = alloc(M);
   K.layernormFwd(y.data, mean, rstd, x.data, w?.data ?? null, b?.data ?? null, M, C, eps);
   const inputs = [x, ...(w ? [w] : []), ...(b ? [b] : [])];
   return record(y, inputs, (g) => {
-    const dx = x.requiresGrad ? new Float32Array(x.size) : null;
+    const dx = x.requiresGrad ? alloc(x.size) : null;
     const lw = w ? leafGrad(w) : null;
     const lb = b ? leafGrad(b) : null;
-    const dw = w?.requiresGrad ? (lw ?? new Float32Array(C)) : null;
-    const db = b?.requiresGrad ? (lb ?? new Float32Array(C)) : null;
+    const dw = w?.requiresGrad ? (lw ?? alloc(C)) : null;
+    const db = b?.requiresGrad ? (lb ?? alloc(C)) : null;
     K.layernormBwd(dx, dw, db, g, x.data, mean, rstd, w?.data ?? null, M, C);
     if (dx) addGrad(x, dx);
     if (w && dw && !lw) addGrad(w, dw);
@@ -218,10 +219,10 @@ export interface RopeTables {
 
 /** x: (B, T, H, D) → rotated copy. Tables are (T, R/2) for positions 0..T-1 of this call. */
 export function rope(x: Tensor, B: number, T: number, H: number, D: number, tab: RopeTables): Tensor {
-  const y = Tensor.zeros(x.shape);
+  const y = Tensor.alloc(x.shape);
   K.rope(y.data, x.data, tab.cos, tab.sin, B, T, H, D, tab.R, tab.interleaved, false);
   return record(y, [x], (g) => {
-    const dx = new Float32Array(x.size);
+    const dx = alloc(x.size);
     K.rope(dx, g, tab.cos, tab.sin, B, T, H, D, tab.R, tab.interleaved, true);
     addGrad(x, dx);
   });
@@ -239,14 +240,14 @@ export function attention(
   D: number,
   scaleQK = 1 / Math.sqrt(D),
 ): Tensor {
-  const y = Tensor.zeros(q.shape);
+  const y = Tensor.alloc(q.shape);
   const keep = isGradEnabled() && (q.requiresGrad || k.requiresGrad || v.requiresGrad);
-  const P = keep ? new Float32Array(B * H * T * T) : null;
+  const P = keep ? allocRaw(B * H * T * T) : null;
   K.attentionFwd(y.data, P, q.data, k.data, v.data, B, T, H, KV, D, scaleQK);
   return record(y, [q, k, v], (g) => {
-    const dq = new Float32Array(q.size);
-    const dk = new Float32Array(k.size);
-    const dv = new Float32Array(v.size);
+    const dq = allocRaw(q.size);
+    const dk = allocRaw(k.size);
+    const dv = allocRaw(v.size);
     K.attentionBwd(dq, dk, dv, g, q.data, k.data, v.data, P as Float32Array, B, T, H, KV, D, scaleQK);
     addGrad(q, dq);
     addGrad(k, dk);
@@ -255,10 +256,10 @@ export function attention(
 }
 
 export function act(x: Tensor, kind: ActKind): Tensor {
-  const y = Tensor.zeros(x.shape);
+  const y = Tensor.alloc(x.shape);
   K.actFwd(y.data, x.data, kind);
   return record(y, [x], (g) => {
-    const dx = new Float32Array(x.size);
+    const dx = alloc(x.size);
     K.actBwd(dx, g, x.data, kind);
     addGrad(x, dx);
   });
@@ -266,11 +267,11 @@ export function act(x: Tensor, kind: ActKind): Tensor {
 
 /** SwiGLU: silu(g) ⊙ u. */
 export function swiglu(gate: Tensor, up: Tensor): Tensor {
-  const y = Tensor.zeros(gate.shape);
+  const y = Tensor.alloc(gate.shape);
   K.swigluFwd(y.data, gate.data, up.data);
   return record(y, [gate, up], (g) => {
-    const dg = gate.requiresGrad ? new Float32Array(gate.size) : null;
-    const du = up.requiresGrad ? new Float32Array(up.size) : null;
+    const dg = gate.requiresGrad ? alloc(gate.size) : null;
+    const du = up.requiresGrad ? alloc(up.size) : null;
     K.swigluBwd(dg, du, g, gate.data, up.data);
     if (dg) addGrad(gate, dg);
     if (du) addGrad(up, du);
@@ -280,7 +281,7 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
 /** Rows of `table` (V, C) for each id → (n, C). */
 export function embedding(ids: Int32Array, table: Tensor): Tensor {
   const [V, C] = table.shape;
-  const y = Tensor.zeros([ids.length, C]);
+  const y = Tensor.alloc([ids.length, C]);
   for (let i = 0; i < ids.length; i++) {
     const id = ids[i];
     if (!(id >= 0 && id < V)) throw new RangeError(`embedding: token id ${id} at position ${i} is outside [0, ${V})`);
@@ -288,7 +289,7 @@ export function embedding(ids: Int32Array, table: Tensor): Tensor {
   }
   return record(y, [table], (g) => {
     const lg = leafGrad(table);
-    const dt = lg ?? new Float32Array(table.size);
+    const dt = lg ?? alloc(table.size);
     for (let i = 0; i < ids.length; i++) {
       const o = ids[i] * C;
       for (let j = 0; j < C; j++) dt[o + j] += g[i * C + j];
@@ -309,7 +310,7 @@ export function crossEntropy(
   const V = lastDim(logits);
   const M = rowsOf(logits, V, "crossEntropy");
   if (targets.length !== M) throw new RangeError(`crossEntropy: ${targets.length} targets for ${M} rows`);
-  const rowLoss = new Float32Array(M);
+  const rowLoss = alloc(M);
   K.xent(rowLoss, null, logits.data, targets, M, V, ignoreIndex, 1);
   let count = 0;
   let sum = 0;
@@ -320,8 +321,8 @@ export function crossEntropy(
     }
   const loss = new Tensor(Float32Array.of(count ? sum / count : 0), [1]);
   record(loss, [logits], (g) => {
-    const dl = new Float32Array(logits.size);
-    K.xent(new Float32Array(M), dl, logits.data, targets, M, V, ignoreIndex, count ? g[0] / count : 0);
+    const dl = allocRaw(logits.size);
+    K.xent(alloc(M), dl, logits.data, targets, M, V, ignoreIndex, count ? g[0] / count : 0);
     addGrad(logits, dl);
   });
   return { loss, rowLoss, count };
@@ -338,7 +339,7 @@ export function mse(a: Tensor, target: Float32Array): Tensor {
   const out = new Tensor(Float32Array.of(s / a.size), [1]);
   return record(out, [a], (g) => {
     const k = (2 * g[0]) / a.size;
-    const da = new Float32Array(a.size);
+    const da = alloc(a.size);
     for (let i = 0; i < a.size; i++) da[i] = k * (a.data[i] - target[i]);
     addGrad(a, da);
   });

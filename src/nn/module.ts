@@ -46,8 +46,9 @@ export class Module {
     return this;
   }
 
+  /** Zeroes the gradients in place (keeping the buffers avoids re-faulting them in every step). */
   zeroGrad(): void {
-    for (const p of this.parameters()) p.grad = null;
+    for (const p of this.parameters()) p.grad?.fill(0);
   }
 }
 

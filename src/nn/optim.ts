@@ -52,7 +52,8 @@ export class AdamW {
     }
   }
 
+  /** Zeroes the gradients in place (buffers are kept across steps). */
   zeroGrad(): void {
-    for (const [, p] of this.params) p.grad = null;
+    for (const [, p] of this.params) p.grad?.fill(0);
   }
 }

@@ -1,5 +1,7 @@
 // Tensor: a Float32Array plus a shape (row-major). Frozen weights may keep bf16/f16 storage (`half`), widened by the
 // GEMM while packing. Autograd state (requiresGrad, grad, the creating tape node) lives here; the tape is in nn/tape.ts.
+import { allocRaw } from "./arena.js";
+
 export type Half = { dtype: "bf16" | "f16"; bits: Uint16Array };
 
 export interface GradNode {
@@ -33,6 +35,11 @@ export class Tensor {
 
   static zeros(shape: number[], requiresGrad = false): Tensor {
     return new Tensor(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape, requiresGrad);
+  }
+
+  /** An op's output buffer from the active step arena; contents undefined (the op overwrites every element). */
+  static alloc(shape: number[]): Tensor {
+    return new Tensor(allocRaw(shape.reduce((a, b) => a * b, 1)), shape);
   }
 
   static from(values: ArrayLike<number>, shape?: number[]): Tensor {

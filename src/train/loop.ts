@@ -11,6 +11,7 @@ import type { LoraType } from "../nn/layers.js";
 import { AdamW } from "../nn/optim.js";
 import { backward, clearTape, noGrad } from "../nn/tape.js";
 import { prunableLinears, type Subset, setupTrainable } from "../peft/select.js";
+import { Arena, withArena } from "../tensor/arena.js";
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainState } from "./checkpoint.js";
 import { WindowSampler } from "./sampler.js";
 import { lrAt, warmupSteps } from "./schedule.js";
@@ -134,26 +135,28 @@ export async function retrain(m: LoadedModel, o: RetrainOptions): Promise<Retrai
   const t0 = performance.now() - state.seconds * 1000;
   let tokens = 0;
   const tRun = performance.now();
+  const arena = new Arena();
   for (let step = state.step; step < o.steps; step++) {
     opt.zeroGrad();
     let lossSum = 0;
-    for (let a = 0; a < accum; a++) {
-      const ids = sampler.batch(B);
-      const targets = new Int32Array(B * seqlen);
-      for (let i = 0; i < targets.length; i++) targets[i] = i % seqlen === seqlen - 1 ? -100 : ids[i + 1];
-      const logits = m.model.forward(ids, B, seqlen, { checkpoint: true });
-      const { loss } = F.crossEntropy(logits, targets);
-      const lv = loss.data[0];
-      if (!Number.isFinite(lv)) {
-        clearTape();
-        throw new TrainError(
-          `non-finite loss ${lv} at step ${step + 1}: first non-finite activation in ${firstBadLayer(m, ids, B, seqlen)}; the last good checkpoint is kept in ${join(o.out, "checkpoints")}`,
-        );
-      }
-      backward(accum === 1 ? loss : F.scale(loss, 1 / accum));
-      lossSum += lv;
-      tokens += B * seqlen;
-    }
+    for (let a = 0; a < accum; a++)
+      withArena(arena, () => {
+        const ids = sampler.batch(B);
+        const targets = new Int32Array(B * seqlen);
+        for (let i = 0; i < targets.length; i++) targets[i] = i % seqlen === seqlen - 1 ? -100 : ids[i + 1];
+        const logits = m.model.forward(ids, B, seqlen, { checkpoint: true });
+        const { loss } = F.crossEntropy(logits, targets);
+        const lv = loss.data[0];
+        if (!Number.isFinite(lv)) {
+          clearTape();
+          throw new TrainError(
+            `non-finite loss ${lv} at step ${step + 1}: first non-finite activation in ${firstBadLayer(m, ids, B, seqlen)}; the last good checkpoint is kept in ${join(o.out, "checkpoints")}`,
+          );
+        }
+        backward(accum === 1 ? loss : F.scale(loss, 1 / accum));
+        lossSum += lv;
+        tokens += B * seqlen;
+      });
     if (o.clip && o.clip > 0) {
       let sq = 0;
       for (const [, p] of params) if (p.grad) for (const g of p.grad) sq += g * g;

@@ -1,0 +1,49 @@
+// A step-scoped buffer arena: inside withArena(), activation and gradient buffers are recycled from earlier steps
+// instead of freshly allocated (a fresh multi-megabyte Float32Array costs a zeroing pass and a page fault per 4 KiB
+// on first touch, inside the GEMM that writes it). Buffers are handed out zeroed, like new Float32Array(n). Only for
+// code whose results do not outlive the scope (a training step, an evaluation window).
+export class Arena {
+  private readonly free = new Map<number, Float32Array[]>();
+  private used: Float32Array[] = [];
+
+  take(n: number, zero = true): Float32Array {
+    const list = this.free.get(n);
+    const b = list?.pop();
+    const out = b ? (zero ? b.fill(0) : b) : new Float32Array(n);
+    this.used.push(out);
+    return out;
+  }
+
+  reset(): void {
+    for (const b of this.used) {
+      let list = this.free.get(b.length);
+      if (!list) this.free.set(b.length, (list = []));
+      list.push(b);
+    }
+    this.used = [];
+  }
+}
+
+let active: Arena | null = null;
+
+/** A zeroed Float32Array of n elements, from the active arena if there is one. */
+export function alloc(n: number): Float32Array {
+  return active && n >= 4096 ? active.take(n) : new Float32Array(n);
+}
+
+/** Like alloc, but a recycled buffer keeps stale contents: only for outputs a kernel overwrites entirely. */
+export function allocRaw(n: number): Float32Array {
+  return active && n >= 4096 ? active.take(n, false) : new Float32Array(n);
+}
+
+/** Runs fn with `arena` active; afterwards every buffer it handed out is free for reuse (do not keep them). */
+export function withArena<T>(arena: Arena, fn: () => T): T {
+  const prev = active;
+  active = arena;
+  try {
+    return fn();
+  } finally {
+    active = prev;
+    arena.reset();
+  }
+}
