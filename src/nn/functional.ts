@@ -63,6 +63,73 @@ export function linear(x: Tensor, W: Tensor, b?: Tensor | null, inOut = false): 
   });
 }
 
+/**
+ * Fused LoRA linear: y = x Wᵀ + b + s·(x Aᵀ) Bᵀ with A (r, in), B (out, r); one node instead of five, the low-rank
+ * product accumulated straight into y (GEMM beta = 1). W may be frozen (then no dW GEMM), stored (in, out) with inOut.
+ */
+export function loraLinear(
+  x: Tensor,
+  W: Tensor,
+  b: Tensor | null,
+  A: Tensor,
+  Bm: Tensor,
+  s: number,
+  inOut = false,
+): Tensor {
+  const [out, inp] = inOut ? [W.shape[1], W.shape[0]] : W.shape;
+  const r = A.shape[0];
+  if (lastDim(x) !== inp) throw new RangeError(`linear: x [${x.shape}] does not match weight [${W.shape}]`);
+  const M = rowsOf(x, inp, "linear");
+  const y = Tensor.alloc([...x.shape.slice(0, -1), out]);
+  const half = W.half;
+  const wb = (half ? half.bits : W.data) as never;
+  const bt = half ? half.dtype : "f32";
+  K.gemm(y.data, x.data, wb, M, out, inp, false, !inOut, 1, 0, bt);
+  if (b) K.biasAdd(y.data, b.data, M, out);
+  const xa = allocRaw(M * r); // (M, r)
+  K.gemm(xa, x.data, A.data, M, r, inp, false, true, 1, 0);
+  K.gemm(y.data, xa, Bm.data, M, out, r, false, true, s, 1);
+  const inputs = b ? [x, W, A, Bm, b] : [x, W, A, Bm];
+  return record(y, inputs, (g) => {
+    const gxa = alloc(M * r); // s · g B : (M, r)
+    K.gemm(gxa, g, Bm.data, M, r, out, false, false, s, 0);
+    if (Bm.requiresGrad) {
+      const lg = leafGrad(Bm);
+      const dB = lg ?? alloc(Bm.size);
+      K.gemm(dB, g, xa, out, r, M, true, false, s, lg ? 1 : 0); // s · gᵀ xa : (out, r)
+      if (!lg) addGrad(Bm, dB);
+    }
+    if (A.requiresGrad) {
+      const lg = leafGrad(A);
+      const dA = lg ?? alloc(A.size);
+      K.gemm(dA, gxa, x.data, r, inp, M, true, false, 1, lg ? 1 : 0); // gxaᵀ x : (r, in)
+      if (!lg) addGrad(A, dA);
+    }
+    gradStats.dWGemms += (A.requiresGrad ? 1 : 0) + (Bm.requiresGrad ? 1 : 0);
+    if (x.requiresGrad) {
+      const dx = allocRaw(x.size);
+      K.gemm(dx, g, wb, M, inp, out, false, inOut, 1, 0, bt);
+      K.gemm(dx, gxa, A.data, M, inp, r, false, false, 1, 1);
+      gradStats.dXGemms++;
+      addGrad(x, dx);
+    }
+    if (W.requiresGrad) {
+      const lg = leafGrad(W);
+      const dw = lg ?? alloc(W.size);
+      if (inOut) K.gemm(dw, x.data, g, inp, out, M, true, false, 1, lg ? 1 : 0);
+      else K.gemm(dw, g, x.data, out, inp, M, true, false, 1, lg ? 1 : 0);
+      gradStats.dWGemms++;
+      if (!lg) addGrad(W, dw);
+    }
+    if (b?.requiresGrad) {
+      const lg = leafGrad(b);
+      const db = lg ?? alloc(out);
+      K.biasGrad(db, g, M, out);
+      if (!lg) addGrad(b, db);
+    }
+  });
+}
+
 /** y[:, j] = x[:, cols[j]] for a (M, N) view of x (splits fused QKV projections); backward scatter-adds. */
 export function gatherCols(x: Tensor, cols: Int32Array, outShape?: number[]): Tensor {
   const N = lastDim(x);

@@ -111,10 +111,8 @@ export class Linear extends Module {
     const l = this.lora;
     if (l && (l.type === "mask_lora" || l.type === "scale_lora"))
       return F.linear(x, this.effectiveWeight(), this.bias, this.inOut);
-    const y = F.linear(x, this.weight, this.bias, this.inOut);
-    if (!l) return y;
-    const low = F.linear(F.linear(x, l.A), l.B);
-    return F.add(y, l.scale === 1 ? low : F.scale(low, l.scale));
+    if (!l) return F.linear(x, this.weight, this.bias, this.inOut);
+    return F.loraLinear(x, this.weight, this.bias, l.A, l.B, l.scale, this.inOut);
   }
 
   /**
