@@ -378,19 +378,20 @@ export function crossEntropy(
   const M = rowsOf(logits, V, "crossEntropy");
   if (targets.length !== M) throw new RangeError(`crossEntropy: ${targets.length} targets for ${M} rows`);
   const rowLoss = alloc(M);
-  K.xent(rowLoss, null, logits.data, targets, M, V, ignoreIndex, 1);
+  // Recording: the gradient (softmax − onehot)/count is produced in the same pass as the loss, so backward needs no
+  // second pass over the (M, V) logits; it is rescaled only if the upstream gradient is not 1.
+  const rec = isGradEnabled() && logits.requiresGrad;
   let count = 0;
+  for (let i = 0; i < M; i++) if (targets[i] !== ignoreIndex) count++;
+  const dl = rec ? allocRaw(logits.size) : null;
+  K.xent(rowLoss, dl, logits.data, targets, M, V, ignoreIndex, count ? 1 / count : 0);
   let sum = 0;
-  for (let i = 0; i < M; i++)
-    if (targets[i] !== ignoreIndex) {
-      count++;
-      sum += rowLoss[i];
-    }
+  for (let i = 0; i < M; i++) if (targets[i] !== ignoreIndex) sum += rowLoss[i];
   const loss = new Tensor(Float32Array.of(count ? sum / count : 0), [1]);
   record(loss, [logits], (g) => {
-    const dl = allocRaw(logits.size);
-    K.xent(alloc(M), dl, logits.data, targets, M, V, ignoreIndex, count ? g[0] / count : 0);
-    addGrad(logits, dl);
+    const d = dl as Float32Array;
+    if (g[0] !== 1) K.ew(3, d, d, null, g[0]);
+    addGrad(logits, d);
   });
   return { loss, rowLoss, count };
 }
