@@ -2,6 +2,7 @@
 // checkpointing, AdamW), full vs PEFT (norms + LoRA r=16), each in a fresh process: median time of steps 2–4 and
 // peak RSS (PEFT keeps no gradients or Adam moments for the frozen weights). Prints one JSON line.
 import { execFileSync } from "node:child_process";
+import { LLAMA768 } from "../src/bench/engine.js";
 import { LlamaForCausalLM } from "../src/models/llama.js";
 import * as F from "../src/nn/functional.js";
 import { AdamW } from "../src/nn/optim.js";
@@ -29,16 +30,7 @@ if (mode !== "full" && mode !== "peft") {
   );
   process.exit(0);
 }
-const m = new LlamaForCausalLM({
-  hidden_size: 768,
-  intermediate_size: 2048,
-  num_hidden_layers: 12,
-  num_attention_heads: 12,
-  num_key_value_heads: 4,
-  vocab_size: 32000,
-  max_position_embeddings: 512,
-  rms_norm_eps: 1e-5,
-}).initRandom(0);
+const m = new LlamaForCausalLM(LLAMA768).initRandom(0);
 const params = configureTrainable(
   m,
   mode === "full" ? { params: ["full"] } : { params: ["norm", "lora"], loraType: "lora", loraR: 16, loraAlpha: 32 },

@@ -27,7 +27,8 @@ export interface ParsedArgs {
 
 export class UsageError extends Error {}
 
-function nearest(name: string, names: string[]): string | null {
+/** The closest of `names` to `name` by edit distance, if close enough to be a typo. */
+export function nearest(name: string, names: string[]): string | null {
   let best: string | null = null;
   let bestD = Number.POSITIVE_INFINITY;
   for (const n of names) {

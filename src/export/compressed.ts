@@ -5,7 +5,7 @@
 //   sparse-24-bitmask:  <p>.shape (I64 [2, 1]), <p>.compressed (rows x cols/2: the 2 largest-|w| of every 4), <p>.bitmask
 // and config.json gains quantization_config.sparsity_config. Everything else stays dense. Conv1D (GPT-2) weights are
 // not nn.Linear and stay dense.
-import { copyFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type DType, SafetensorsStore, saveCheckpoint, type TensorOut, writeFileAtomic } from "../io/safetensors.js";
 import type { LoadedModel } from "../models/load.js";
@@ -167,8 +167,4 @@ export function exportCompressed(dir: string, m: LoadedModel): ExportSizes {
   };
   writeFileAtomic(join(dir, "config.json"), [`${JSON.stringify(config, null, 2)}\n`]);
   return { dense_bytes: dense, compressed_bytes: comp, format };
-}
-
-export function readJson(p: string): unknown {
-  return JSON.parse(readFileSync(p, "utf8"));
 }

@@ -21,6 +21,37 @@ function rowsOf(t: Tensor, cols: number, op: string): number {
 }
 
 /**
+ * dW (and db) of y = x Wᵀ + b for upstream g (M, out): accumulated straight into a leaf's .grad, else routed through
+ * the tape. Conv1D layout (inOut): dW = Xᵀ · dY (in, out).
+ */
+function weightGrads(
+  x: Tensor,
+  W: Tensor,
+  b: Tensor | null | undefined,
+  g: Float32Array,
+  M: number,
+  out: number,
+  inp: number,
+  inOut: boolean,
+): void {
+  if (W.requiresGrad) {
+    const lg = leafGrad(W);
+    const dw = lg ?? alloc(W.size);
+    if (inOut) K.gemm(dw, x.data, g, inp, out, M, true, false, 1, lg ? 1 : 0);
+    else K.gemm(dw, g, x.data, out, inp, M, true, false, 1, lg ? 1 : 0);
+    gradStats.dWGemms++;
+    gradStats.dWFlops += 2 * out * inp * M;
+    if (!lg) addGrad(W, dw);
+  }
+  if (b?.requiresGrad) {
+    const lg = leafGrad(b);
+    const db = lg ?? alloc(out);
+    K.biasGrad(db, g, M, out);
+    if (!lg) addGrad(b, db);
+  }
+}
+
+/**
  * y = x Wᵀ + b. x: (..., in), W: (out, in) (f32 data or bf16/f16 `half` storage), b: (out).
  * With `inOut` the weight is stored (in, out) — GPT-2's Conv1D layout — and y = x W + b.
  */
@@ -44,22 +75,7 @@ export function linear(x: Tensor, W: Tensor, b?: Tensor | null, inOut = false): 
       gradStats.dXGemms++;
       addGrad(x, dx);
     }
-    if (W.requiresGrad) {
-      // dW = dYᵀ · X : (out, M) x (M, in)   [Conv1D layout: Xᵀ · dY : (in, M) x (M, out)]
-      const lg = leafGrad(W);
-      const dw = lg ?? alloc(W.size);
-      if (inOut) K.gemm(dw, x.data, g, inp, out, M, true, false, 1, lg ? 1 : 0);
-      else K.gemm(dw, g, x.data, out, inp, M, true, false, 1, lg ? 1 : 0);
-      gradStats.dWGemms++;
-      gradStats.dWFlops += 2 * out * inp * M;
-      if (!lg) addGrad(W, dw);
-    }
-    if (b?.requiresGrad) {
-      const lg = leafGrad(b);
-      const db = lg ?? alloc(out);
-      K.biasGrad(db, g, M, out);
-      if (!lg) addGrad(b, db);
-    }
+    weightGrads(x, W, b, g, M, out, inp, inOut);
   });
 }
 
@@ -113,20 +129,7 @@ export function loraLinear(
       gradStats.dXGemms++;
       addGrad(x, dx);
     }
-    if (W.requiresGrad) {
-      const lg = leafGrad(W);
-      const dw = lg ?? alloc(W.size);
-      if (inOut) K.gemm(dw, x.data, g, inp, out, M, true, false, 1, lg ? 1 : 0);
-      else K.gemm(dw, g, x.data, out, inp, M, true, false, 1, lg ? 1 : 0);
-      gradStats.dWGemms++;
-      if (!lg) addGrad(W, dw);
-    }
-    if (b?.requiresGrad) {
-      const lg = leafGrad(b);
-      const db = lg ?? alloc(out);
-      K.biasGrad(db, g, M, out);
-      if (!lg) addGrad(b, db);
-    }
+    weightGrads(x, W, b, g, M, out, inp, inOut);
   });
 }
 

@@ -122,7 +122,7 @@ export class Linear extends Module {
   mergeLora(): void {
     const l = this.lora;
     if (!l) return;
-    const ba = noGradDelta(() => this.deltaBA().data);
+    const ba = noGrad(() => this.deltaBA().data);
     const w = this.weight.data;
     const m = this.mask;
     for (let i = 0; i < w.length; i++) {
@@ -139,10 +139,6 @@ export class Linear extends Module {
   applyMask(): void {
     if (this.mask) K.maskApply(this.weight.data, this.mask);
   }
-}
-
-function noGradDelta(fn: () => Float32Array): Float32Array {
-  return noGrad(fn);
 }
 
 export class RMSNorm extends Module {

@@ -1,7 +1,7 @@
 // run(): prune → retrain/reconstruct → merge → evaluate → export, one stage after the other, each recorded in the run
 // directory when it completes (stages/<name>.json), so a killed run resumes after its last completed stage (and
 // retraining from its last checkpoint) and a finished run is not redone.
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { evaluate } from "../eval/evaluate.js";
 import { decompressFolder, exportCompressed } from "../export/compressed.js";
@@ -49,10 +49,7 @@ export async function run(recipe: Recipe, o: RunOptions): Promise<Json> {
   writeFileAtomic(recipePath, [`${JSON.stringify(recipe, null, 2)}\n`]);
   const logPath = join(out, "log.jsonl");
   const event = (e: Json) => {
-    writeFileAtomic(logPath, [
-      existsSync(logPath) ? readFileSync(logPath) : "",
-      `${JSON.stringify({ time: new Date().toISOString(), ...e })}\n`,
-    ]);
+    appendFileSync(logPath, `${JSON.stringify({ time: new Date().toISOString(), ...e })}\n`);
     log(`[${e.stage}] ${e.event}${e.detail ? `: ${e.detail}` : ""}`);
   };
   const stage = async (name: string, fn: () => Promise<Json>): Promise<Json> => {

@@ -2,7 +2,7 @@
 // (goal_sparsity, sparsity_type, prune_method, training_mode, peft_use_*, lora_type, lora_r, lora_alpha, n_iterations,
 // initial_lr, gradient_accumulation_steps), grouped by stage. Unknown keys are errors that suggest the nearest name.
 import { z } from "zod";
-import { editDistance } from "../cli/args.js";
+import { nearest } from "../cli/args.js";
 
 const Model = z
   .object({
@@ -146,18 +146,9 @@ export function formatIssues(err: z.ZodError, where: string): string {
     if (i.code === "unrecognized_keys") {
       return i.keys
         .map((k) => {
-          const cands = knownKeys(i.path);
-          let best = "";
-          let bd = Number.POSITIVE_INFINITY;
-          for (const c of cands) {
-            const d = editDistance(k, c);
-            if (d < bd) {
-              bd = d;
-              best = c;
-            }
-          }
+          const best = nearest(k, knownKeys(i.path));
           const p = i.path.length ? `${i.path.join(".")}.${k}` : k;
-          return `${p}: unknown key${best && bd <= Math.max(2, k.length / 3) ? ` (did you mean '${best}'?)` : ""}`;
+          return `${p}: unknown key${best ? ` (did you mean '${best}'?)` : ""}`;
         })
         .join("\n");
     }

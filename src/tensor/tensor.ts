@@ -57,10 +57,8 @@ export class Tensor {
 
   /** Same storage, new shape. */
   view(shape: number[]): Tensor {
-    const t = new Tensor(this.data, shape, this.requiresGrad);
-    t.node = this.node;
     if (this.node) throw new Error("view(): reshape a recorded tensor with reshape() from nn/functional");
-    return t;
+    return new Tensor(this.data, shape, this.requiresGrad);
   }
 
   zeroGrad(): void {
