@@ -73,54 +73,47 @@ void pack_transpose(float* dst, long ld, const float* src, long lds, long rows, 
     for (long k = 0; k < kc; ++k) dst[k * ld + r] = src[r * lds + k];
 }
 
-// op(A)[i0 .. i0+mc) x [p0 .. p0+kc) → panels of MR rows: dst[panel][k*MR + r], zero-padded.
-void pack_a(float* dst, const GemmArgs& g, long i0, long mc, long p0, long kc, int MR) {
-  for (long ip = 0; ip < mc; ip += MR) {
-    long mr = mc - ip < MR ? mc - ip : MR;
-    float* d = dst + ip * kc;
-    if (!g.transA) {
-      pack_transpose(d, MR, g.A + (i0 + ip) * g.lda + p0, g.lda, mr, kc);
+// The portable packer (the ISA table's `pack` contract, see isa.h); SSE 4x4 transposes where possible.
+void pack_generic(float* dst, int W, const void* src, int dtype, long ld, bool trans, long w, long kc) {
+  const long np = (w + W - 1) / W;
+  for (long p = 0; p < np; ++p) {
+    float* d = dst + p * W * kc;
+    const long c0 = p * W, wp = w - c0 < W ? w - c0 : W;
+    if (dtype == B_F32 && trans) {
+      pack_transpose(d, W, static_cast<const float*>(src) + c0 * ld, ld, wp, kc);
+    } else if (dtype == B_F32) {
+      const float* s = static_cast<const float*>(src) + c0;
+      for (long k = 0; k < kc; ++k) std::memcpy(d + k * W, s + k * ld, wp * sizeof(float));
     } else {
-      for (long k = 0; k < kc; ++k) {
-        const float* src = g.A + (p0 + k) * g.lda + i0 + ip;
-        for (long r = 0; r < mr; ++r) d[k * MR + r] = src[r];
-      }
-    }
-    if (mr < MR)
       for (long k = 0; k < kc; ++k)
-        for (long r = mr; r < MR; ++r) d[k * MR + r] = 0.0f;
-  }
-}
-
-template <int BT>
-void pack_b_t(float* dst, const GemmArgs& g, long j0, long nc, long p0, long kc, int NR) {
-  for (long jp = 0; jp < nc; jp += NR) {
-    long nr = nc - jp < NR ? nc - jp : NR;
-    float* d = dst + jp * kc;
-    if (!g.transB) {
-      for (long k = 0; k < kc; ++k) {
-        long base = (p0 + k) * g.ldb + j0 + jp;
-        for (long c = 0; c < nr; ++c) d[k * NR + c] = load_b(g.B, BT, base + c);
-        for (long c = nr; c < NR; ++c) d[k * NR + c] = 0.0f;
-      }
-    } else if (BT == B_F32) {
-      pack_transpose(d, NR, static_cast<const float*>(g.B) + (j0 + jp) * g.ldb + p0, g.ldb, nr, kc);
-      if (nr < NR)
-        for (long k = 0; k < kc; ++k)
-          for (long c = nr; c < NR; ++c) d[k * NR + c] = 0.0f;
-    } else {
-      for (long k = 0; k < kc; ++k) {
-        for (long c = 0; c < nr; ++c) d[k * NR + c] = load_b(g.B, BT, (j0 + jp + c) * g.ldb + p0 + k);
-        for (long c = nr; c < NR; ++c) d[k * NR + c] = 0.0f;
-      }
+        for (long c = 0; c < wp; ++c) d[k * W + c] = load_b(src, dtype, trans ? (c0 + c) * ld + k : k * ld + c0 + c);
     }
+    if (wp < W)
+      for (long k = 0; k < kc; ++k)
+        for (long c = wp; c < W; ++c) d[k * W + c] = 0.0f;
   }
 }
 
-void pack_b(float* dst, const GemmArgs& g, long j0, long nc, long p0, long kc, int NR) {
-  if (g.btype == B_F32) pack_b_t<B_F32>(dst, g, j0, nc, p0, kc, NR);
-  else if (g.btype == B_BF16) pack_b_t<B_BF16>(dst, g, j0, nc, p0, kc, NR);
-  else pack_b_t<B_F16>(dst, g, j0, nc, p0, kc, NR);
+inline pack_fn packer(const IsaKernels* isa) { return isa->pack ? isa->pack : pack_generic; }
+
+// MR-row panels [q0, q1) of op(A) rows [i0, i0+mc), columns [p0, p0+kc).
+inline void pack_a_panels(float* dst, const GemmArgs& g, pack_fn pk, long i0, long mc, long q0, long q1, long p0,
+                          long kc, int MR) {
+  const long r0 = i0 + q0 * MR, rows = (q1 * MR < mc ? q1 * MR : mc) - q0 * MR;
+  if (rows <= 0) return;
+  const float* src = g.transA ? g.A + p0 * g.lda + r0 : g.A + r0 * g.lda + p0;
+  pk(dst + q0 * MR * kc, MR, src, B_F32, g.lda, !g.transA, rows, kc);
+}
+
+// NR-column panels [q0, q1) of op(B) columns [j0, j0+nc), rows [p0, p0+kc).
+inline void pack_b_panels(float* dst, const GemmArgs& g, pack_fn pk, long j0, long nc, long q0, long q1, long p0,
+                          long kc, int NR) {
+  const long c0 = j0 + q0 * NR, cols = (q1 * NR < nc ? q1 * NR : nc) - q0 * NR;
+  if (cols <= 0) return;
+  const long off = g.transB ? c0 * g.ldb + p0 : p0 * g.ldb + c0;
+  const void* src = g.btype == B_F32 ? static_cast<const void*>(static_cast<const float*>(g.B) + off)
+                                     : static_cast<const void*>(static_cast<const uint16_t*>(g.B) + off);
+  pk(dst + q0 * NR * kc, NR, src, g.btype, g.ldb, g.transB, cols, kc);
 }
 
 void scale_c(const GemmArgs& g) {
@@ -130,7 +123,41 @@ void scale_c(const GemmArgs& g) {
   }
 }
 
-// The whole loop nest for one block of C; `g` may describe a sub-matrix.
+// Balanced K blocks (e.g. K=512 -> 2 x 256 rather than 384 + 128); every element sees the same blocks whatever
+// the thread count, so results are bitwise thread-count invariant.
+long k_block(long K) {
+  const long kblocks = (K + KC - 1) / KC;
+  const long kcb = ((K + kblocks - 1) / kblocks + 7) / 8 * 8;
+  return K < kcb ? K : kcb;
+}
+
+// C[ir.., jr..] for MR-row panels [pa_first, pa_last) x NR-column panels [pb_first, pb_last) of packed A and B:
+// ir outer, jr inner, so the A micro-panel (MR x kc) stays in L1 while B micro-panels stream from L2 (BLIS's
+// assignment, with our row-major roles swapped). Edge tiles go through a padded copy (same FMAs as a full tile).
+void macro(const GemmArgs& g, const IsaKernels* isa, const float* pa, const float* pb, long ic, long mc, long jc,
+           long nc, long kc, float beta, long ir0, long ir1, long jr0, long jr1) {
+  const int MR = isa->MR, NR = isa->NR;
+  alignas(64) float tile[32 * 32];
+  for (long ir = ir0; ir < ir1 && ir < mc; ir += MR) {
+    const long mr = mc - ir < MR ? mc - ir : MR;
+    const float* ap = pa + ir * kc;
+    for (long jr = jr0; jr < jr1 && jr < nc; jr += NR) {
+      const long nr = nc - jr < NR ? nc - jr : NR;
+      const float* bp = pb + jr * kc;
+      float* c = g.C + (ic + ir) * g.ldc + jc + jr;
+      if (mr == MR && nr == NR) {
+        isa->micro(kc, ap, bp, c, g.ldc, g.alpha, beta);
+      } else {
+        if (beta != 0.0f)
+          for (long r = 0; r < mr; ++r) std::memcpy(tile + r * NR, c + r * g.ldc, nr * sizeof(float));
+        isa->micro(kc, ap, bp, tile, NR, g.alpha, beta);
+        for (long r = 0; r < mr; ++r) std::memcpy(c + r * g.ldc, tile + r * NR, nr * sizeof(float));
+      }
+    }
+  }
+}
+
+// The whole loop nest for one block of C on one thread; `g` may describe a sub-matrix.
 void gemm_block(const GemmArgs& g, const IsaKernels* isa) {
   if (g.M <= 0 || g.N <= 0) return;
   if (g.K <= 0) {
@@ -138,43 +165,22 @@ void gemm_block(const GemmArgs& g, const IsaKernels* isa) {
     return;
   }
   const int MR = isa->MR, NR = isa->NR;
+  const pack_fn pk = packer(isa);
   const long MC = MR * MC_PANELS;
   const long nc_max = g.N < NC ? ((g.N + NR - 1) / NR) * NR : NC;
-  // Balanced K blocks (e.g. K=512 → 2 x 256 rather than 384 + 128); every element still sees the same blocks.
-  const long kblocks = (g.K + KC - 1) / KC;
-  const long kcb = ((g.K + kblocks - 1) / kblocks + 7) / 8 * 8;
-  const long kc_max = g.K < kcb ? g.K : kcb;
+  const long kc_max = k_block(g.K);
   float* pb = t_pack_b.get(nc_max * kc_max);
   float* pa = t_pack_a.get(MC * kc_max);
-  alignas(64) float tile[32 * 32];
   for (long jc = 0; jc < g.N; jc += NC) {
-    long nc = g.N - jc < NC ? g.N - jc : NC;
+    const long nc = g.N - jc < NC ? g.N - jc : NC;
     for (long pc = 0; pc < g.K; pc += kc_max) {
-      long kc = g.K - pc < kc_max ? g.K - pc : kc_max;
-      float beta = pc == 0 ? g.beta : 1.0f;
-      pack_b(pb, g, jc, nc, pc, kc, NR);
+      const long kc = g.K - pc < kc_max ? g.K - pc : kc_max;
+      const float beta = pc == 0 ? g.beta : 1.0f;
+      pack_b_panels(pb, g, pk, jc, nc, 0, (nc + NR - 1) / NR, pc, kc, NR);
       for (long ic = 0; ic < g.M; ic += MC) {
-        long mc = g.M - ic < MC ? g.M - ic : MC;
-        pack_a(pa, g, ic, mc, pc, kc, MR);
-        // ir outer, jr inner: the A micro-panel (MR x kc) stays in L1 while B micro-panels stream from the packed
-        // B block in L2 (BLIS's assignment, with our row-major roles swapped).
-        for (long ir = 0; ir < mc; ir += MR) {
-          long mr = mc - ir < MR ? mc - ir : MR;
-          const float* ap = pa + ir * kc;
-          for (long jr = 0; jr < nc; jr += NR) {
-            long nr = nc - jr < NR ? nc - jr : NR;
-            const float* bp = pb + jr * kc;
-            float* c = g.C + (ic + ir) * g.ldc + jc + jr;
-            if (mr == MR && nr == NR) {
-              isa->micro(kc, ap, bp, c, g.ldc, g.alpha, beta);
-            } else {
-              if (beta != 0.0f)
-                for (long r = 0; r < mr; ++r) std::memcpy(tile + r * NR, c + r * g.ldc, nr * sizeof(float));
-              isa->micro(kc, ap, bp, tile, NR, g.alpha, beta);
-              for (long r = 0; r < mr; ++r) std::memcpy(c + r * g.ldc, tile + r * NR, nr * sizeof(float));
-            }
-          }
-        }
+        const long mc = g.M - ic < MC ? g.M - ic : MC;
+        pack_a_panels(pa, g, pk, ic, mc, 0, (mc + MR - 1) / MR, pc, kc, MR);
+        macro(g, isa, pa, pb, ic, mc, jc, nc, kc, beta, 0, mc, 0, nc);
       }
     }
   }
@@ -184,11 +190,15 @@ void gemm_block(const GemmArgs& g, const IsaKernels* isa) {
 
 void gemm_st(const GemmArgs& g) { gemm_block(g, isa_active()); }
 
+// Multi-threaded: each thread runs the whole loop nest on its own contiguous block of C (rows when M >= N, else
+// columns), packing what it needs itself. One join at the end and no barriers in between: on a shared VM a
+// preempted core then delays only its own block (measured: a cooperative pack-then-compute scheme with shared
+// panels and two barriers per block was 5-10% slower here).
 void gemm(const GemmArgs& g) {
   const IsaKernels* isa = isa_active();
-  int nth = pool_threads();
-  double flops = 2.0 * g.M * g.N * g.K;
-  if (nth == 1 || flops < 2e5) {
+  const int nth = pool_threads();
+  const double flops = 2.0 * g.M * g.N * g.K;
+  if (nth == 1 || flops < 2e5 || pool_nested()) {
     gemm_block(g, isa);
     return;
   }

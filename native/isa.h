@@ -11,6 +11,12 @@ typedef void (*micro_fn)(long K, const float* A, const float* B, float* C, long 
 // x[i] = exp(x[i] - sub); returns the sum of the new x (fixed lane order for a given ISA).
 typedef float (*expsum_fn)(float* x, long n, float sub);
 
+// Packs w columns into ceil(w/W) panels of width W (= MR for A, NR for B), panel p at dst + p*W*kc:
+// panel[k*W + c] = element (pW + c, k), zero past w; k < kc. trans=false: element (c, k) is at src[k*ld + c] (a
+// strided copy, swept row by row across all panels so memory is read sequentially); trans=true: at src[c*ld + k]
+// (a transpose). dtype: 0 f32, 1 bf16, 2 f16 (widened exactly). nullptr in a table: the portable packer in gemm.cc.
+typedef void (*pack_fn)(float* dst, int W, const void* src, int dtype, long ld, bool trans, long w, long kc);
+
 // Runs an FMA-throughput loop of `iters` iterations; returns the number of floating-point operations done.
 typedef double (*peak_fn)(long iters, float* sink);
 
@@ -18,6 +24,7 @@ struct IsaKernels {
   const char* name;
   int MR, NR;
   micro_fn micro;
+  pack_fn pack;
   expsum_fn expsum;
   peak_fn peak;
 };

@@ -4,6 +4,8 @@
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,fma,avx2")
 #include <immintrin.h>
 
+#include <cstdint>
+
 #include "isa.h"
 
 namespace perp {
@@ -46,6 +48,78 @@ void micro(long K, const float* A, const float* B, float* C, long ldc, float alp
       float* r = C + i * ldc;
       _mm512_storeu_ps(r, _mm512_fmadd_ps(vb, _mm512_loadu_ps(r), _mm512_mul_ps(va, c[i][0])));
       _mm512_storeu_ps(r + 16, _mm512_fmadd_ps(vb, _mm512_loadu_ps(r + 16), _mm512_mul_ps(va, c[i][1])));
+    }
+  }
+}
+
+// 16 consecutive elements (lanes past `m` zero) widened to f32.
+inline __m512 load16(const void* src, int dtype, long idx, __mmask16 m) {
+  if (dtype == 0) return _mm512_maskz_loadu_ps(m, static_cast<const float*>(src) + idx);
+  const __m256i h = _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(src) + idx);
+  if (dtype == 1) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  return _mm512_cvtph_ps(h);
+}
+
+// In-register 16x16 transpose: r[i] lane j -> r[j] lane i (unpack ps, unpack pd, then two 128-bit lane shuffles).
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  __m512 x[16];  // x[4g + j], lane L: rows 4g..4g+3 at column 4L + j
+#pragma GCC unroll 4
+  for (int g = 0; g < 4; ++g) {
+    const __m512d t0 = _mm512_castps_pd(t[4 * g]), t1 = _mm512_castps_pd(t[4 * g + 1]);
+    const __m512d t2 = _mm512_castps_pd(t[4 * g + 2]), t3 = _mm512_castps_pd(t[4 * g + 3]);
+    x[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+    x[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+    x[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+    x[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    const __m512 y0 = _mm512_shuffle_f32x4(x[j], x[4 + j], 0x44), y1 = _mm512_shuffle_f32x4(x[j], x[4 + j], 0xEE);
+    const __m512 y2 = _mm512_shuffle_f32x4(x[8 + j], x[12 + j], 0x44);
+    const __m512 y3 = _mm512_shuffle_f32x4(x[8 + j], x[12 + j], 0xEE);
+    r[j] = _mm512_shuffle_f32x4(y0, y2, 0x88);
+    r[4 + j] = _mm512_shuffle_f32x4(y0, y2, 0xDD);
+    r[8 + j] = _mm512_shuffle_f32x4(y1, y3, 0x88);
+    r[12 + j] = _mm512_shuffle_f32x4(y1, y3, 0xDD);
+  }
+}
+
+inline __mmask16 lanes(long n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u); }
+
+void pack(float* dst, int W, const void* src, int dtype, long ld, bool trans, long w, long kc) {
+  const long np = (w + W - 1) / W;
+  if (!trans) {
+    for (long k = 0; k < kc; ++k)
+      for (long p = 0; p < np; ++p) {
+        float* d = dst + p * W * kc + k * W;
+        for (int c0 = 0; c0 < W; c0 += 16) {
+          const long c = p * W + c0;
+          const __m512 v = c < w ? load16(src, dtype, k * ld + c, lanes(w - c)) : _mm512_setzero_ps();
+          _mm512_mask_storeu_ps(d + c0, lanes(W - c0), v);
+        }
+      }
+    return;
+  }
+  __m512 r[16];
+  for (long p = 0; p < np; ++p) {
+    float* d = dst + p * W * kc;
+    for (long k0 = 0; k0 < kc; k0 += 16) {
+      const long kn = kc - k0 < 16 ? kc - k0 : 16;
+      const __mmask16 km = lanes(kn);
+      for (int c0 = 0; c0 < W; c0 += 16) {
+        const long c = p * W + c0;
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i) r[i] = c + i < w ? load16(src, dtype, (c + i) * ld + k0, km) : _mm512_setzero_ps();
+        transpose16(r);
+        const __mmask16 sm = lanes(W - c0);
+        for (long j = 0; j < kn; ++j) _mm512_mask_storeu_ps(d + (k0 + j) * W + c0, sm, r[j]);
+      }
     }
   }
 }
@@ -100,7 +174,7 @@ double peak(long iters, float* sink) {
   return 2.0 * 16 * 16 * (double)iters;
 }
 
-const IsaKernels kTable = {"avx512", MR, NR, micro, expsum, peak};
+const IsaKernels kTable = {"avx512", MR, NR, micro, pack, expsum, peak};
 
 }  // namespace
 

@@ -43,7 +43,7 @@ double peak(long iters, float* sink) {
   return 2.0 * 16 * (double)iters;
 }
 
-const IsaKernels kTable = {"scalar", MR, NR, micro, expsum, peak};
+const IsaKernels kTable = {"scalar", MR, NR, micro, nullptr, expsum, peak};
 
 }  // namespace
 

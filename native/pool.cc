@@ -93,6 +93,8 @@ int pool_threads() {
   return g_pool->nth;
 }
 
+bool pool_nested() { return t_in_pool; }
+
 void pool_run(const std::function<void(int, int)>& fn) {
   if (!g_pool) pool_init(0);
   Pool* p = g_pool;

@@ -8,6 +8,8 @@ namespace perp {
 void pool_init(int nthreads);
 int pool_threads();
 void pool_run(const std::function<void(int, int)>& fn);
+// True on a thread that is running a pool job (a pool_run from there runs inline on one thread).
+bool pool_nested();
 // Static contiguous split of [0, n) into nth parts: [*b, *e) for part ith, aligned to `align`.
 void pool_split(long n, int ith, int nth, long align, long* b, long* e);
 
