@@ -407,6 +407,19 @@ Napi::Value SetCpu(const Napi::CallbackInfo& info) {
 }
 
 // FMA-throughput microbenchmark on every pool thread with the active ISA; returns GFLOP/s for the whole machine.
+Napi::Value GemmBlocking(const Napi::CallbackInfo& info) {
+  Args a{info, "gemmBlocking"};
+  long kc = info.Length() > 0 && info[0].IsNumber() ? a.dim(0, "kc") : 0;
+  long nc = info.Length() > 1 && info[1].IsNumber() ? a.dim(1, "nc") : 0;
+  long mcp = info.Length() > 2 && info[2].IsNumber() ? a.dim(2, "mcp") : 0;
+  gemm_blocking(&kc, &nc, &mcp);
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("kc", (double)kc);
+  o.Set("nc", (double)nc);
+  o.Set("mcp", (double)mcp);
+  return o;
+}
+
 Napi::Value PeakGflops(const Napi::CallbackInfo& info) {
   Args a{info, "peakGflops"};
   double seconds = a.isNull(0) ? 0.3 : a.num(0, "seconds");
@@ -456,6 +469,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cpu", Napi::Function::New(env, Cpu));
   exports.Set("setCpu", Napi::Function::New(env, SetCpu));
   exports.Set("peakGflops", Napi::Function::New(env, PeakGflops));
+  exports.Set("gemmBlocking", Napi::Function::New(env, GemmBlocking));
   return exports;
 }
 

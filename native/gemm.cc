@@ -3,6 +3,7 @@
 // computed by the same sequence of FMAs whatever the tile position or thread split (bitwise thread-count invariance).
 #include "gemm.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -131,26 +132,45 @@ long k_block(long K) {
   return K < kcb ? K : kcb;
 }
 
-// C[ir.., jr..] for MR-row panels [pa_first, pa_last) x NR-column panels [pb_first, pb_last) of packed A and B:
-// ir outer, jr inner, so the A micro-panel (MR x kc) stays in L1 while B micro-panels stream from L2 (BLIS's
-// assignment, with our row-major roles swapped). Edge tiles go through a padded copy (same FMAs as a full tile).
-void macro(const GemmArgs& g, const IsaKernels* isa, const float* pa, const float* pb, long ic, long mc, long jc,
-           long nc, long kc, float beta, long ir0, long ir1, long jr0, long jr1) {
+// Where the micro-kernel reads op(A) and op(B) for one (jc, pc, ic) block: packed panels, or in place when the
+// operand is already k-major (A^T: element (i, k) at A[k*lda + i]; row-major B: (k, j) at B[k*ldb + j]) and
+// packing would not pay: a contiguous layout (ld <= 2 panel widths) or a panel reused at most twice. Edge panels
+// (fewer than MR rows / NR columns) are always packed (zero padding; reading past them could leave the buffer).
+struct Operands {
+  bool a_direct, b_direct;
+};
+
+Operands choose_operands(const GemmArgs& g, const IsaKernels* isa, long mc, long nc) {
+  const long MR = isa->MR, NR = isa->NR;
+  const long a_reuse = (nc + NR - 1) / NR, b_reuse = (mc + MR - 1) / MR;
+  return {g.transA && (g.lda <= 2 * MR || a_reuse <= 2),
+          !g.transB && g.btype == B_F32 && (g.ldb <= 2 * NR || b_reuse <= 2)};
+}
+
+// C[ic+ir.., jc+jr..] over the block: ir outer, jr inner, so the A micro-panel (MR x kc) stays in L1 while B
+// micro-panels stream from L2 (BLIS's assignment, with our row-major roles swapped). Edge tiles go through a padded
+// copy (same FMAs as a full tile).
+void macro(const GemmArgs& g, const IsaKernels* isa, Operands op, const float* pa, const float* pb, long ic, long mc,
+           long jc, long nc, long pc, long kc, float beta) {
   const int MR = isa->MR, NR = isa->NR;
   alignas(64) float tile[32 * 32];
-  for (long ir = ir0; ir < ir1 && ir < mc; ir += MR) {
+  for (long ir = 0; ir < mc; ir += MR) {
     const long mr = mc - ir < MR ? mc - ir : MR;
-    const float* ap = pa + ir * kc;
-    for (long jr = jr0; jr < jr1 && jr < nc; jr += NR) {
+    const bool ad = op.a_direct && mr == MR;
+    const float* ap = ad ? g.A + pc * g.lda + ic + ir : pa + ir * kc;
+    const long sa = ad ? g.lda : MR;
+    for (long jr = 0; jr < nc; jr += NR) {
       const long nr = nc - jr < NR ? nc - jr : NR;
-      const float* bp = pb + jr * kc;
+      const bool bd = op.b_direct && nr == NR;
+      const float* bp = bd ? static_cast<const float*>(g.B) + pc * g.ldb + jc + jr : pb + jr * kc;
+      const long sb = bd ? g.ldb : NR;
       float* c = g.C + (ic + ir) * g.ldc + jc + jr;
       if (mr == MR && nr == NR) {
-        isa->micro(kc, ap, bp, c, g.ldc, g.alpha, beta);
+        isa->micro(kc, ap, sa, bp, sb, c, g.ldc, g.alpha, beta);
       } else {
         if (beta != 0.0f)
           for (long r = 0; r < mr; ++r) std::memcpy(tile + r * NR, c + r * g.ldc, nr * sizeof(float));
-        isa->micro(kc, ap, bp, tile, NR, g.alpha, beta);
+        isa->micro(kc, ap, sa, bp, sb, tile, NR, g.alpha, beta);
         for (long r = 0; r < mr; ++r) std::memcpy(c + r * g.ldc, tile + r * NR, nr * sizeof(float));
       }
     }
@@ -173,29 +193,101 @@ void gemm_block(const GemmArgs& g, const IsaKernels* isa) {
   float* pa = t_pack_a.get(MC * kc_max);
   for (long jc = 0; jc < g.N; jc += NC) {
     const long nc = g.N - jc < NC ? g.N - jc : NC;
+    const long npan = (nc + NR - 1) / NR;
     for (long pc = 0; pc < g.K; pc += kc_max) {
       const long kc = g.K - pc < kc_max ? g.K - pc : kc_max;
       const float beta = pc == 0 ? g.beta : 1.0f;
-      pack_b_panels(pb, g, pk, jc, nc, 0, (nc + NR - 1) / NR, pc, kc, NR);
+      const Operands op = choose_operands(g, isa, g.M < MC ? g.M : MC, nc);
+      if (!op.b_direct) pack_b_panels(pb, g, pk, jc, nc, 0, npan, pc, kc, NR);
+      else if (nc % NR) pack_b_panels(pb, g, pk, jc, nc, npan - 1, npan, pc, kc, NR);
       for (long ic = 0; ic < g.M; ic += MC) {
         const long mc = g.M - ic < MC ? g.M - ic : MC;
-        pack_a_panels(pa, g, pk, ic, mc, 0, (mc + MR - 1) / MR, pc, kc, MR);
-        macro(g, isa, pa, pb, ic, mc, jc, nc, kc, beta, 0, mc, 0, nc);
+        const long mpan = (mc + MR - 1) / MR;
+        if (!op.a_direct) pack_a_panels(pa, g, pk, ic, mc, 0, mpan, pc, kc, MR);
+        else if (mc % MR) pack_a_panels(pa, g, pk, ic, mc, mpan - 1, mpan, pc, kc, MR);
+        macro(g, isa, op, pa, pb, ic, mc, jc, nc, pc, kc, beta);
       }
     }
   }
 }
 
+thread_local Scratch t_tout;
+
 }  // namespace
 
 void gemm_st(const GemmArgs& g) { gemm_block(g, isa_active()); }
+
+void gemm_blocking(long* kc, long* nc, long* mcp) {
+  if (*kc > 0) KC = *kc;
+  if (*nc > 0) NC = *nc;
+  if (*mcp > 0) MC_PANELS = *mcp;
+  *kc = KC;
+  *nc = NC;
+  *mcp = MC_PANELS;
+}
 
 // Multi-threaded: each thread runs the whole loop nest on its own contiguous block of C (rows when M >= N, else
 // columns), packing what it needs itself. One join at the end and no barriers in between: on a shared VM a
 // preempted core then delays only its own block (measured: a cooperative pack-then-compute scheme with shared
 // panels and two barriers per block was 5-10% slower here).
+// Skinny N (e.g. the LoRA down-projection u = x A^T, N = r): the inner-product kernel reads A and B^T rows in place,
+// so the large A (M x K activations) is never packed. B in (K x N) layout is transposed into a small buffer first.
+// Chosen by shape only (never by thread count), so results stay bitwise thread-count invariant.
+bool gemm_dot(const GemmArgs& g, const IsaKernels* isa) {
+  if (!isa->dot || g.transA || g.btype != B_F32 || g.N > 32 || g.K < 64 || g.M < 64) return false;
+  const float* bt = static_cast<const float*>(g.B);
+  long ldb = g.ldb;
+  if (!g.transB) {
+    float* t = t_pack_b.get(g.N * g.K);
+    for (long k = 0; k < g.K; ++k)
+      for (long j = 0; j < g.N; ++j) t[j * g.K + k] = bt[k * g.ldb + j];
+    bt = t;
+    ldb = g.K;
+  }
+  auto rows = [&](long b, long e) {
+    isa->dot(e - b, g.N, g.K, g.A + b * g.lda, g.lda, bt, ldb, g.C + b * g.ldc, g.ldc, g.alpha, g.beta);
+  };
+  if (pool_threads() == 1 || pool_nested()) {
+    rows(0, g.M);
+  } else {
+    pool_run([&](int ith, int n) {
+      long b, e;
+      pool_split(g.M, ith, n, 4, &b, &e);
+      if (e > b) rows(b, e);
+    });
+  }
+  return true;
+}
+
+// Skinny N with A^T (e.g. the LoRA gradient dB = dy^T u, N = r): C^T = op(B)^T op(A)^T has a long N' = M and both
+// operands k-major, so it runs with nothing packed; C is then written from the transposed result.
+bool gemm_tout(const GemmArgs& g) {
+  if (!g.transA || g.transB || g.btype != B_F32 || g.N > 16 || g.M < 64 || g.K < 16) return false;
+  float* t = t_tout.get(g.N * g.M);
+  GemmArgs tg = g;
+  tg.C = t;
+  tg.ldc = g.M;
+  tg.A = static_cast<const float*>(g.B);
+  tg.lda = g.ldb;
+  tg.B = g.A;
+  tg.ldb = g.lda;
+  tg.M = g.N;
+  tg.N = g.M;
+  tg.beta = 0.0f;
+  gemm(tg);
+  for (long i = 0; i < g.M; ++i) {
+    float* c = g.C + i * g.ldc;
+    if (g.beta == 0.0f)
+      for (long j = 0; j < g.N; ++j) c[j] = t[j * g.M + i];
+    else
+      for (long j = 0; j < g.N; ++j) c[j] = std::fma(g.beta, c[j], t[j * g.M + i]);
+  }
+  return true;
+}
+
 void gemm(const GemmArgs& g) {
   const IsaKernels* isa = isa_active();
+  if (gemm_tout(g) || gemm_dot(g, isa)) return;
   const int nth = pool_threads();
   const double flops = 2.0 * g.M * g.N * g.K;
   if (nth == 1 || flops < 2e5 || pool_nested()) {

@@ -5,9 +5,11 @@
 
 namespace perp {
 
-// C(MR x NR, row stride ldc) = alpha * sum_k A[k*MR + i] * B[k*NR + j] + beta * C   (beta == 0: C is not read)
+// C(MR x NR, row stride ldc) = alpha * sum_k A[k*sa + i] * B[k*sb + j] + beta * C   (beta == 0: C is not read).
+// Packed panels have sa = MR, sb = NR; an operand already in that layout (A^T or B row-major) is read in place.
 // Rounding contract shared by every ISA and by the edge path: c = fma(beta, c_old, alpha * acc).
-typedef void (*micro_fn)(long K, const float* A, const float* B, float* C, long ldc, float alpha, float beta);
+typedef void (*micro_fn)(long K, const float* A, long sa, const float* B, long sb, float* C, long ldc, float alpha,
+                         float beta);
 // x[i] = exp(x[i] - sub); returns the sum of the new x (fixed lane order for a given ISA).
 typedef float (*expsum_fn)(float* x, long n, float sub);
 
@@ -17,6 +19,12 @@ typedef float (*expsum_fn)(float* x, long n, float sub);
 // (a transpose). dtype: 0 f32, 1 bf16, 2 f16 (widened exactly). nullptr in a table: the portable packer in gemm.cc.
 typedef void (*pack_fn)(float* dst, int W, const void* src, int dtype, long ld, bool trans, long w, long kc);
 
+// Inner-product GEMM for A (M x K) and B (N x K), both row-major along K (C = A B^T, the x W^T shape) with small N:
+// C[i*ldc + j] = fma(beta, C, alpha * sum_k A[i*lda + k] * B[j*ldb + k]); beta == 0: C is not read. No packing.
+// Each element is summed the same way wherever it lies (bitwise independent of how rows are split).
+typedef void (*dot_fn)(long M, long N, long K, const float* A, long lda, const float* B, long ldb, float* C, long ldc,
+                       float alpha, float beta);
+
 // Runs an FMA-throughput loop of `iters` iterations; returns the number of floating-point operations done.
 typedef double (*peak_fn)(long iters, float* sink);
 
@@ -25,6 +33,7 @@ struct IsaKernels {
   int MR, NR;
   micro_fn micro;
   pack_fn pack;
+  dot_fn dot;  // nullptr: not provided (the packed GEMM handles every shape)
   expsum_fn expsum;
   peak_fn peak;
 };

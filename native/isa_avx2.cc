@@ -11,21 +11,21 @@ namespace {
 
 constexpr int MR = 6, NR = 16;
 
-void micro(long K, const float* A, const float* B, float* C, long ldc, float alpha, float beta) {
+void micro(long K, const float* A, long sa, const float* B, long sb, float* C, long ldc, float alpha, float beta) {
   __m256 c[MR][2];
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = _mm256_setzero_ps();
   for (long k = 0; k < K; ++k) {
-    const __m256 b0 = _mm256_load_ps(B);
-    const __m256 b1 = _mm256_load_ps(B + 8);
+    const __m256 b0 = _mm256_loadu_ps(B);
+    const __m256 b1 = _mm256_loadu_ps(B + 8);
 #pragma GCC unroll 6
     for (int i = 0; i < MR; ++i) {
       const __m256 a = _mm256_broadcast_ss(A + i);
       c[i][0] = _mm256_fmadd_ps(a, b0, c[i][0]);
       c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
     }
-    A += MR;
-    B += NR;
+    A += sa;
+    B += sb;
   }
   const __m256 va = _mm256_set1_ps(alpha);
   if (beta == 0.0f) {
@@ -107,7 +107,7 @@ double peak(long iters, float* sink) {
   return 2.0 * 12 * 8 * (double)iters;
 }
 
-const IsaKernels kTable = {"avx2", MR, NR, micro, nullptr, expsum, peak};
+const IsaKernels kTable = {"avx2", MR, NR, micro, nullptr, nullptr, expsum, peak};
 
 }  // namespace
 

@@ -16,23 +16,23 @@ constexpr int MR = 12, NR = 32;
 #define PF 8
 #endif
 
-void micro(long K, const float* A, const float* B, float* C, long ldc, float alpha, float beta) {
+void micro(long K, const float* A, long sa, const float* B, long sb, float* C, long ldc, float alpha, float beta) {
   __m512 c[MR][2];
 #pragma GCC unroll 12
   for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
   for (long k = 0; k < K; ++k) {
-    const __m512 b0 = _mm512_load_ps(B);
-    const __m512 b1 = _mm512_load_ps(B + 16);
-    _mm_prefetch((const char*)(B + PF * NR), _MM_HINT_T0);
-    _mm_prefetch((const char*)(B + PF * NR + 16), _MM_HINT_T0);
+    const __m512 b0 = _mm512_loadu_ps(B);
+    const __m512 b1 = _mm512_loadu_ps(B + 16);
+    _mm_prefetch((const char*)(B + PF * sb), _MM_HINT_T0);
+    _mm_prefetch((const char*)(B + PF * sb + 16), _MM_HINT_T0);
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       const __m512 a = _mm512_set1_ps(A[i]);
       c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
       c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
     }
-    A += MR;
-    B += NR;
+    A += sa;
+    B += sb;
   }
   const __m512 va = _mm512_set1_ps(alpha);
   if (beta == 0.0f) {
@@ -124,6 +124,68 @@ void pack(float* dst, int W, const void* src, int dtype, long ld, bool trans, lo
   }
 }
 
+// Four 16-lane accumulators -> their four sums (fixed order).
+inline __m128 reduce4(__m512 v0, __m512 v1, __m512 v2, __m512 v3) {
+  const __m256 x0 = _mm256_add_ps(_mm512_castps512_ps256(v0), _mm512_extractf32x8_ps(v0, 1));
+  const __m256 x1 = _mm256_add_ps(_mm512_castps512_ps256(v1), _mm512_extractf32x8_ps(v1, 1));
+  const __m256 x2 = _mm256_add_ps(_mm512_castps512_ps256(v2), _mm512_extractf32x8_ps(v2, 1));
+  const __m256 x3 = _mm256_add_ps(_mm512_castps512_ps256(v3), _mm512_extractf32x8_ps(v3, 1));
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(x0, x1), _mm256_hadd_ps(x2, x3));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+// 4x4 blocks; rows/columns past M/N repeat the last one (results discarded), so every element is computed by the
+// same instruction sequence.
+void dot(long M, long N, long K, const float* A, long lda, const float* B, long ldb, float* C, long ldc, float alpha,
+         float beta) {
+  const __m128 va = _mm_set1_ps(alpha), vb = _mm_set1_ps(beta);
+  for (long i0 = 0; i0 < M; i0 += 4) {
+    const float* a[4];
+    for (int r = 0; r < 4; ++r) a[r] = A + (i0 + r < M ? i0 + r : M - 1) * lda;
+    for (long j0 = 0; j0 < N; j0 += 4) {
+      const float* b[4];
+      for (int c = 0; c < 4; ++c) b[c] = B + (j0 + c < N ? j0 + c : N - 1) * ldb;
+      __m512 acc[4][4];
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r)
+        for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_ps();
+      long k = 0;
+      for (; k + 16 <= K; k += 16) {
+        const __m512 b0 = _mm512_loadu_ps(b[0] + k), b1 = _mm512_loadu_ps(b[1] + k);
+        const __m512 b2 = _mm512_loadu_ps(b[2] + k), b3 = _mm512_loadu_ps(b[3] + k);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) {
+          const __m512 x = _mm512_loadu_ps(a[r] + k);
+          acc[r][0] = _mm512_fmadd_ps(x, b0, acc[r][0]);
+          acc[r][1] = _mm512_fmadd_ps(x, b1, acc[r][1]);
+          acc[r][2] = _mm512_fmadd_ps(x, b2, acc[r][2]);
+          acc[r][3] = _mm512_fmadd_ps(x, b3, acc[r][3]);
+        }
+      }
+      if (k < K) {
+        const __mmask16 m = lanes(K - k);
+        const __m512 b0 = _mm512_maskz_loadu_ps(m, b[0] + k), b1 = _mm512_maskz_loadu_ps(m, b[1] + k);
+        const __m512 b2 = _mm512_maskz_loadu_ps(m, b[2] + k), b3 = _mm512_maskz_loadu_ps(m, b[3] + k);
+        for (int r = 0; r < 4; ++r) {
+          const __m512 x = _mm512_maskz_loadu_ps(m, a[r] + k);
+          acc[r][0] = _mm512_fmadd_ps(x, b0, acc[r][0]);
+          acc[r][1] = _mm512_fmadd_ps(x, b1, acc[r][1]);
+          acc[r][2] = _mm512_fmadd_ps(x, b2, acc[r][2]);
+          acc[r][3] = _mm512_fmadd_ps(x, b3, acc[r][3]);
+        }
+      }
+      const long nc = N - j0 < 4 ? N - j0 : 4;
+      const __mmask8 cm = (__mmask8)((1u << nc) - 1u);
+      for (int r = 0; r < 4 && i0 + r < M; ++r) {
+        __m128 s = _mm_mul_ps(va, reduce4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
+        float* c = C + (i0 + r) * ldc + j0;
+        if (beta != 0.0f) s = _mm_fmadd_ps(vb, _mm_maskz_loadu_ps(cm, c), s);
+        _mm_mask_storeu_ps(c, cm, s);
+      }
+    }
+  }
+}
+
 inline __m512 vexp(__m512 x) {
   const __m512 lo = _mm512_set1_ps(-87.33654f);
   const __mmask16 tiny = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
@@ -174,7 +236,7 @@ double peak(long iters, float* sink) {
   return 2.0 * 16 * 16 * (double)iters;
 }
 
-const IsaKernels kTable = {"avx512", MR, NR, micro, pack, expsum, peak};
+const IsaKernels kTable = {"avx512", MR, NR, micro, pack, dot, expsum, peak};
 
 }  // namespace
 

@@ -8,13 +8,13 @@ namespace {
 
 constexpr int MR = 4, NR = 8;
 
-void micro(long K, const float* A, const float* B, float* C, long ldc, float alpha, float beta) {
+void micro(long K, const float* A, long sa, const float* B, long sb, float* C, long ldc, float alpha, float beta) {
   float c[MR][NR] = {};
   for (long k = 0; k < K; ++k) {
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NR; ++j) c[i][j] += A[i] * B[j];
-    A += MR;
-    B += NR;
+    A += sa;
+    B += sb;
   }
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) {
@@ -43,7 +43,7 @@ double peak(long iters, float* sink) {
   return 2.0 * 16 * (double)iters;
 }
 
-const IsaKernels kTable = {"scalar", MR, NR, micro, nullptr, expsum, peak};
+const IsaKernels kTable = {"scalar", MR, NR, micro, nullptr, nullptr, expsum, peak};
 
 }  // namespace
 

@@ -73,6 +73,50 @@ describe.each(paths)("cpu path %s", (path) => {
     expectClose(cs, rs, 1e-5, 1e-5, "strided gemm");
   });
 
+  it("gemm: skinny LoRA-rank shapes (inner-product, in-place and transposed-output paths), padded strides", () => {
+    K.setCpu(path);
+    for (const [M, N, Kd] of [
+      [64, 16, 64],
+      [200, 17, 100],
+      [130, 32, 768],
+      [16, 300, 70],
+      [13, 65, 40],
+      [300, 1, 33],
+      [96, 16, 16],
+    ]) {
+      for (const [ta, tb] of [
+        [false, false],
+        [false, true],
+        [true, false],
+        [true, true],
+      ]) {
+        for (const beta of [0, -0.5]) {
+          // leading dimensions with 3 floats of padding per row
+          const lda = (ta ? M : Kd) + 3;
+          const ldb = (tb ? Kd : N) + 3;
+          const A = randF32((ta ? Kd : M) * lda, M + Kd);
+          const B = randF32((tb ? N : Kd) * ldb, N + 5);
+          const C0 = randF32(M * N, 9);
+          const c = C0.slice();
+          const r = Float64Array.from(C0);
+          K.gemm(c, A, B, M, N, Kd, ta, tb, 1.5, beta, "f32", lda, ldb, N);
+          refK.gemm(r, Float64Array.from(A), Float64Array.from(B), M, N, Kd, ta, tb, 1.5, beta, "f32", lda, ldb, N);
+          expectClose(c, r, 1e-5 * Math.sqrt(Kd), 1e-5, `gemm ${M}x${N}x${Kd} ${ta}${tb} beta ${beta}`);
+          if (!isNative) continue;
+          const before = K.threads();
+          const outs = [1, 2].map((t) => {
+            K.setThreads(t);
+            const o = C0.slice();
+            K.gemm(o, A, B, M, N, Kd, ta, tb, 1.5, beta, "f32", lda, ldb, N);
+            return o;
+          });
+          K.setThreads(before);
+          expect(bitsEqual(outs[0], outs[1]), `threads ${M}x${N}x${Kd} ${ta}${tb}`).toBe(true);
+        }
+      }
+    }
+  });
+
   it("gemm: bf16 and f16 B operands are widened exactly", () => {
     K.setCpu(path);
     for (const [name, conv] of [
