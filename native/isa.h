@@ -12,6 +12,10 @@ typedef void (*micro_fn)(long K, const float* A, long sa, const float* B, long s
                          float beta);
 // x[i] = exp(x[i] - sub); returns the sum of the new x (fixed lane order for a given ISA).
 typedef float (*expsum_fn)(float* x, long n, float sub);
+// Attention rows: x[0, len) = softmax(x[0, len)), x[len, n) = 0 (the causal tail).
+typedef void (*softmax_fn)(float* x, long len, long n);
+// Softmax backward: d = sum_{j<len} ds[j] p[j]; ds[j] = p[j] (ds[j] - d) for j < len, 0 for len <= j < n.
+typedef void (*softmax_bwd_fn)(float* ds, const float* p, long len, long n);
 
 // Packs w columns into ceil(w/W) panels of width W (= MR for A, NR for B), panel p at dst + p*W*kc:
 // panel[k*W + c] = element (pW + c, k), zero past w; k < kc. trans=false: element (c, k) is at src[k*ld + c] (a
@@ -35,6 +39,8 @@ struct IsaKernels {
   pack_fn pack;
   dot_fn dot;  // nullptr: not provided (the packed GEMM handles every shape)
   expsum_fn expsum;
+  softmax_fn softmax;  // nullptr: the scalar table's
+  softmax_bwd_fn softmax_bwd;
   peak_fn peak;
 };
 

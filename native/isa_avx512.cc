@@ -222,6 +222,40 @@ float expsum(float* x, long n, float sub) {
   return _mm512_reduce_add_ps(acc);
 }
 
+void softmax(float* x, long len, long n) {
+  __m512 vm = _mm512_set1_ps(-__builtin_inff());
+  long i = 0;
+  for (; i + 16 <= len; i += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(x + i));
+  if (i < len) vm = _mm512_max_ps(vm, _mm512_mask_loadu_ps(vm, lanes(len - i), x + i));
+  const float inv = 1.0f / expsum(x, len, _mm512_reduce_max_ps(vm));
+  const __m512 vi = _mm512_set1_ps(inv);
+  for (i = 0; i + 16 <= len; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(vi, _mm512_loadu_ps(x + i)));
+  if (i < len) {
+    const __mmask16 m = lanes(len - i);
+    _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(vi, _mm512_maskz_loadu_ps(m, x + i)));
+  }
+  for (i = len; i < n; ++i) x[i] = 0.0f;
+}
+
+void softmax_bwd(float* ds, const float* p, long len, long n) {
+  __m512 acc = _mm512_setzero_ps();
+  long i = 0;
+  for (; i + 16 <= len; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(ds + i), _mm512_loadu_ps(p + i), acc);
+  if (i < len) {
+    const __mmask16 m = lanes(len - i);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, ds + i), _mm512_maskz_loadu_ps(m, p + i), acc);
+  }
+  const __m512 d = _mm512_set1_ps(_mm512_reduce_add_ps(acc));
+  for (i = 0; i + 16 <= len; i += 16)
+    _mm512_storeu_ps(ds + i, _mm512_mul_ps(_mm512_loadu_ps(p + i), _mm512_sub_ps(_mm512_loadu_ps(ds + i), d)));
+  if (i < len) {
+    const __mmask16 m = lanes(len - i);
+    _mm512_mask_storeu_ps(
+        ds + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p + i), _mm512_sub_ps(_mm512_maskz_loadu_ps(m, ds + i), d)));
+  }
+  for (i = len; i < n; ++i) ds[i] = 0.0f;
+}
+
 double peak(long iters, float* sink) {
   __m512 c[16];
   for (int i = 0; i < 16; ++i) c[i] = _mm512_set1_ps(1.0f + i * 1e-3f);
@@ -236,7 +270,7 @@ double peak(long iters, float* sink) {
   return 2.0 * 16 * 16 * (double)iters;
 }
 
-const IsaKernels kTable = {"avx512", MR, NR, micro, pack, dot, expsum, peak};
+const IsaKernels kTable = {"avx512", MR, NR, micro, pack, dot, expsum, softmax, softmax_bwd, peak};
 
 }  // namespace
 

@@ -32,6 +32,21 @@ float expsum(float* x, long n, float sub) {
   return s;
 }
 
+void softmax(float* x, long len, long n) {
+  float mx = x[0];
+  for (long j = 1; j < len; ++j) mx = x[j] > mx ? x[j] : mx;
+  const float inv = 1.0f / expsum(x, len, mx);
+  for (long j = 0; j < len; ++j) x[j] *= inv;
+  for (long j = len; j < n; ++j) x[j] = 0.0f;
+}
+
+void softmax_bwd(float* ds, const float* p, long len, long n) {
+  float d = 0.0f;
+  for (long j = 0; j < len; ++j) d += ds[j] * p[j];
+  for (long j = 0; j < len; ++j) ds[j] = p[j] * (ds[j] - d);
+  for (long j = len; j < n; ++j) ds[j] = 0.0f;
+}
+
 double peak(long iters, float* sink) {
   float c[16];
   for (int i = 0; i < 16; ++i) c[i] = 1.0f + i * 1e-3f;
@@ -43,7 +58,7 @@ double peak(long iters, float* sink) {
   return 2.0 * 16 * (double)iters;
 }
 
-const IsaKernels kTable = {"scalar", MR, NR, micro, nullptr, nullptr, expsum, peak};
+const IsaKernels kTable = {"scalar", MR, NR, micro, nullptr, nullptr, expsum, softmax, softmax_bwd, peak};
 
 }  // namespace
 

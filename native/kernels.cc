@@ -203,6 +203,7 @@ thread_local AttScratch t_att_s, t_att_d;
 void attention_fwd(float* out, float* P, const float* q, const float* k, const float* v, long B, long T, long H,
                    long KV, long D, float scale) {
   const IsaKernels* isa = isa_active();
+  const softmax_fn softmax = isa->softmax ? isa->softmax : isa_scalar()->softmax;
   const long rep = H / KV, ldq = H * D, ldk = KV * D;
   pool_run([&](int ith, int nth) {
     long b0, e0;
@@ -219,16 +220,7 @@ void attention_fwd(float* out, float* P, const float* q, const float* k, const f
         float* S = pb ? pb + t0 * T : t_att_s.get(ATT_TB * T);
         const long lds = T;
         gemm_st(gargs(S, lds, qb + t0 * ldq, ldq, false, kb, ldk, true, nb, t1, D, scale, 0.0f));
-        for (long r = 0; r < nb; ++r) {
-          float* row = S + r * lds;
-          const long len = t0 + r + 1;
-          float mx = row[0];
-          for (long j = 1; j < len; ++j) mx = row[j] > mx ? row[j] : mx;
-          const float sum = isa->expsum(row, len, mx);
-          const float inv = 1.0f / sum;
-          for (long j = 0; j < len; ++j) row[j] *= inv;
-          for (long j = len; j < (pb ? T : t1); ++j) row[j] = 0.0f;
-        }
+        for (long r = 0; r < nb; ++r) softmax(S + r * lds, t0 + r + 1, pb ? T : t1);
         gemm_st(gargs(ob + t0 * ldq, ldq, S, lds, false, vb, ldk, false, nb, D, t1, 1.0f, 0.0f));
       }
     }
@@ -237,6 +229,8 @@ void attention_fwd(float* out, float* P, const float* q, const float* k, const f
 
 void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
                    const float* P, long B, long T, long H, long KV, long D, float scale) {
+  const IsaKernels* isa = isa_active();
+  const softmax_bwd_fn softmax_bwd = isa->softmax_bwd ? isa->softmax_bwd : isa_scalar()->softmax_bwd;
   const long rep = H / KV, ldq = H * D, ldk = KV * D;
   pool_run([&](int ith, int nth) {
     long b0, e0;
@@ -264,16 +258,7 @@ void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const flo
           // dP = dO[t0:t1] · V[0:t1]^T
           float* dS = t_att_d.get(ATT_TB * T);
           gemm_st(gargs(dS, t1, dob + t0 * ldq, ldq, false, vb, ldk, true, nb, t1, D, 1.0f, 0.0f));
-          for (long r = 0; r < nb; ++r) {
-            const long len = t0 + r + 1;
-            float* ds = dS + r * t1;
-            const float* pr = Pb + r * T;
-            double dot = 0;
-            for (long j = 0; j < len; ++j) dot += (double)ds[j] * pr[j];
-            const float d = (float)dot;
-            for (long j = 0; j < len; ++j) ds[j] = pr[j] * (ds[j] - d);
-            for (long j = len; j < t1; ++j) ds[j] = 0.0f;
-          }
+          for (long r = 0; r < nb; ++r) softmax_bwd(dS + r * t1, Pb + r * T, t0 + r + 1, t1);
           // dQ[t0:t1] = scale · dS · K[0:t1];  dK[0:t1] += scale · dS^T · Q[t0:t1]
           gemm_st(gargs(dqb + t0 * ldq, ldq, dS, t1, false, kb, ldk, false, nb, D, t1, scale, 0.0f));
           gemm_st(gargs(dkb, ldk, dS, t1, true, qb + t0 * ldq, ldq, false, t1, D, nb, scale, 1.0f));
