@@ -16,6 +16,9 @@ typedef float (*expsum_fn)(float* x, long n, float sub);
 typedef void (*softmax_fn)(float* x, long len, long n);
 // Softmax backward: d = sum_{j<len} ds[j] p[j]; ds[j] = p[j] (ds[j] - d) for j < len, 0 for len <= j < n.
 typedef void (*softmax_bwd_fn)(float* ds, const float* p, long len, long n);
+// One cross-entropy row: e[j] = scale * softmax(l)[j] (scale == 0: e is scratch, left unnormalised);
+// returns logsumexp(l). e may equal l.
+typedef float (*xent_row_fn)(float* e, const float* l, long n, float scale);
 
 // Packs w columns into ceil(w/W) panels of width W (= MR for A, NR for B), panel p at dst + p*W*kc:
 // panel[k*W + c] = element (pW + c, k), zero past w; k < kc. trans=false: element (c, k) is at src[k*ld + c] (a
@@ -41,6 +44,7 @@ struct IsaKernels {
   expsum_fn expsum;
   softmax_fn softmax;  // nullptr: the scalar table's
   softmax_bwd_fn softmax_bwd;
+  xent_row_fn xent_row;  // nullptr: the scalar table's
   peak_fn peak;
 };
 

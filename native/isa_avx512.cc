@@ -256,6 +256,37 @@ void softmax_bwd(float* ds, const float* p, long len, long n) {
   for (i = len; i < n; ++i) ds[i] = 0.0f;
 }
 
+float xent_row(float* e, const float* l, long n, float scale) {
+  __m512 vm = _mm512_set1_ps(-__builtin_inff());
+  long i = 0;
+  for (; i + 16 <= n; i += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(l + i));
+  if (i < n) vm = _mm512_max_ps(vm, _mm512_mask_loadu_ps(vm, lanes(n - i), l + i));
+  const float mx = _mm512_reduce_max_ps(vm);
+  const __m512 vs = _mm512_set1_ps(mx);
+  __m512 acc = _mm512_setzero_ps();
+  for (i = 0; i + 16 <= n; i += 16) {
+    const __m512 x = vexp(_mm512_sub_ps(_mm512_loadu_ps(l + i), vs));
+    _mm512_storeu_ps(e + i, x);
+    acc = _mm512_add_ps(acc, x);
+  }
+  if (i < n) {
+    const __mmask16 m = lanes(n - i);
+    const __m512 x = _mm512_maskz_mov_ps(m, vexp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, l + i), vs)));
+    _mm512_mask_storeu_ps(e + i, m, x);
+    acc = _mm512_add_ps(acc, x);
+  }
+  const float sum = _mm512_reduce_add_ps(acc);
+  if (scale != 0.0f) {
+    const __m512 vi = _mm512_set1_ps(scale / sum);
+    for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(e + i, _mm512_mul_ps(vi, _mm512_loadu_ps(e + i)));
+    if (i < n) {
+      const __mmask16 m = lanes(n - i);
+      _mm512_mask_storeu_ps(e + i, m, _mm512_mul_ps(vi, _mm512_maskz_loadu_ps(m, e + i)));
+    }
+  }
+  return (float)(__builtin_log((double)sum) + mx);
+}
+
 double peak(long iters, float* sink) {
   __m512 c[16];
   for (int i = 0; i < 16; ++i) c[i] = _mm512_set1_ps(1.0f + i * 1e-3f);
@@ -270,7 +301,7 @@ double peak(long iters, float* sink) {
   return 2.0 * 16 * 16 * (double)iters;
 }
 
-const IsaKernels kTable = {"avx512", MR, NR, micro, pack, dot, expsum, softmax, softmax_bwd, peak};
+const IsaKernels kTable = {"avx512", MR, NR, micro, pack, dot, expsum, softmax, softmax_bwd, xent_row, peak};
 
 }  // namespace
 

@@ -47,6 +47,21 @@ void softmax_bwd(float* ds, const float* p, long len, long n) {
   for (long j = len; j < n; ++j) ds[j] = 0.0f;
 }
 
+float xent_row(float* e, const float* l, long n, float scale) {
+  float mx = l[0];
+  for (long j = 1; j < n; ++j) mx = l[j] > mx ? l[j] : mx;
+  float sum = 0.0f;
+  for (long j = 0; j < n; ++j) {
+    e[j] = std::exp(l[j] - mx);
+    sum += e[j];
+  }
+  if (scale != 0.0f) {
+    const float inv = scale / sum;
+    for (long j = 0; j < n; ++j) e[j] *= inv;
+  }
+  return (float)(std::log((double)sum) + mx);
+}
+
 double peak(long iters, float* sink) {
   float c[16];
   for (int i = 0; i < 16; ++i) c[i] = 1.0f + i * 1e-3f;
@@ -58,7 +73,7 @@ double peak(long iters, float* sink) {
   return 2.0 * 16 * (double)iters;
 }
 
-const IsaKernels kTable = {"scalar", MR, NR, micro, nullptr, nullptr, expsum, softmax, softmax_bwd, peak};
+const IsaKernels kTable = {"scalar", MR, NR, micro, nullptr, nullptr, expsum, softmax, softmax_bwd, xent_row, peak};
 
 }  // namespace
 

@@ -378,6 +378,7 @@ void swiglu_bwd(float* dg, float* du, const float* dout, const float* g, const f
 void xent(float* loss, float* dlogits, const float* logits, const int32_t* targets, long M, long V, int32_t ignore,
           float scale) {
   const IsaKernels* isa = isa_active();
+  const xent_row_fn xent_row = isa->xent_row ? isa->xent_row : isa_scalar()->xent_row;
   pool_run([&](int ith, int nth) {
     long r0, r1;
     pool_split(M, ith, nth, 1, &r0, &r1);
@@ -393,16 +394,8 @@ void xent(float* loss, float* dlogits, const float* logits, const int32_t* targe
         continue;
       }
       const float lt = li[t];
-      float mx = li[0];
-      for (long j = 1; j < V; ++j) mx = li[j] > mx ? li[j] : mx;
-      if (ei != li) std::memcpy(ei, li, V * sizeof(float));
-      const float sum = isa->expsum(ei, V, mx);
-      loss[i] = (float)(std::log((double)sum) + mx - lt);
-      if (dlogits) {
-        const float inv = scale / sum;
-        for (long j = 0; j < V; ++j) ei[j] *= inv;
-        ei[t] -= scale;
-      }
+      loss[i] = xent_row(ei, li, V, dlogits ? scale : 0.0f) - lt;
+      if (dlogits) ei[t] -= scale;
     }
   });
 }
