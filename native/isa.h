@@ -32,6 +32,13 @@ typedef void (*pack_fn)(float* dst, int W, const void* src, int dtype, long ld, 
 typedef void (*dot_fn)(long M, long N, long K, const float* A, long lda, const float* B, long ldb, float* C, long ldc,
                        float alpha, float beta);
 
+// AdamW over n elements with precomputed coefficients k = {decay, b1, 1-b1, b2, 1-b2, step_size, sqrt(bc2), eps}:
+// p *= decay; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= step_size m / (sqrt(v)/sqrt(bc2) + eps).
+// Separate multiplies and adds in this order on every path (no FMA contraction), so every ISA gives the same bits.
+typedef void (*adamw_fn)(float* p, const float* g, float* m, float* v, long n, const float* k);
+// Number of non-finite values in x[0, n).
+typedef long (*nonfinite_fn)(const float* x, long n);
+
 // Runs an FMA-throughput loop of `iters` iterations; returns the number of floating-point operations done.
 typedef double (*peak_fn)(long iters, float* sink);
 
@@ -45,6 +52,8 @@ struct IsaKernels {
   softmax_fn softmax;  // nullptr: the scalar table's
   softmax_bwd_fn softmax_bwd;
   xent_row_fn xent_row;  // nullptr: the scalar table's
+  adamw_fn adamw;        // nullptr: the scalar table's
+  nonfinite_fn nonfinite;
   peak_fn peak;
 };
 

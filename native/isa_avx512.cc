@@ -13,7 +13,7 @@ namespace {
 
 constexpr int MR = 12, NR = 32;
 #ifndef PF
-#define PF 8
+#define PF 16
 #endif
 
 void micro(long K, const float* A, long sa, const float* B, long sb, float* C, long ldc, float alpha, float beta) {
@@ -287,6 +287,34 @@ float xent_row(float* e, const float* l, long n, float scale) {
   return (float)(__builtin_log((double)sum) + mx);
 }
 
+void adamw(float* p, const float* g, float* m, float* v, long n, const float* k) {
+  const __m512 decay = _mm512_set1_ps(k[0]), b1 = _mm512_set1_ps(k[1]), c1 = _mm512_set1_ps(k[2]);
+  const __m512 b2 = _mm512_set1_ps(k[3]), c2 = _mm512_set1_ps(k[4]), ss = _mm512_set1_ps(k[5]);
+  const __m512 bc = _mm512_set1_ps(k[6]), eps = _mm512_set1_ps(k[7]);
+  for (long i = 0; i < n; i += 16) {
+    const __mmask16 mk = lanes(n - i);
+    const __m512 gi = _mm512_maskz_loadu_ps(mk, g + i);
+    const __m512 pi = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, p + i), decay);
+    const __m512 mi = _mm512_add_ps(_mm512_mul_ps(b1, _mm512_maskz_loadu_ps(mk, m + i)), _mm512_mul_ps(c1, gi));
+    const __m512 vi =
+        _mm512_add_ps(_mm512_mul_ps(b2, _mm512_maskz_loadu_ps(mk, v + i)), _mm512_mul_ps(c2, _mm512_mul_ps(gi, gi)));
+    _mm512_mask_storeu_ps(m + i, mk, mi);
+    _mm512_mask_storeu_ps(v + i, mk, vi);
+    const __m512 den = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), bc), eps);
+    _mm512_mask_storeu_ps(p + i, mk, _mm512_sub_ps(pi, _mm512_div_ps(_mm512_mul_ps(ss, mi), den)));
+  }
+}
+
+long nonfinite(const float* x, long n) {
+  const __m512i expmask = _mm512_set1_epi32(0x7f800000);
+  long bad = 0;
+  for (long i = 0; i < n; i += 16) {
+    const __m512i u = _mm512_maskz_loadu_epi32(lanes(n - i), x + i);
+    bad += __builtin_popcount(_mm512_cmpeq_epi32_mask(_mm512_and_si512(u, expmask), expmask));
+  }
+  return bad;
+}
+
 double peak(long iters, float* sink) {
   __m512 c[16];
   for (int i = 0; i < 16; ++i) c[i] = _mm512_set1_ps(1.0f + i * 1e-3f);
@@ -301,7 +329,7 @@ double peak(long iters, float* sink) {
   return 2.0 * 16 * 16 * (double)iters;
 }
 
-const IsaKernels kTable = {"avx512", MR, NR, micro, pack, dot, expsum, softmax, softmax_bwd, xent_row, peak};
+const IsaKernels kTable = {"avx512", MR, NR, micro, pack, dot, expsum, softmax, softmax_bwd, xent_row, adamw, nonfinite, peak};
 
 }  // namespace
 

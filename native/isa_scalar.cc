@@ -62,6 +62,25 @@ float xent_row(float* e, const float* l, long n, float scale) {
   return (float)(std::log((double)sum) + mx);
 }
 
+void adamw(float* p, const float* g, float* m, float* v, long n, const float* k) {
+  for (long i = 0; i < n; ++i) {
+    const float gi = g[i];
+    float pi = p[i] * k[0];
+    const float mi = k[1] * m[i] + k[2] * gi;
+    const float vi = k[3] * v[i] + k[4] * (gi * gi);
+    m[i] = mi;
+    v[i] = vi;
+    pi -= (k[5] * mi) / (std::sqrt(vi) / k[6] + k[7]);
+    p[i] = pi;
+  }
+}
+
+long nonfinite(const float* x, long n) {
+  long bad = 0;
+  for (long i = 0; i < n; ++i) bad += std::isfinite(x[i]) ? 0 : 1;
+  return bad;
+}
+
 double peak(long iters, float* sink) {
   float c[16];
   for (int i = 0; i < 16; ++i) c[i] = 1.0f + i * 1e-3f;
@@ -73,7 +92,7 @@ double peak(long iters, float* sink) {
   return 2.0 * 16 * (double)iters;
 }
 
-const IsaKernels kTable = {"scalar", MR, NR, micro, nullptr, nullptr, expsum, softmax, softmax_bwd, xent_row, peak};
+const IsaKernels kTable = {"scalar", MR, NR, micro, nullptr, nullptr, expsum, softmax, softmax_bwd, xent_row, adamw, nonfinite, peak};
 
 }  // namespace
 

@@ -403,20 +403,21 @@ void xent(float* loss, float* dlogits, const float* logits, const int32_t* targe
 // ---------------------------------------------------------------------------------------------- AdamW
 long adamw(float* p, const float* g, float* m, float* v, long n, float lr, float b1, float b2, float eps, float wd,
            long step) {
-  long bad = 0;
-  for (long i = 0; i < n; ++i) bad += std::isfinite(g[i]) ? 0 : 1;
-  if (bad) return bad;
-  const double bc1 = 1.0 - std::pow((double)b1, (double)step), bc2 = 1.0 - std::pow((double)b2, (double)step);
-  const float step_size = (float)(lr / bc1), bc2_sqrt = (float)std::sqrt(bc2), decay = 1.0f - lr * wd;
-  parallel_rows(n, 1024, [&](long b, long e) {
-    for (long i = b; i < e; ++i) {
-      const float gi = g[i];
-      p[i] *= decay;
-      m[i] = b1 * m[i] + (1.0f - b1) * gi;
-      v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-      p[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
-    }
+  const IsaKernels* isa = isa_active();
+  const nonfinite_fn nonfinite = isa->nonfinite ? isa->nonfinite : isa_scalar()->nonfinite;
+  const adamw_fn update = isa->adamw ? isa->adamw : isa_scalar()->adamw;
+  // Check every gradient before touching anything, so a NaN leaves the parameters and moments as they were.
+  std::vector<long> bad(pool_threads() + 1, 0);
+  pool_run([&](int ith, int nth) {
+    long b, e;
+    pool_split(n, ith, nth, 16, &b, &e);
+    if (e > b) bad[ith] = nonfinite(g + b, e - b);
   });
+  const long nbad = std::accumulate(bad.begin(), bad.end(), 0L);
+  if (nbad) return nbad;
+  const double bc1 = 1.0 - std::pow((double)b1, (double)step), bc2 = 1.0 - std::pow((double)b2, (double)step);
+  const float k[8] = {1.0f - lr * wd, b1, 1.0f - b1, b2, 1.0f - b2, (float)(lr / bc1), (float)std::sqrt(bc2), eps};
+  parallel_rows(n, 1024, [&](long b, long e) { update(p + b, g + b, m + b, v + b, e - b, k); });
   return 0;
 }
 

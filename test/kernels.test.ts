@@ -417,6 +417,28 @@ describe("selection and linear algebra", () => {
   });
 });
 
+describe("AdamW across CPU paths", () => {
+  it.skipIf(!isNative)("every path gives the same bits, and a non-finite gradient anywhere changes nothing", () => {
+    const n = 1037;
+    const outs = paths.map((path) => {
+      K.setCpu(path);
+      const p = randF32(n, 1);
+      const m = randF32(n, 3, 0.1);
+      const v = randF32(n, 4, 0.1).map(Math.abs);
+      expect(K.adamw(p, randF32(n, 2), m, v, 1e-3, 0.9, 0.999, 1e-8, 0.1, 3)).toBe(0);
+      const g = randF32(n, 2);
+      g[1030] = Number.NaN;
+      g[17] = Number.POSITIVE_INFINITY;
+      const p0 = p.slice();
+      expect(K.adamw(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.1, 4)).toBe(2);
+      expect(bitsEqual(p, p0)).toBe(true);
+      return p;
+    });
+    K.setCpu(initial);
+    for (const o of outs) expect(bitsEqual(o, outs[0])).toBe(true);
+  });
+});
+
 describe("threads", () => {
   it.skipIf(!isNative)("same thread count → same bits; 1 vs 2 threads agree", () => {
     const before = K.threads();
