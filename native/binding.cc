@@ -101,6 +101,16 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   } else {
     a.fail("btype must be f32, bf16 or f16");
   }
+  // Optional second product along K: args 14.. = A2, B2, K2, transA2, transB2 (packed leading dimensions).
+  if (!a.isNull(14)) {
+    g.K2 = a.dim(16, "K2");
+    g.transA2 = a.flag(17);
+    g.transB2 = a.flag(18);
+    g.lda2 = g.transA2 ? g.M : g.K2;
+    g.ldb2 = g.transB2 ? g.K2 : g.N;
+    g.A2 = a.typed<float, napi_float32_array>(14, "A2", "Float32Array", g.M * g.K2, false, false);
+    g.B2 = a.typed<float, napi_float32_array>(15, "B2", "Float32Array", g.K2 * g.N, false, false);
+  }
   gemm(g);
   return info.Env().Undefined();
 }

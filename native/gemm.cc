@@ -75,10 +75,10 @@ void pack_transpose(float* dst, long ld, const float* src, long lds, long rows, 
 }
 
 // The portable packer (the ISA table's `pack` contract, see isa.h); SSE 4x4 transposes where possible.
-void pack_generic(float* dst, int W, const void* src, int dtype, long ld, bool trans, long w, long kc) {
+void pack_generic(float* dst, int W, const void* src, int dtype, long ld, bool trans, long w, long kc, long ps) {
   const long np = (w + W - 1) / W;
   for (long p = 0; p < np; ++p) {
-    float* d = dst + p * W * kc;
+    float* d = dst + p * ps;
     const long c0 = p * W, wp = w - c0 < W ? w - c0 : W;
     if (dtype == B_F32 && trans) {
       pack_transpose(d, W, static_cast<const float*>(src) + c0 * ld, ld, wp, kc);
@@ -97,24 +97,45 @@ void pack_generic(float* dst, int W, const void* src, int dtype, long ld, bool t
 
 inline pack_fn packer(const IsaKernels* isa) { return isa->pack ? isa->pack : pack_generic; }
 
-// MR-row panels [q0, q1) of op(A) rows [i0, i0+mc), columns [p0, p0+kc).
-inline void pack_a_panels(float* dst, const GemmArgs& g, pack_fn pk, long i0, long mc, long q0, long q1, long p0,
-                          long kc, int MR) {
-  const long r0 = i0 + q0 * MR, rows = (q1 * MR < mc ? q1 * MR : mc) - q0 * MR;
-  if (rows <= 0) return;
-  const float* src = g.transA ? g.A + p0 * g.lda + r0 : g.A + r0 * g.lda + p0;
-  pk(dst + q0 * MR * kc, MR, src, B_F32, g.lda, !g.transA, rows, kc);
+// Register tile of one GEMM: the ISA's main MR x NR micro-kernel, or its narrow MR16 x 16 one when N <= 16 (LoRA
+// ranks), which wastes no lanes on padding. Chosen from the shape alone, never from the thread count.
+struct Shape {
+  int MR, NR;
+  micro_fn micro;
+  pack_fn pk;
+};
+
+Shape shape_for(const GemmArgs& g, const IsaKernels* isa) {
+  if (g.N <= 16 && isa->micro16) return {isa->MR16, 16, isa->micro16, packer(isa)};
+  return {isa->MR, isa->NR, isa->micro, packer(isa)};
 }
 
-// NR-column panels [q0, q1) of op(B) columns [j0, j0+nc), rows [p0, p0+kc).
+// MR-row panels [q0, q1) of op(A) rows [i0, i0+mc), columns [p0, p0+kc), panel stride ps, at row offset k_off.
+inline void pack_a_panels(float* dst, const GemmArgs& g, pack_fn pk, long i0, long mc, long q0, long q1, long p0,
+                          long kc, int MR, long ps, bool second = false) {
+  const long r0 = i0 + q0 * MR, rows = (q1 * MR < mc ? q1 * MR : mc) - q0 * MR;
+  if (rows <= 0) return;
+  const float* A = second ? g.A2 : g.A;
+  const long lda = second ? g.lda2 : g.lda;
+  const bool ta = second ? g.transA2 : g.transA;
+  const float* src = ta ? A + p0 * lda + r0 : A + r0 * lda + p0;
+  pk(dst + q0 * ps, MR, src, B_F32, lda, !ta, rows, kc, ps);
+}
+
+// NR-column panels [q0, q1) of op(B) columns [j0, j0+nc), rows [p0, p0+kc), panel stride ps.
 inline void pack_b_panels(float* dst, const GemmArgs& g, pack_fn pk, long j0, long nc, long q0, long q1, long p0,
-                          long kc, int NR) {
+                          long kc, int NR, long ps, bool second = false) {
   const long c0 = j0 + q0 * NR, cols = (q1 * NR < nc ? q1 * NR : nc) - q0 * NR;
   if (cols <= 0) return;
+  if (second) {
+    const float* src = g.transB2 ? g.B2 + c0 * g.ldb2 + p0 : g.B2 + p0 * g.ldb2 + c0;
+    pk(dst + q0 * ps, NR, src, B_F32, g.ldb2, g.transB2, cols, kc, ps);
+    return;
+  }
   const long off = g.transB ? c0 * g.ldb + p0 : p0 * g.ldb + c0;
   const void* src = g.btype == B_F32 ? static_cast<const void*>(static_cast<const float*>(g.B) + off)
                                      : static_cast<const void*>(static_cast<const uint16_t*>(g.B) + off);
-  pk(dst + q0 * NR * kc, NR, src, g.btype, g.ldb, g.transB, cols, kc);
+  pk(dst + q0 * ps, NR, src, g.btype, g.ldb, g.transB, cols, kc, ps);
 }
 
 void scale_c(const GemmArgs& g) {
@@ -140,8 +161,9 @@ struct Operands {
   bool a_direct, b_direct;
 };
 
-Operands choose_operands(const GemmArgs& g, const IsaKernels* isa, long mc, long nc) {
-  const long MR = isa->MR, NR = isa->NR;
+Operands choose_operands(const GemmArgs& g, const Shape& sh, long mc, long nc) {
+  if (g.K2 > 0) return {false, false};  // the last K block is a packed concatenation with the second product
+  const long MR = sh.MR, NR = sh.NR;
   const long a_reuse = (nc + NR - 1) / NR, b_reuse = (mc + MR - 1) / MR;
   return {g.transA && (g.lda <= 2 * MR || a_reuse <= 2),
           !g.transB && g.btype == B_F32 && (g.ldb <= 2 * NR || b_reuse <= 2)};
@@ -150,9 +172,9 @@ Operands choose_operands(const GemmArgs& g, const IsaKernels* isa, long mc, long
 // C[ic+ir.., jc+jr..] over the block: ir outer, jr inner, so the A micro-panel (MR x kc) stays in L1 while B
 // micro-panels stream from L2 (BLIS's assignment, with our row-major roles swapped). Edge tiles go through a padded
 // copy (same FMAs as a full tile).
-void macro(const GemmArgs& g, const IsaKernels* isa, Operands op, const float* pa, const float* pb, long ic, long mc,
-           long jc, long nc, long pc, long kc, float beta) {
-  const int MR = isa->MR, NR = isa->NR;
+void macro(const GemmArgs& g, const Shape& sh, Operands op, const float* pa, const float* pb, long ic, long mc, long jc,
+           long nc, long pc, long kc, float beta) {
+  const int MR = sh.MR, NR = sh.NR;
   alignas(64) float tile[32 * 32];
   for (long ir = 0; ir < mc; ir += MR) {
     const long mr = mc - ir < MR ? mc - ir : MR;
@@ -166,11 +188,11 @@ void macro(const GemmArgs& g, const IsaKernels* isa, Operands op, const float* p
       const long sb = bd ? g.ldb : NR;
       float* c = g.C + (ic + ir) * g.ldc + jc + jr;
       if (mr == MR && nr == NR) {
-        isa->micro(kc, ap, sa, bp, sb, c, g.ldc, g.alpha, beta);
+        sh.micro(kc, ap, sa, bp, sb, c, g.ldc, g.alpha, beta);
       } else {
         if (beta != 0.0f)
           for (long r = 0; r < mr; ++r) std::memcpy(tile + r * NR, c + r * g.ldc, nr * sizeof(float));
-        isa->micro(kc, ap, sa, bp, sb, tile, NR, g.alpha, beta);
+        sh.micro(kc, ap, sa, bp, sb, tile, NR, g.alpha, beta);
         for (long r = 0; r < mr; ++r) std::memcpy(c + r * g.ldc, tile + r * NR, nr * sizeof(float));
       }
     }
@@ -178,35 +200,48 @@ void macro(const GemmArgs& g, const IsaKernels* isa, Operands op, const float* p
 }
 
 // The whole loop nest for one block of C on one thread; `g` may describe a sub-matrix.
-void gemm_block(const GemmArgs& g, const IsaKernels* isa) {
+void gemm_block(const GemmArgs& g, const Shape& sh) {
   if (g.M <= 0 || g.N <= 0) return;
-  if (g.K <= 0) {
+  if (g.K <= 0 && g.K2 <= 0) {
     scale_c(g);
     return;
   }
-  const int MR = isa->MR, NR = isa->NR;
-  const pack_fn pk = packer(isa);
+  const int MR = sh.MR, NR = sh.NR;
+  const pack_fn pk = sh.pk;
   const long MC = MR * MC_PANELS;
   const long nc_max = g.N < NC ? ((g.N + NR - 1) / NR) * NR : NC;
-  const long kc_max = k_block(g.K);
-  float* pb = t_pack_b.get(nc_max * kc_max);
-  float* pa = t_pack_a.get(MC * kc_max);
+  const long kc_max = g.K > 0 ? k_block(g.K) : 0;
+  const long K2 = g.K2 > 0 ? g.K2 : 0;
+  float* pb = t_pack_b.get(nc_max * (kc_max + K2));
+  float* pa = t_pack_a.get(MC * (kc_max + K2));
   for (long jc = 0; jc < g.N; jc += NC) {
     const long nc = g.N - jc < NC ? g.N - jc : NC;
     const long npan = (nc + NR - 1) / NR;
-    for (long pc = 0; pc < g.K; pc += kc_max) {
+    // K blocks; the second product (K2 rows) joins the last one (or is the only one when K == 0).
+    for (long pc = 0; pc < g.K || (pc == 0 && K2 > 0); pc += kc_max) {
       const long kc = g.K - pc < kc_max ? g.K - pc : kc_max;
+      const bool last = pc + kc >= g.K;
+      const long k2 = last ? K2 : 0, kt = kc + k2;
       const float beta = pc == 0 ? g.beta : 1.0f;
-      const Operands op = choose_operands(g, isa, g.M < MC ? g.M : MC, nc);
-      if (!op.b_direct) pack_b_panels(pb, g, pk, jc, nc, 0, npan, pc, kc, NR);
-      else if (nc % NR) pack_b_panels(pb, g, pk, jc, nc, npan - 1, npan, pc, kc, NR);
+      const Operands op = choose_operands(g, sh, g.M < MC ? g.M : MC, nc);
+      if (!op.b_direct) {
+        if (kc > 0) pack_b_panels(pb, g, pk, jc, nc, 0, npan, pc, kc, NR, NR * kt);
+        if (k2 > 0) pack_b_panels(pb + kc * NR, g, pk, jc, nc, 0, npan, 0, k2, NR, NR * kt, true);
+      } else if (nc % NR) {
+        pack_b_panels(pb, g, pk, jc, nc, npan - 1, npan, pc, kc, NR, NR * kt);
+      }
       for (long ic = 0; ic < g.M; ic += MC) {
         const long mc = g.M - ic < MC ? g.M - ic : MC;
         const long mpan = (mc + MR - 1) / MR;
-        if (!op.a_direct) pack_a_panels(pa, g, pk, ic, mc, 0, mpan, pc, kc, MR);
-        else if (mc % MR) pack_a_panels(pa, g, pk, ic, mc, mpan - 1, mpan, pc, kc, MR);
-        macro(g, isa, op, pa, pb, ic, mc, jc, nc, pc, kc, beta);
+        if (!op.a_direct) {
+          if (kc > 0) pack_a_panels(pa, g, pk, ic, mc, 0, mpan, pc, kc, MR, MR * kt);
+          if (k2 > 0) pack_a_panels(pa + kc * MR, g, pk, ic, mc, 0, mpan, 0, k2, MR, MR * kt, true);
+        } else if (mc % MR) {
+          pack_a_panels(pa, g, pk, ic, mc, mpan - 1, mpan, pc, kc, MR, MR * kt);
+        }
+        macro(g, sh, op, pa, pb, ic, mc, jc, nc, pc, kt, beta);
       }
+      if (kc_max == 0) break;
     }
   }
 }
@@ -215,7 +250,7 @@ thread_local Scratch t_tout;
 
 }  // namespace
 
-void gemm_st(const GemmArgs& g) { gemm_block(g, isa_active()); }
+void gemm_st(const GemmArgs& g) { gemm_block(g, shape_for(g, isa_active())); }
 
 void gemm_blocking(long* kc, long* nc, long* mcp) {
   if (*kc > 0) KC = *kc;
@@ -234,7 +269,7 @@ void gemm_blocking(long* kc, long* nc, long* mcp) {
 // so the large A (M x K activations) is never packed. B in (K x N) layout is transposed into a small buffer first.
 // Chosen by shape only (never by thread count), so results stay bitwise thread-count invariant.
 bool gemm_dot(const GemmArgs& g, const IsaKernels* isa) {
-  if (!isa->dot || g.transA || g.btype != B_F32 || g.N > 32 || g.K < 64 || g.M < 64) return false;
+  if (g.K2 > 0 || !isa->dot || g.transA || g.btype != B_F32 || g.N > 32 || g.K < 64 || g.M < 64) return false;
   const float* bt = static_cast<const float*>(g.B);
   long ldb = g.ldb;
   if (!g.transB) {
@@ -259,10 +294,11 @@ bool gemm_dot(const GemmArgs& g, const IsaKernels* isa) {
   return true;
 }
 
-// Skinny N with A^T (e.g. the LoRA gradient dB = dy^T u, N = r): C^T = op(B)^T op(A)^T has a long N' = M and both
-// operands k-major, so it runs with nothing packed; C is then written from the transposed result.
-bool gemm_tout(const GemmArgs& g) {
-  if (!g.transA || g.transB || g.btype != B_F32 || g.N > 16 || g.M < 64 || g.K < 16) return false;
+// Skinny M with A^T (the LoRA gradient dA = gᵀ x, M = r): C^T = op(B)^T op(A)^T has N' = M <= 16, which the narrow
+// micro-kernel computes with both operands read in place (nothing packed); C is then written from the transpose.
+bool gemm_tout(const GemmArgs& g, const IsaKernels* isa) {
+  if (!isa->micro16 || g.K2 > 0 || !g.transA || g.transB || g.btype != B_F32 || g.M > 16 || g.N < 64 || g.K < 16)
+    return false;
   float* t = t_tout.get(g.N * g.M);
   GemmArgs tg = g;
   tg.C = t;
@@ -287,11 +323,12 @@ bool gemm_tout(const GemmArgs& g) {
 
 void gemm(const GemmArgs& g) {
   const IsaKernels* isa = isa_active();
-  if (gemm_tout(g) || gemm_dot(g, isa)) return;
+  if (gemm_tout(g, isa) || gemm_dot(g, isa)) return;
+  const Shape sh = shape_for(g, isa);
   const int nth = pool_threads();
-  const double flops = 2.0 * g.M * g.N * g.K;
+  const double flops = 2.0 * g.M * g.N * (g.K + (g.K2 > 0 ? g.K2 : 0));
   if (nth == 1 || flops < 2e5 || pool_nested()) {
-    gemm_block(g, isa);
+    gemm_block(g, sh);
     return;
   }
   const bool split_m = g.M >= g.N;
@@ -299,19 +336,21 @@ void gemm(const GemmArgs& g) {
     long b, e;
     GemmArgs s = g;
     if (split_m) {
-      pool_split(g.M, ith, n, isa->MR, &b, &e);
+      pool_split(g.M, ith, n, sh.MR, &b, &e);
       s.M = e - b;
       s.C = g.C + b * g.ldc;
       s.A = g.transA ? g.A + b : g.A + b * g.lda;
+      if (g.K2 > 0) s.A2 = g.transA2 ? g.A2 + b : g.A2 + b * g.lda2;
     } else {
-      pool_split(g.N, ith, n, isa->NR, &b, &e);
+      pool_split(g.N, ith, n, sh.NR, &b, &e);
       s.N = e - b;
       s.C = g.C + b;
       long off = g.transB ? b * g.ldb : b;
       s.B = g.btype == B_F32 ? static_cast<const void*>(static_cast<const float*>(g.B) + off)
                              : static_cast<const void*>(static_cast<const uint16_t*>(g.B) + off);
+      if (g.K2 > 0) s.B2 = g.transB2 ? g.B2 + b * g.ldb2 : g.B2 + b;
     }
-    if (e > b) gemm_block(s, isa);
+    if (e > b) gemm_block(s, sh);
   });
 }
 

@@ -19,6 +19,16 @@ struct GemmArgs {
   bool transB;
   long M, N, K;
   float alpha, beta;
+  // Optional second product appended along K (K2 > 0): C = alpha (op(A) op(B) + op(A2) op(B2)) + beta C, with
+  // op(A2): M x K2 and op(B2): K2 x N (f32). It joins the last K block, so C is not read or written an extra time
+  // (the LoRA term x·Aᵀ·Bᵀ of a linear layer rides along with x·Wᵀ).
+  const float* A2 = nullptr;
+  long lda2 = 0;
+  bool transA2 = false;
+  const float* B2 = nullptr;
+  long ldb2 = 0;
+  bool transB2 = false;
+  long K2 = 0;
 };
 
 // Multi-threaded over the pool (each thread owns a block of C; per-element results do not depend on the split).

@@ -20,11 +20,12 @@ typedef void (*softmax_bwd_fn)(float* ds, const float* p, long len, long n);
 // returns logsumexp(l). e may equal l.
 typedef float (*xent_row_fn)(float* e, const float* l, long n, float scale);
 
-// Packs w columns into ceil(w/W) panels of width W (= MR for A, NR for B), panel p at dst + p*W*kc:
-// panel[k*W + c] = element (pW + c, k), zero past w; k < kc. trans=false: element (c, k) is at src[k*ld + c] (a
-// strided copy, swept row by row across all panels so memory is read sequentially); trans=true: at src[c*ld + k]
-// (a transpose). dtype: 0 f32, 1 bf16, 2 f16 (widened exactly). nullptr in a table: the portable packer in gemm.cc.
-typedef void (*pack_fn)(float* dst, int W, const void* src, int dtype, long ld, bool trans, long w, long kc);
+// Packs w columns into ceil(w/W) panels of width W (= MR for A, NR for B), panel p at dst + p*ps (ps >= W*kc: a
+// panel may have room for more k rows, packed by a second call at dst + kc*W): panel[k*W + c] = element (pW + c, k),
+// zero past w; k < kc. trans=false: element (c, k) is at src[k*ld + c] (a strided copy, swept row by row across all
+// panels so memory is read sequentially); trans=true: at src[c*ld + k] (a transpose). dtype: 0 f32, 1 bf16, 2 f16
+// (widened exactly). nullptr in a table: the portable packer in gemm.cc.
+typedef void (*pack_fn)(float* dst, int W, const void* src, int dtype, long ld, bool trans, long w, long kc, long ps);
 
 // Inner-product GEMM for A (M x K) and B (N x K), both row-major along K (C = A B^T, the x W^T shape) with small N:
 // C[i*ldc + j] = fma(beta, C, alpha * sum_k A[i*lda + k] * B[j*ldb + k]); beta == 0: C is not read. No packing.
@@ -46,6 +47,8 @@ struct IsaKernels {
   const char* name;
   int MR, NR;
   micro_fn micro;
+  int MR16;          // rows of the narrow micro-kernel (MR16 x 16, for N <= 16); 0 with micro16 == nullptr
+  micro_fn micro16;  // nullptr: the main micro-kernel handles narrow N too (padded)
   pack_fn pack;
   dot_fn dot;  // nullptr: not provided (the packed GEMM handles every shape)
   expsum_fn expsum;

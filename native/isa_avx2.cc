@@ -107,7 +107,7 @@ double peak(long iters, float* sink) {
   return 2.0 * 12 * 8 * (double)iters;
 }
 
-const IsaKernels kTable = {"avx2", MR, NR, micro, nullptr, nullptr, expsum, nullptr, nullptr, nullptr, nullptr, nullptr, peak};
+const IsaKernels kTable = {"avx2", MR, NR, micro, 0, nullptr, nullptr, nullptr, expsum, nullptr, nullptr, nullptr, nullptr, nullptr, peak};
 
 }  // namespace
 

@@ -16,40 +16,56 @@ constexpr int MR = 12, NR = 32;
 #define PF 16
 #endif
 
-void micro(long K, const float* A, long sa, const float* B, long sb, float* C, long ldc, float alpha, float beta) {
-  __m512 c[MR][2];
-#pragma GCC unroll 12
-  for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
+// MR_ x (16 NV) register tile.
+template <int MR_, int NV>
+inline void micro_t(long K, const float* A, long sa, const float* B, long sb, float* C, long ldc, float alpha,
+                    float beta) {
+  __m512 c[MR_][NV];
+#pragma GCC unroll 32
+  for (int i = 0; i < MR_; ++i)
+#pragma GCC unroll 2
+    for (int j = 0; j < NV; ++j) c[i][j] = _mm512_setzero_ps();
   for (long k = 0; k < K; ++k) {
-    const __m512 b0 = _mm512_loadu_ps(B);
-    const __m512 b1 = _mm512_loadu_ps(B + 16);
-    _mm_prefetch((const char*)(B + PF * sb), _MM_HINT_T0);
-    _mm_prefetch((const char*)(B + PF * sb + 16), _MM_HINT_T0);
-#pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
+    __m512 b[NV];
+#pragma GCC unroll 2
+    for (int j = 0; j < NV; ++j) {
+      b[j] = _mm512_loadu_ps(B + 16 * j);
+      _mm_prefetch((const char*)(B + PF * sb + 16 * j), _MM_HINT_T0);
+    }
+#pragma GCC unroll 32
+    for (int i = 0; i < MR_; ++i) {
       const __m512 a = _mm512_set1_ps(A[i]);
-      c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
-      c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
+#pragma GCC unroll 2
+      for (int j = 0; j < NV; ++j) c[i][j] = _mm512_fmadd_ps(a, b[j], c[i][j]);
     }
     A += sa;
     B += sb;
   }
   const __m512 va = _mm512_set1_ps(alpha);
   if (beta == 0.0f) {
-#pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
-      _mm512_storeu_ps(C + i * ldc, _mm512_mul_ps(va, c[i][0]));
-      _mm512_storeu_ps(C + i * ldc + 16, _mm512_mul_ps(va, c[i][1]));
-    }
+#pragma GCC unroll 32
+    for (int i = 0; i < MR_; ++i)
+#pragma GCC unroll 2
+      for (int j = 0; j < NV; ++j) _mm512_storeu_ps(C + i * ldc + 16 * j, _mm512_mul_ps(va, c[i][j]));
   } else {
     const __m512 vb = _mm512_set1_ps(beta);
-#pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
-      float* r = C + i * ldc;
-      _mm512_storeu_ps(r, _mm512_fmadd_ps(vb, _mm512_loadu_ps(r), _mm512_mul_ps(va, c[i][0])));
-      _mm512_storeu_ps(r + 16, _mm512_fmadd_ps(vb, _mm512_loadu_ps(r + 16), _mm512_mul_ps(va, c[i][1])));
-    }
+#pragma GCC unroll 32
+    for (int i = 0; i < MR_; ++i)
+#pragma GCC unroll 2
+      for (int j = 0; j < NV; ++j) {
+        float* r = C + i * ldc + 16 * j;
+        _mm512_storeu_ps(r, _mm512_fmadd_ps(vb, _mm512_loadu_ps(r), _mm512_mul_ps(va, c[i][j])));
+      }
   }
+}
+
+void micro(long K, const float* A, long sa, const float* B, long sb, float* C, long ldc, float alpha, float beta) {
+  micro_t<MR, 2>(K, A, sa, B, sb, C, ldc, alpha, beta);
+}
+
+// Narrow tile for N <= 16 (LoRA ranks): 24 accumulators, one B vector per k.
+void micro24x16(long K, const float* A, long sa, const float* B, long sb, float* C, long ldc, float alpha, float beta) {
+  micro_t<24, 1>(K, A, sa, B, sb, C, ldc, alpha, beta);
 }
 
 // 16 consecutive elements (lanes past `m` zero) widened to f32.
@@ -92,12 +108,12 @@ inline void transpose16(__m512 r[16]) {
 
 inline __mmask16 lanes(long n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u); }
 
-void pack(float* dst, int W, const void* src, int dtype, long ld, bool trans, long w, long kc) {
+void pack(float* dst, int W, const void* src, int dtype, long ld, bool trans, long w, long kc, long ps) {
   const long np = (w + W - 1) / W;
   if (!trans) {
     for (long k = 0; k < kc; ++k)
       for (long p = 0; p < np; ++p) {
-        float* d = dst + p * W * kc + k * W;
+        float* d = dst + p * ps + k * W;
         for (int c0 = 0; c0 < W; c0 += 16) {
           const long c = p * W + c0;
           const __m512 v = c < w ? load16(src, dtype, k * ld + c, lanes(w - c)) : _mm512_setzero_ps();
@@ -108,7 +124,7 @@ void pack(float* dst, int W, const void* src, int dtype, long ld, bool trans, lo
   }
   __m512 r[16];
   for (long p = 0; p < np; ++p) {
-    float* d = dst + p * W * kc;
+    float* d = dst + p * ps;
     for (long k0 = 0; k0 < kc; k0 += 16) {
       const long kn = kc - k0 < 16 ? kc - k0 : 16;
       const __mmask16 km = lanes(kn);
@@ -329,7 +345,7 @@ double peak(long iters, float* sink) {
   return 2.0 * 16 * 16 * (double)iters;
 }
 
-const IsaKernels kTable = {"avx512", MR, NR, micro, pack, dot, expsum, softmax, softmax_bwd, xent_row, adamw, nonfinite, peak};
+const IsaKernels kTable = {"avx512", MR, NR, micro, 24, micro24x16, pack, dot, expsum, softmax, softmax_bwd, xent_row, adamw, nonfinite, peak};
 
 }  // namespace
 

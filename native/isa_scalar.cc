@@ -92,7 +92,7 @@ double peak(long iters, float* sink) {
   return 2.0 * 16 * (double)iters;
 }
 
-const IsaKernels kTable = {"scalar", MR, NR, micro, nullptr, nullptr, expsum, softmax, softmax_bwd, xent_row, adamw, nonfinite, peak};
+const IsaKernels kTable = {"scalar", MR, NR, micro, 0, nullptr, nullptr, nullptr, expsum, softmax, softmax_bwd, xent_row, adamw, nonfinite, peak};
 
 }  // namespace
 

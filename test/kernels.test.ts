@@ -117,6 +117,56 @@ describe.each(paths)("cpu path %s", (path) => {
     }
   });
 
+  it("gemm: a second product appended along K (the fused LoRA term)", () => {
+    K.setCpu(path);
+    fc.assert(
+      fc.property(
+        dim,
+        dim,
+        fc.constantFrom(0, 1, 17, 400),
+        fc.constantFrom(1, 16, 33),
+        fc.boolean(),
+        fc.boolean(),
+        fc.boolean(),
+        fc.boolean(),
+        (M, N, Kd, K2, ta, tb, ta2, tb2) => {
+          const A = randF32(M * Kd, 1);
+          const B = randF32(Kd * N, 2);
+          const A2 = randF32(M * K2, 3);
+          const B2 = randF32(K2 * N, 4);
+          const C0 = randF32(M * N, 5);
+          const c = C0.slice();
+          const r = Float64Array.from(C0);
+          const args = [M, N, Kd, ta, tb, 0.5, -1, "f32", undefined, undefined, undefined] as const;
+          K.gemm(c, A, B, ...args, A2, B2, K2, ta2, tb2);
+          refK.gemm(
+            r,
+            Float64Array.from(A),
+            Float64Array.from(B),
+            ...args,
+            Float64Array.from(A2),
+            Float64Array.from(B2),
+            K2,
+            ta2,
+            tb2,
+          );
+          expectClose(c, r, 1e-5 * Math.sqrt(Kd + K2), 1e-5, `gemm2 ${M}x${N}x${Kd}+${K2}`);
+          if (!isNative) return;
+          const before = K.threads();
+          const outs = [1, 2].map((t) => {
+            K.setThreads(t);
+            const o = C0.slice();
+            K.gemm(o, A, B, ...args, A2, B2, K2, ta2, tb2);
+            return o;
+          });
+          K.setThreads(before);
+          expect(bitsEqual(outs[0], outs[1])).toBe(true);
+        },
+      ),
+      runs,
+    );
+  });
+
   it("gemm: bf16 and f16 B operands are widened exactly", () => {
     K.setCpu(path);
     for (const [name, conv] of [

@@ -100,11 +100,31 @@ export function loraLinear(
   const half = W.half;
   const wb = (half ? half.bits : W.data) as never;
   const bt = half ? half.dtype : "f32";
-  K.gemm(y.data, x.data, wb, M, out, inp, false, !inOut, 1, 0, bt);
+  const xa = allocRaw(M * r); // s · x Aᵀ : (M, r)
+  K.gemm(xa, x.data, A.data, M, r, inp, false, true, s, 0);
+  // y = x Wᵀ + xa Bᵀ in one GEMM: the rank-r product joins the last K block of the main one (no second pass over y)
+  K.gemm(
+    y.data,
+    x.data,
+    wb,
+    M,
+    out,
+    inp,
+    false,
+    !inOut,
+    1,
+    0,
+    bt,
+    undefined,
+    undefined,
+    undefined,
+    xa,
+    Bm.data,
+    r,
+    false,
+    true,
+  );
   if (b) K.biasAdd(y.data, b.data, M, out);
-  const xa = allocRaw(M * r); // (M, r)
-  K.gemm(xa, x.data, A.data, M, r, inp, false, true, 1, 0);
-  K.gemm(y.data, xa, Bm.data, M, out, r, false, true, s, 1);
   const inputs = b ? [x, W, A, Bm, b] : [x, W, A, Bm];
   return record(y, inputs, (g) => {
     const gxa = alloc(M * r); // s · g B : (M, r)
@@ -112,7 +132,7 @@ export function loraLinear(
     if (Bm.requiresGrad) {
       const lg = leafGrad(Bm);
       const dB = lg ?? alloc(Bm.size);
-      K.gemm(dB, g, xa, out, r, M, true, false, s, lg ? 1 : 0); // s · gᵀ xa : (out, r)
+      K.gemm(dB, g, xa, out, r, M, true, false, 1, lg ? 1 : 0); // s · gᵀ (x Aᵀ) : (out, r)
       if (!lg) addGrad(Bm, dB);
     }
     if (A.requiresGrad) {
@@ -124,8 +144,28 @@ export function loraLinear(
     gradStats.dWGemms += (A.requiresGrad ? 1 : 0) + (Bm.requiresGrad ? 1 : 0);
     if (x.requiresGrad) {
       const dx = allocRaw(x.size);
-      K.gemm(dx, g, wb, M, inp, out, false, inOut, 1, 0, bt);
-      K.gemm(dx, gxa, A.data, M, inp, r, false, false, 1, 1);
+      // dx = g W + gxa A, again as one GEMM with the rank-r product appended along K
+      K.gemm(
+        dx,
+        g,
+        wb,
+        M,
+        inp,
+        out,
+        false,
+        inOut,
+        1,
+        0,
+        bt,
+        undefined,
+        undefined,
+        undefined,
+        gxa,
+        A.data,
+        r,
+        false,
+        false,
+      );
       gradStats.dXGemms++;
       addGrad(x, dx);
     }

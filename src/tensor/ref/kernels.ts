@@ -22,7 +22,10 @@ export function f16ToF32(h: number): number {
   return s * (1 + m / 1024) * 2 ** (e - 15);
 }
 
-/** C = alpha * op(A) op(B) + beta * C, row-major; op(A): M x K, op(B): K x N. beta == 0 does not read C. */
+/**
+ * C = alpha * (op(A) op(B) + op(A2) op(B2)) + beta * C, row-major; op(A): M x K, op(B): K x N, the optional second
+ * product op(A2): M x K2, op(B2): K2 x N. beta == 0 does not read C.
+ */
 export function gemm(
   C: Arr,
   A: Arr,
@@ -38,6 +41,11 @@ export function gemm(
   lda?: number,
   ldb?: number,
   ldc?: number,
+  A2?: Arr | null,
+  B2?: Arr | null,
+  K2 = 0,
+  transA2 = false,
+  transB2 = false,
 ): void {
   const la = lda ?? (transA ? M : K);
   const lb = ldb ?? (transB ? K : N);
@@ -57,6 +65,10 @@ export function gemm(
         const b = transB ? bAt(j * lb + k) : bAt(k * lb + j);
         s += a * b;
       }
+      // optional second product along K: op(A2) (M x K2) · op(B2) (K2 x N), packed leading dimensions
+      if (A2 && B2)
+        for (let k = 0; k < K2; k++)
+          s += (transA2 ? A2[k * M + i] : A2[i * K2 + k]) * (transB2 ? B2[j * K2 + k] : B2[k * N + j]);
       const idx = i * lc + j;
       C[idx] = beta === 0 ? alpha * s : beta * C[idx] + alpha * s;
     }
