@@ -442,3 +442,32 @@ describe("step arena", () => {
     });
   });
 });
+
+describe("lazy gradient zeroing", () => {
+  it("zeroGrad is O(1) yet a backward after it equals a fresh one, accumulation still adds, untouched grads read 0", () => {
+    const x = new Tensor(randF32(6 * 5, 1), [6, 5]);
+    const W = new Tensor(randF32(4 * 5, 2), [4, 5], true);
+    const A = new Tensor(randF32(2 * 5, 3), [2, 5], true);
+    const Bm = new Tensor(randF32(4 * 2, 4), [4, 2], true);
+    const b = new Tensor(randF32(4, 5), [4], true);
+    const unused = new Tensor(randF32(3, 6), [3], true);
+    const run = () => backward(F.mse(F.loraLinear(x, W, b, A, Bm, 2), new Float32Array(6 * 4).fill(0.5)));
+    run();
+    unused.grad = Float32Array.from([1, 2, 3]);
+    const first = [W, A, Bm, b].map((t) => (t.grad as Float32Array).slice());
+    for (const t of [W, A, Bm, b, unused]) t.clearGrad();
+    run();
+    [W, A, Bm, b].forEach((t, i) => expect(Array.from(t.grad as Float32Array)).toEqual(Array.from(first[i])));
+    expect(Array.from(unused.grad as Float32Array)).toEqual([0, 0, 0]);
+    run(); // no zeroGrad: gradients accumulate
+    [W, A, Bm, b].forEach((t, i) =>
+      expectClose(
+        t.grad as Float32Array,
+        first[i].map((v) => 2 * v),
+        1e-5,
+        1e-6,
+        "accum",
+      ),
+    );
+  });
+});

@@ -4,7 +4,7 @@ import { alloc, allocRaw } from "../tensor/arena.js";
 import { K } from "../tensor/native.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import { assertShape, Tensor } from "../tensor/tensor.js";
-import { addGrad, gradStats, isGradEnabled, leafGrad, record } from "./tape.js";
+import { addGrad, gradStats, isGradEnabled, leafGrad, leafGradSlot, record } from "./tape.js";
 
 const EW_ADD = 0;
 const EW_MUL = 1;
@@ -35,10 +35,11 @@ function weightGrads(
   inOut: boolean,
 ): void {
   if (W.requiresGrad) {
-    const lg = leafGrad(W);
-    const dw = lg ?? alloc(W.size);
-    if (inOut) K.gemm(dw, x.data, g, inp, out, M, true, false, 1, lg ? 1 : 0);
-    else K.gemm(dw, g, x.data, out, inp, M, true, false, 1, lg ? 1 : 0);
+    const lg = leafGradSlot(W);
+    const dw = lg?.buf ?? alloc(W.size);
+    const beta = lg?.beta ?? 0;
+    if (inOut) K.gemm(dw, x.data, g, inp, out, M, true, false, 1, beta);
+    else K.gemm(dw, g, x.data, out, inp, M, true, false, 1, beta);
     gradStats.dWGemms++;
     gradStats.dWFlops += 2 * out * inp * M;
     if (!lg) addGrad(W, dw);
@@ -130,15 +131,15 @@ export function loraLinear(
     const gxa = alloc(M * r); // s · g B : (M, r)
     K.gemm(gxa, g, Bm.data, M, r, out, false, false, s, 0);
     if (Bm.requiresGrad) {
-      const lg = leafGrad(Bm);
-      const dB = lg ?? alloc(Bm.size);
-      K.gemm(dB, g, xa, out, r, M, true, false, 1, lg ? 1 : 0); // s · gᵀ (x Aᵀ) : (out, r)
+      const lg = leafGradSlot(Bm);
+      const dB = lg?.buf ?? alloc(Bm.size);
+      K.gemm(dB, g, xa, out, r, M, true, false, 1, lg?.beta ?? 0); // s · gᵀ (x Aᵀ) : (out, r)
       if (!lg) addGrad(Bm, dB);
     }
     if (A.requiresGrad) {
-      const lg = leafGrad(A);
-      const dA = lg ?? alloc(A.size);
-      K.gemm(dA, gxa, x.data, r, inp, M, true, false, 1, lg ? 1 : 0); // gxaᵀ x : (r, in)
+      const lg = leafGradSlot(A);
+      const dA = lg?.buf ?? alloc(A.size);
+      K.gemm(dA, gxa, x.data, r, inp, M, true, false, 1, lg?.beta ?? 0); // gxaᵀ x : (r, in)
       if (!lg) addGrad(A, dA);
     }
     gradStats.dWGemms += (A.requiresGrad ? 1 : 0) + (Bm.requiresGrad ? 1 : 0);

@@ -47,8 +47,9 @@ export class Module {
   }
 
   /** Zeroes the gradients in place (keeping the buffers avoids re-faulting them in every step). */
+  /** Zeroes every parameter's gradient (O(1) each: see Tensor.clearGrad). */
   zeroGrad(): void {
-    for (const p of this.parameters()) p.grad?.fill(0);
+    for (const p of this.parameters()) p.clearGrad();
   }
 }
 

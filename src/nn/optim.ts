@@ -52,8 +52,8 @@ export class AdamW {
     }
   }
 
-  /** Zeroes the gradients in place (buffers are kept across steps). */
+  /** Zeroes the gradients (buffers are kept across steps; O(1) each, see Tensor.clearGrad). */
   zeroGrad(): void {
-    for (const [, p] of this.params) p.grad?.fill(0);
+    for (const [, p] of this.params) p.clearGrad();
   }
 }

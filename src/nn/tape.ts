@@ -45,8 +45,9 @@ let pending: Map<Tensor, Float32Array> | null = null;
 export function addGrad(t: Tensor, g: Float32Array): void {
   if (!t.requiresGrad) return;
   if (t.isLeaf) {
-    if (!t.grad) t.grad = new Float32Array(t.size);
-    K.ew(2, t.grad, g, null, 1);
+    const { buf, beta } = t.gradSlot();
+    if (beta) K.ew(2, buf, g, null, 1);
+    else buf.set(g);
     return;
   }
   const m = pending as Map<Tensor, Float32Array>;
@@ -60,6 +61,12 @@ export function leafGrad(t: Tensor): Float32Array | null {
   if (!t.requiresGrad || !t.isLeaf) return null;
   if (!t.grad) t.grad = new Float32Array(t.size);
   return t.grad;
+}
+
+/** For kernels that write a leaf's whole gradient: its buffer and beta (0: overwrite, 1: accumulate); null if none. */
+export function leafGradSlot(t: Tensor): { buf: Float32Array; beta: 0 | 1 } | null {
+  if (!t.requiresGrad || !t.isLeaf) return null;
+  return t.gradSlot();
 }
 
 /** Backpropagates from `loss` (seed gradient `seed`, default 1 for a scalar), then clears the tape. */

@@ -17,8 +17,9 @@ export class Tensor {
   data: Float32Array;
   readonly shape: number[];
   requiresGrad: boolean;
-  /** Accumulated gradient of a leaf tensor (parameter); null until a backward pass writes one. */
-  grad: Float32Array | null = null;
+  private gradBuf: Float32Array | null = null;
+  /** The buffer holds last step's values that count as zeros (see clearGrad): zeroed lazily, or overwritten. */
+  private gradStale = false;
   /** The tape node that produced this tensor; null for leaves. */
   node: GradNode | null = null;
   /** Optional bf16/f16 storage of a frozen weight (then `data` may be empty until widened). */
@@ -61,8 +62,46 @@ export class Tensor {
     return new Tensor(this.data, shape, this.requiresGrad);
   }
 
+  /** Accumulated gradient of a leaf tensor (parameter); null until a backward pass writes one. */
+  get grad(): Float32Array | null {
+    if (this.gradStale && this.gradBuf) {
+      this.gradBuf.fill(0);
+      this.gradStale = false;
+    }
+    return this.gradBuf;
+  }
+
+  set grad(g: Float32Array | null) {
+    this.gradBuf = g;
+    this.gradStale = false;
+  }
+
+  /** Drops the gradient buffer. */
   zeroGrad(): void {
     this.grad = null;
+  }
+
+  /**
+   * Zeroes the gradient in O(1): the buffer is kept and marked stale. The next backward pass overwrites it where it
+   * can (a weight-gradient GEMM with beta 0, a copy) instead of accumulating, and any other reader sees zeros
+   * (filled on first access). Saves a memset of every gradient per step (500 MB for a 124M-parameter model).
+   */
+  clearGrad(): void {
+    if (this.gradBuf) this.gradStale = true;
+  }
+
+  /**
+   * For kernels that write the whole gradient: the buffer (allocated on first use) and the beta to use, 0 when its
+   * contents do not count (fresh or stale), 1 to accumulate. The caller must write every element.
+   */
+  gradSlot(): { buf: Float32Array; beta: 0 | 1 } {
+    if (!this.gradBuf) {
+      this.gradBuf = new Float32Array(this.size);
+      return { buf: this.gradBuf, beta: 0 };
+    }
+    const beta = this.gradStale ? 0 : 1;
+    this.gradStale = false;
+    return { buf: this.gradBuf, beta };
   }
 
   toString(): string {
