@@ -457,17 +457,19 @@ describe("lazy gradient zeroing", () => {
     const first = [W, A, Bm, b].map((t) => (t.grad as Float32Array).slice());
     for (const t of [W, A, Bm, b, unused]) t.clearGrad();
     run();
-    [W, A, Bm, b].forEach((t, i) => expect(Array.from(t.grad as Float32Array)).toEqual(Array.from(first[i])));
+    const params = [W, A, Bm, b];
+    for (let i = 0; i < params.length; i++)
+      expect(Array.from(params[i].grad as Float32Array)).toEqual(Array.from(first[i]));
     expect(Array.from(unused.grad as Float32Array)).toEqual([0, 0, 0]);
     run(); // no zeroGrad: gradients accumulate
-    [W, A, Bm, b].forEach((t, i) =>
+    for (let i = 0; i < params.length; i++) {
       expectClose(
-        t.grad as Float32Array,
+        params[i].grad as Float32Array,
         first[i].map((v) => 2 * v),
         1e-5,
         1e-6,
-        "accum",
-      ),
-    );
+        "accumulated",
+      );
+    }
   });
 });
