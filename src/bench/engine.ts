@@ -42,6 +42,20 @@ function time(fn: () => void, warmup: number, reps: number): number {
   return median(ts);
 }
 
+/** Median seconds of each function, run in turn (f0, f1, f0, f1, ...) so slow phases of the machine hit all alike. */
+function timeAlternating(fns: (() => void)[], warmup: number, reps: number): number[] {
+  for (let i = 0; i < warmup; i++) for (const f of fns) f();
+  const ts = fns.map(() => [] as number[]);
+  for (let i = 0; i < reps; i++) {
+    fns.forEach((f, j) => {
+      const t = now();
+      f();
+      ts[j].push(now() - t);
+    });
+  }
+  return ts.map(median);
+}
+
 export interface EngineBenchResult {
   [key: string]: string | number | boolean;
 }
@@ -93,7 +107,7 @@ export function runEngineBench(
   const matmulParams = cfg.num_hidden_layers * perLayer + C * cfg.vocab_size;
   // Model FLOPs per token for forward+backward: 6·N_matmul + attention 12·L·C·T (PaLM appendix B convention).
   const flopsPerToken = 6 * matmulParams + 12 * cfg.num_hidden_layers * C * T;
-  const reps = quick ? 2 : 5;
+  const reps = quick ? 2 : 7;
   const arena0 = new Arena();
   const warm = quick ? 1 : 2;
 
@@ -101,24 +115,23 @@ export function runEngineBench(
   const fwdTok = T / tf;
   log(`forward: ${fwdTok.toFixed(0)} tok/s`);
 
-  function step(): void {
-    const logits = model.forward(ids, 1, T);
+  // Full vs PEFT on two instances with the same weights, timed alternately (full, PEFT, full, ...): a shared VM
+  // drifts by 10-30% over a minute, and interleaving puts both through the same conditions, so their ratio is
+  // meaningful even when the absolute numbers move.
+  const stepOf = (m: LlamaForCausalLM) => () => {
+    const logits = m.forward(ids, 1, T);
     const { loss } = F.crossEntropy(logits, targets);
     backward(loss);
-    model.zeroGrad();
+    m.zeroGrad();
     clearTape();
-  }
-
+  };
   model.requiresGrad(true);
-  const tfull = time(step, warm, reps);
-  const fullTok = T / tfull;
-  log(`fwd+bwd full: ${fullTok.toFixed(0)} tok/s`);
-
   // PEFT: only RMSNorm weights + LoRA r=16 (α 32) on every block linear are trainable.
-  model.requiresGrad(false);
+  const peftModel = new LlamaForCausalLM(cfg).initRandom(0, 0.02);
+  peftModel.requiresGrad(false);
   const lrng = new Rng(1);
   let trainable = 0;
-  for (const layer of model.model.layers.items) {
+  for (const layer of peftModel.model.layers.items) {
     for (const [, lin] of layer.linears()) {
       const l = lin.addLora(16, 32, lrng);
       lrng.fillNormal(l.B.data, 1e-3); // non-zero so the timed backward is representative (as torch_bench.py)
@@ -128,10 +141,12 @@ export function runEngineBench(
     layer.post_attention_layernorm.weight.requiresGrad = true;
     trainable += 2 * C;
   }
-  model.model.norm.weight.requiresGrad = true;
+  peftModel.model.norm.weight.requiresGrad = true;
   trainable += C;
-  const tpeft = time(step, warm, reps);
+  const [tfull, tpeft] = timeAlternating([stepOf(model), stepOf(peftModel)], warm, reps);
+  const fullTok = T / tfull;
   const peftTok = T / tpeft;
+  log(`fwd+bwd full: ${fullTok.toFixed(0)} tok/s`);
   log(`fwd+bwd PEFT (norms + LoRA r=16, ${trainable} trainable): ${peftTok.toFixed(0)} tok/s`);
 
   const prunes: Record<string, number> = {};
