@@ -31,13 +31,29 @@ int isa_best_id() {
   return ISA_SCALAR;
 }
 
-static const IsaKernels* table(int id) {
+static const IsaKernels* raw_table(int id) {
 #if defined(__x86_64__) || defined(__i386__)
   if (id == ISA_AVX512) return isa_avx512();
   if (id == ISA_AVX2) return isa_avx2();
 #endif
   return isa_scalar();
 }
+
+// Each ISA's table with its optional row kernels (nullptr) filled from the scalar table, so callers never check.
+static IsaKernels merged(int id) {
+  IsaKernels t = *raw_table(id);
+  const IsaKernels* s = isa_scalar();
+  if (!t.softmax) t.softmax = s->softmax;
+  if (!t.softmax_bwd) t.softmax_bwd = s->softmax_bwd;
+  if (!t.xent_row) t.xent_row = s->xent_row;
+  if (!t.adamw) t.adamw = s->adamw;
+  if (!t.nonfinite) t.nonfinite = s->nonfinite;
+  return t;
+}
+
+static const IsaKernels g_tables[3] = {merged(ISA_SCALAR), merged(ISA_AVX2), merged(ISA_AVX512)};
+
+static const IsaKernels* table(int id) { return &g_tables[id]; }
 
 static int g_active = -1;
 

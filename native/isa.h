@@ -52,10 +52,11 @@ struct IsaKernels {
   pack_fn pack;
   dot_fn dot;  // nullptr: not provided (the packed GEMM handles every shape)
   expsum_fn expsum;
-  softmax_fn softmax;  // nullptr: the scalar table's
+  // Row kernels below: nullptr in an ISA file means the scalar one (isa_active() returns the table filled in).
+  softmax_fn softmax;
   softmax_bwd_fn softmax_bwd;
-  xent_row_fn xent_row;  // nullptr: the scalar table's
-  adamw_fn adamw;        // nullptr: the scalar table's
+  xent_row_fn xent_row;
+  adamw_fn adamw;
   nonfinite_fn nonfinite;
   peak_fn peak;
 };

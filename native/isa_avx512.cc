@@ -345,7 +345,9 @@ double peak(long iters, float* sink) {
   return 2.0 * 16 * 16 * (double)iters;
 }
 
-const IsaKernels kTable = {"avx512", MR, NR, micro, 24, micro24x16, pack, dot, expsum, softmax, softmax_bwd, xent_row, adamw, nonfinite, peak};
+// name, MR, NR, micro, MR16, micro16, pack, dot, expsum, softmax, softmax_bwd, xent_row, adamw, nonfinite, peak
+const IsaKernels kTable = {"avx512", MR,          NR,       micro, 24,    micro24x16, pack,      dot,
+                           expsum,   softmax,     softmax_bwd, xent_row, adamw, nonfinite, peak};
 
 }  // namespace
 

@@ -92,7 +92,9 @@ double peak(long iters, float* sink) {
   return 2.0 * 16 * (double)iters;
 }
 
-const IsaKernels kTable = {"scalar", MR, NR, micro, 0, nullptr, nullptr, nullptr, expsum, softmax, softmax_bwd, xent_row, adamw, nonfinite, peak};
+// name, MR, NR, micro, MR16, micro16, pack, dot, expsum, softmax, softmax_bwd, xent_row, adamw, nonfinite, peak
+const IsaKernels kTable = {"scalar", MR,      NR,          micro,    0,     nullptr,   nullptr, nullptr,
+                           expsum,   softmax, softmax_bwd, xent_row, adamw, nonfinite, peak};
 
 }  // namespace
 

@@ -203,7 +203,7 @@ thread_local AttScratch t_att_s, t_att_d;
 void attention_fwd(float* out, float* P, const float* q, const float* k, const float* v, long B, long T, long H,
                    long KV, long D, float scale) {
   const IsaKernels* isa = isa_active();
-  const softmax_fn softmax = isa->softmax ? isa->softmax : isa_scalar()->softmax;
+  const softmax_fn softmax = isa->softmax;
   const long rep = H / KV, ldq = H * D, ldk = KV * D;
   pool_run([&](int ith, int nth) {
     long b0, e0;
@@ -230,7 +230,7 @@ void attention_fwd(float* out, float* P, const float* q, const float* k, const f
 void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
                    const float* P, long B, long T, long H, long KV, long D, float scale) {
   const IsaKernels* isa = isa_active();
-  const softmax_bwd_fn softmax_bwd = isa->softmax_bwd ? isa->softmax_bwd : isa_scalar()->softmax_bwd;
+  const softmax_bwd_fn softmax_bwd = isa->softmax_bwd;
   const long rep = H / KV, ldq = H * D, ldk = KV * D;
   pool_run([&](int ith, int nth) {
     long b0, e0;
@@ -378,7 +378,7 @@ void swiglu_bwd(float* dg, float* du, const float* dout, const float* g, const f
 void xent(float* loss, float* dlogits, const float* logits, const int32_t* targets, long M, long V, int32_t ignore,
           float scale) {
   const IsaKernels* isa = isa_active();
-  const xent_row_fn xent_row = isa->xent_row ? isa->xent_row : isa_scalar()->xent_row;
+  const xent_row_fn xent_row = isa->xent_row;
   pool_run([&](int ith, int nth) {
     long r0, r1;
     pool_split(M, ith, nth, 1, &r0, &r1);
@@ -404,8 +404,8 @@ void xent(float* loss, float* dlogits, const float* logits, const int32_t* targe
 long adamw(float* p, const float* g, float* m, float* v, long n, float lr, float b1, float b2, float eps, float wd,
            long step) {
   const IsaKernels* isa = isa_active();
-  const nonfinite_fn nonfinite = isa->nonfinite ? isa->nonfinite : isa_scalar()->nonfinite;
-  const adamw_fn update = isa->adamw ? isa->adamw : isa_scalar()->adamw;
+  const nonfinite_fn nonfinite = isa->nonfinite;
+  const adamw_fn update = isa->adamw;
   // Check every gradient before touching anything, so a NaN leaves the parameters and moments as they were.
   std::vector<long> bad(pool_threads() + 1, 0);
   pool_run([&](int ith, int nth) {
