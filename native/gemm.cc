@@ -3,6 +3,7 @@
 // computed by the same sequence of FMAs whatever the tile position or thread split (bitwise thread-count invariance).
 #include "gemm.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -321,6 +322,23 @@ bool gemm_tout(const GemmArgs& g, const IsaKernels* isa) {
   return true;
 }
 
+// Per-thread GEMM throughput, an exponential moving average over the GEMMs large enough to time well. The split of
+// C follows it: measured on this VM, one vCPU ran ~7% slower than the other for long stretches, and an even split
+// left the faster one waiting at every join. Any split gives the same bits (see the file comment), so adapting it
+// keeps results deterministic.
+constexpr int kMaxSpeedThreads = 64;
+double g_speed[kMaxSpeedThreads];
+int g_speed_n = 0;
+
+// Boundaries of part ith when `units` are shared in proportion to g_speed.
+void weighted_split(long units, int ith, int nth, long* ub, long* ue) {
+  double total = 0, before = 0;
+  for (int i = 0; i < nth; ++i) total += g_speed[i];
+  for (int i = 0; i < ith; ++i) before += g_speed[i];
+  *ub = (long)(units * before / total + 0.5);
+  *ue = ith == nth - 1 ? units : (long)(units * (before + g_speed[ith]) / total + 0.5);
+}
+
 void gemm(const GemmArgs& g) {
   const IsaKernels* isa = isa_active();
   if (gemm_tout(g, isa) || gemm_dot(g, isa)) return;
@@ -331,18 +349,26 @@ void gemm(const GemmArgs& g) {
     gemm_block(g, sh);
     return;
   }
+  const bool adaptive = nth <= kMaxSpeedThreads && flops >= 5e7;
+  if (g_speed_n != nth) {
+    for (int i = 0; i < kMaxSpeedThreads; ++i) g_speed[i] = 1.0;
+    g_speed_n = nth;
+  }
   const bool split_m = g.M >= g.N;
+  const long dim = split_m ? g.M : g.N, align = split_m ? sh.MR : sh.NR, units = (dim + align - 1) / align;
+  double rate[kMaxSpeedThreads] = {};
   pool_run([&](int ith, int n) {
-    long b, e;
+    long ub, ue;
+    if (adaptive) weighted_split(units, ith, n, &ub, &ue);
+    else pool_split(units, ith, n, 1, &ub, &ue);
+    const long b = ub * align < dim ? ub * align : dim, e = ue * align < dim ? ue * align : dim;
     GemmArgs s = g;
     if (split_m) {
-      pool_split(g.M, ith, n, sh.MR, &b, &e);
       s.M = e - b;
       s.C = g.C + b * g.ldc;
       s.A = g.transA ? g.A + b : g.A + b * g.lda;
       if (g.K2 > 0) s.A2 = g.transA2 ? g.A2 + b : g.A2 + b * g.lda2;
     } else {
-      pool_split(g.N, ith, n, sh.NR, &b, &e);
       s.N = e - b;
       s.C = g.C + b;
       long off = g.transB ? b * g.ldb : b;
@@ -350,8 +376,26 @@ void gemm(const GemmArgs& g) {
                              : static_cast<const void*>(static_cast<const uint16_t*>(g.B) + off);
       if (g.K2 > 0) s.B2 = g.transB2 ? g.B2 + b * g.ldb2 : g.B2 + b;
     }
-    if (e > b) gemm_block(s, sh);
+    if (e <= b) return;
+    const auto t0 = std::chrono::steady_clock::now();
+    gemm_block(s, sh);
+    if (adaptive && ith < kMaxSpeedThreads) {
+      const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      rate[ith] = (double)(e - b) / (dt > 1e-9 ? dt : 1e-9);
+    }
   });
+  if (!adaptive) return;
+  // Update the relative speeds (normalised to mean 1; ignore a thread that had no work).
+  double mean = 0;
+  int k = 0;
+  for (int i = 0; i < nth; ++i)
+    if (rate[i] > 0) {
+      mean += rate[i];
+      ++k;
+    }
+  if (k < nth) return;
+  mean /= k;
+  for (int i = 0; i < nth; ++i) g_speed[i] = 0.7 * g_speed[i] + 0.3 * (rate[i] / mean);
 }
 
 float bf16_to_f32(uint16_t h) {
