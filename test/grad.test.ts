@@ -8,7 +8,7 @@ import { refK } from "../src/tensor/native.js";
 import type { ActKind } from "../src/tensor/ref/kernels.js";
 import { Rng } from "../src/tensor/rng.js";
 import { Tensor } from "../src/tensor/tensor.js";
-import { expectClose, maxAbs, randF32 } from "./helpers.js";
+import { bitsEqual, expectClose, maxAbs, randF32 } from "./helpers.js";
 
 type F64 = Float64Array;
 const R = refK as unknown as {
@@ -470,6 +470,49 @@ describe("lazy gradient zeroing", () => {
         1e-6,
         "accumulated",
       );
+    }
+  });
+});
+
+describe("step arena at real sizes", () => {
+  it("every LoRA type and full training: recycled buffers give the same bits as fresh ones", async () => {
+    const { Arena, withArena } = await import("../src/tensor/arena.js");
+    const cfg = { ...CFG, hidden_size: 64, intermediate_size: 128, num_attention_heads: 4, num_key_value_heads: 2 };
+    const [b, t, c] = [2, 64, 64]; // activations of 8192+ elements: above the arena's 4096 threshold
+    const tab = ropeTables(t, 16, 10000);
+    for (const type of ["full", "lora", "lora_prune", "mask_lora", "scale_lora"] as const) {
+      const run = (arena: InstanceType<typeof Arena> | null) => {
+        const layer = new LlamaDecoderLayer(cfg);
+        const rng = new Rng(3);
+        for (const p of layer.parameters()) rng.fillNormal(p.data, p.shape.length === 2 ? 0.2 : 0.1, 1);
+        if (type !== "full") {
+          for (const p of layer.parameters()) p.requiresGrad = false;
+          for (const [, lin] of layer.linears()) {
+            lin.mask = Uint8Array.from(lin.weight.data, (_, i) => (i % 3 === 0 ? 0 : 1));
+            for (let i = 0; i < lin.weight.size; i++) if (!lin.mask[i]) lin.weight.data[i] = 0;
+            const l = lin.addLora(8, 16, rng, type);
+            if (type !== "scale_lora") rng.fillNormal(l.B.data, 0.05);
+          }
+        }
+        const out: Float32Array[] = [];
+        for (let rep = 0; rep < 3; rep++) {
+          layer.zeroGrad();
+          const f = () => {
+            const x = new Tensor(randF32(b * t * c, 20 + rep), [b, t, c], true);
+            const y = layer.forward(F.scale(x, 1.5), b, t, tab);
+            backward(y, randF32(y.size, 21));
+          };
+          if (arena) withArena(arena, f);
+          else f();
+          for (const p of layer.parameters()) if (p.requiresGrad) out.push((p.grad as Float32Array).slice());
+        }
+        return out;
+      };
+      const fresh = run(null);
+      const recycled = run(new Arena());
+      expect(fresh.length).toBe(3 * (type === "full" ? 9 : 14)); // 7 weights + 2 norms, or 7 x (A, B)
+      expect(recycled.length).toBe(fresh.length);
+      for (let i = 0; i < fresh.length; i++) expect(bitsEqual(recycled[i], fresh[i]), `${type} grad ${i}`).toBe(true);
     }
   });
 });

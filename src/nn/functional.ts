@@ -36,7 +36,7 @@ function weightGrads(
 ): void {
   if (W.requiresGrad) {
     const lg = leafGradSlot(W);
-    const dw = lg?.buf ?? alloc(W.size);
+    const dw = lg?.buf ?? allocRaw(W.size);
     const beta = lg?.beta ?? 0;
     if (inOut) K.gemm(dw, x.data, g, inp, out, M, true, false, 1, beta);
     else K.gemm(dw, g, x.data, out, inp, M, true, false, 1, beta);
@@ -128,17 +128,17 @@ export function loraLinear(
   if (b) K.biasAdd(y.data, b.data, M, out);
   const inputs = b ? [x, W, A, Bm, b] : [x, W, A, Bm];
   return record(y, inputs, (g) => {
-    const gxa = alloc(M * r); // s · g B : (M, r)
+    const gxa = allocRaw(M * r); // s · g B : (M, r)
     K.gemm(gxa, g, Bm.data, M, r, out, false, false, s, 0);
     if (Bm.requiresGrad) {
       const lg = leafGradSlot(Bm);
-      const dB = lg?.buf ?? alloc(Bm.size);
+      const dB = lg?.buf ?? allocRaw(Bm.size);
       K.gemm(dB, g, xa, out, r, M, true, false, 1, lg?.beta ?? 0); // s · gᵀ (x Aᵀ) : (out, r)
       if (!lg) addGrad(Bm, dB);
     }
     if (A.requiresGrad) {
       const lg = leafGradSlot(A);
-      const dA = lg?.buf ?? alloc(A.size);
+      const dA = lg?.buf ?? allocRaw(A.size);
       K.gemm(dA, gxa, x.data, r, inp, M, true, false, 1, lg?.beta ?? 0); // gxaᵀ x : (r, in)
       if (!lg) addGrad(A, dA);
     }
@@ -213,13 +213,13 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
   return record(c, [a, b], (g) => {
     if (a.requiresGrad) {
       // dA = g · op(B)ᵀ (or its transpose when A is transposed)
-      const da = alloc(a.size);
+      const da = allocRaw(a.size);
       if (!transA) K.gemm(da, g, b.data, M, Kd, N, false, !transB, 1, 0);
       else K.gemm(da, b.data, g, Kd, M, N, transB, true, 1, 0);
       addGrad(a, da);
     }
     if (b.requiresGrad) {
-      const db = alloc(b.size);
+      const db = allocRaw(b.size);
       if (!transB) K.gemm(db, a.data, g, Kd, N, M, !transA, false, 1, 0);
       else K.gemm(db, g, a.data, N, Kd, M, true, transA, 1, 0);
       addGrad(b, db);
@@ -243,12 +243,12 @@ export function mul(a: Tensor, b: Tensor): Tensor {
   K.ew(EW_MUL, y.data, a.data, b.data, 0);
   return record(y, [a, b], (g) => {
     if (a.requiresGrad) {
-      const da = alloc(a.size);
+      const da = allocRaw(a.size);
       K.ew(EW_MUL, da, g, b.data, 0);
       addGrad(a, da);
     }
     if (b.requiresGrad) {
-      const db = alloc(b.size);
+      const db = allocRaw(b.size);
       K.ew(EW_MUL, db, g, a.data, 0);
       addGrad(b, db);
     }
@@ -259,7 +259,7 @@ export function scale(a: Tensor, s: number): Tensor {
   const y = Tensor.alloc(a.shape);
   K.ew(EW_SCALE, y.data, a.data, null, s);
   return record(y, [a], (g) => {
-    const da = alloc(a.size);
+    const da = allocRaw(a.size);
     K.ew(EW_SCALE, da, g, null, s);
     addGrad(a, da);
   });
@@ -290,7 +290,7 @@ export function rmsnorm(x: Tensor, w: Tensor, eps: number): Tensor {
   const rstd = alloc(M);
   K.rmsnormFwd(y.data, rstd, x.data, w.data, M, C, eps);
   return record(y, [x, w], (g) => {
-    const dx = x.requiresGrad ? alloc(x.size) : null;
+    const dx = x.requiresGrad ? allocRaw(x.size) : null;
     const lg = leafGrad(w);
     const dw = w.requiresGrad ? (lg ?? alloc(C)) : null;
     K.rmsnormBwd(dx, dw, g, x.data, w.data, rstd, M, C);
@@ -308,7 +308,7 @@ export function layernorm(x: Tensor, w: Tensor | null, b: Tensor | null, eps: nu
   K.layernormFwd(y.data, mean, rstd, x.data, w?.data ?? null, b?.data ?? null, M, C, eps);
   const inputs = [x, ...(w ? [w] : []), ...(b ? [b] : [])];
   return record(y, inputs, (g) => {
-    const dx = x.requiresGrad ? alloc(x.size) : null;
+    const dx = x.requiresGrad ? allocRaw(x.size) : null;
     const lw = w ? leafGrad(w) : null;
     const lb = b ? leafGrad(b) : null;
     const dw = w?.requiresGrad ? (lw ?? alloc(C)) : null;
@@ -333,7 +333,7 @@ export function rope(x: Tensor, B: number, T: number, H: number, D: number, tab:
   const y = Tensor.alloc(x.shape);
   K.rope(y.data, x.data, tab.cos, tab.sin, B, T, H, D, tab.R, tab.interleaved, false);
   return record(y, [x], (g) => {
-    const dx = alloc(x.size);
+    const dx = allocRaw(x.size);
     K.rope(dx, g, tab.cos, tab.sin, B, T, H, D, tab.R, tab.interleaved, true);
     addGrad(x, dx);
   });
@@ -370,7 +370,7 @@ export function act(x: Tensor, kind: ActKind): Tensor {
   const y = Tensor.alloc(x.shape);
   K.actFwd(y.data, x.data, kind);
   return record(y, [x], (g) => {
-    const dx = alloc(x.size);
+    const dx = allocRaw(x.size);
     K.actBwd(dx, g, x.data, kind);
     addGrad(x, dx);
   });
@@ -381,8 +381,8 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
   const y = Tensor.alloc(gate.shape);
   K.swigluFwd(y.data, gate.data, up.data);
   return record(y, [gate, up], (g) => {
-    const dg = gate.requiresGrad ? alloc(gate.size) : null;
-    const du = up.requiresGrad ? alloc(up.size) : null;
+    const dg = gate.requiresGrad ? allocRaw(gate.size) : null;
+    const du = up.requiresGrad ? allocRaw(up.size) : null;
     K.swigluBwd(dg, du, g, gate.data, up.data);
     if (dg) addGrad(gate, dg);
     if (du) addGrad(up, du);
@@ -451,7 +451,7 @@ export function mse(a: Tensor, target: Float32Array): Tensor {
   const out = new Tensor(Float32Array.of(s / a.size), [1]);
   return record(out, [a], (g) => {
     const k = (2 * g[0]) / a.size;
-    const da = alloc(a.size);
+    const da = allocRaw(a.size);
     for (let i = 0; i < a.size; i++) da[i] = k * (a.data[i] - target[i]);
     addGrad(a, da);
   });
