@@ -183,48 +183,9 @@ describe.each(paths)("cpu path %s", (path) => {
       expectClose(c, r, 1e-5, 1e-5, `gemm ${name}`);
       // a half-precision frozen weight with the f32 LoRA product appended along K (the fused LoRA linear)
       const [A2, B2] = [randF32(M * 16, 7), randF32(N * 16, 8)];
-      K.gemm(
-        c,
-        A,
-        Bh as never,
-        M,
-        N,
-        Kd,
-        false,
-        true,
-        1,
-        0,
-        name,
-        undefined,
-        undefined,
-        undefined,
-        A2,
-        B2,
-        16,
-        false,
-        true,
-      );
-      refK.gemm(
-        r,
-        Float64Array.from(A),
-        Bh,
-        M,
-        N,
-        Kd,
-        false,
-        true,
-        1,
-        0,
-        name,
-        undefined,
-        undefined,
-        undefined,
-        Float64Array.from(A2),
-        Float64Array.from(B2),
-        16,
-        false,
-        true,
-      );
+      const args = [M, N, Kd, false, true, 1, 0, name, undefined, undefined, undefined] as const;
+      K.gemm(c, A, Bh as never, ...args, A2, B2, 16, false, true);
+      refK.gemm(r, Float64Array.from(A), Bh, ...args, Float64Array.from(A2), Float64Array.from(B2), 16, false, true);
       expectClose(c, r, 1e-5, 1e-5, `gemm ${name} + f32 second product`);
     }
   });
