@@ -21,6 +21,32 @@ describe.skipIf(!isNative)("native argument checks", () => {
     );
     expect(() => K.gemm(new Float32Array(4), a, a, -2, 2, 3, false, false, 1, 0)).toThrow(/M must be a non-negative/);
     expect(() => K.gemm(new Float32Array(4), a, a, 2, 2, 3, false, false, 1, 0, "int8" as never)).toThrow(/btype/);
+    // the second product appended along K (fused LoRA): its operands are checked too, and C is left untouched
+    const c = new Float32Array(4).fill(7);
+    const k2 = (A2: Float32Array, B2: Float32Array, K2: number) =>
+      K.gemm(
+        c,
+        a,
+        new Float32Array(6),
+        2,
+        2,
+        3,
+        false,
+        false,
+        1,
+        0,
+        "f32",
+        undefined,
+        undefined,
+        undefined,
+        A2,
+        B2,
+        K2,
+      );
+    expect(() => k2(new Float32Array(3), new Float32Array(4), 2)).toThrow(/gemm: A2 has length 3, expected at least 4/);
+    expect(() => k2(new Float32Array(4), new Float32Array(3), 2)).toThrow(/gemm: B2/);
+    expect(() => k2(new Float32Array(4), new Float32Array(4), -1)).toThrow(/K2 must be a non-negative/);
+    expect(Array.from(c)).toEqual([7, 7, 7, 7]);
     expect(() => (K.gemm as (...x: unknown[]) => void)(new Float32Array(4))).toThrow(/expected 10 arguments/);
   });
 
