@@ -218,13 +218,13 @@ void gemm_block(const GemmArgs& g, const Shape& sh) {
   for (long jc = 0; jc < g.N; jc += NC) {
     const long nc = g.N - jc < NC ? g.N - jc : NC;
     const long npan = (nc + NR - 1) / NR;
+    const Operands op = choose_operands(g, sh, g.M < MC ? g.M : MC, nc);
     // K blocks; the second product (K2 rows) joins the last one (or is the only one when K == 0).
     for (long pc = 0; pc < g.K || (pc == 0 && K2 > 0); pc += kc_max) {
       const long kc = g.K - pc < kc_max ? g.K - pc : kc_max;
       const bool last = pc + kc >= g.K;
       const long k2 = last ? K2 : 0, kt = kc + k2;
       const float beta = pc == 0 ? g.beta : 1.0f;
-      const Operands op = choose_operands(g, sh, g.M < MC ? g.M : MC, nc);
       if (!op.b_direct) {
         if (kc > 0) pack_b_panels(pb, g, pk, jc, nc, 0, npan, pc, kc, NR, NR * kt);
         if (k2 > 0) pack_b_panels(pb + kc * NR, g, pk, jc, nc, 0, npan, 0, k2, NR, NR * kt, true);

@@ -31,17 +31,6 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
-function time(fn: () => void, warmup: number, reps: number): number {
-  for (let i = 0; i < warmup; i++) fn();
-  const ts: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t = now();
-    fn();
-    ts.push(now() - t);
-  }
-  return median(ts);
-}
-
 /** Median seconds of each function, run in turn (f0, f1, f0, f1, ...) so slow phases of the machine hit all alike. */
 function timeAlternating(fns: (() => void)[], warmup: number, reps: number): number[] {
   for (let i = 0; i < warmup; i++) for (const f of fns) f();
@@ -54,6 +43,10 @@ function timeAlternating(fns: (() => void)[], warmup: number, reps: number): num
     });
   }
   return ts.map(median);
+}
+
+function time(fn: () => void, warmup: number, reps: number): number {
+  return timeAlternating([fn], warmup, reps)[0];
 }
 
 export interface EngineBenchResult {

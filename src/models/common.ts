@@ -1,5 +1,7 @@
-// Shared pieces of the family files: config checks and the checkpointed block loop.
+// Shared pieces of the family files: config checks, the checkpointed block loop, the (un)tied LM head.
 
+import * as F from "../nn/functional.js";
+import { Linear } from "../nn/layers.js";
 import type { Module } from "../nn/module.js";
 import { checkpoint } from "../nn/tape.js";
 import type { Tensor } from "../tensor/tensor.js";
@@ -39,4 +41,14 @@ export function perHeadCols(H: number, parts: number, D: number, p: number): Int
 /** Column indices of block `p` in a (parts, C) concatenation (GPT-2 c_attn: [q | k | v]). */
 export function blockCols(C: number, p: number): Int32Array {
   return Int32Array.from({ length: C }, (_, i) => p * C + i);
+}
+
+/** A trainable LM head initialised as a copy of the tied embedding table (vocab, hidden): untieHead()'s layer. */
+export function headFromEmbedding(e: Tensor): Linear {
+  return new Linear(e.shape[1], e.shape[0], { weight: e.data.slice() });
+}
+
+/** Logits: the model's own head when untied, else h · embeddingᵀ (tied weights). */
+export function lmHead(h: Tensor, head: Linear | null, embed: Tensor): Tensor {
+  return head ? head.forward(h) : F.linear(h, embed);
 }

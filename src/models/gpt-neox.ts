@@ -5,7 +5,7 @@ import { Embedding, LayerNorm, Linear } from "../nn/layers.js";
 import { Module, ModuleList } from "../nn/module.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import type { Tensor } from "../tensor/tensor.js";
-import { headDims, perHeadCols, requirePositiveInts, runBlocks } from "./common.js";
+import { headDims, headFromEmbedding, lmHead, perHeadCols, requirePositiveInts, runBlocks } from "./common.js";
 import { ropeTables } from "./llama.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
 
@@ -199,8 +199,7 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
 
   untieHead(): Linear {
     if (!this.embed_out) {
-      const e = this.gpt_neox.embed_in.weight;
-      this.embed_out = this.registerModule("embed_out", new Linear(e.shape[1], e.shape[0], { weight: e.data.slice() }));
+      this.embed_out = this.registerModule("embed_out", headFromEmbedding(this.gpt_neox.embed_in.weight));
       this.config.tie_word_embeddings = false;
       this.tiedNames = [];
     }
@@ -208,7 +207,7 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
   }
 
   head(h: Tensor): Tensor {
-    return this.embed_out ? this.embed_out.forward(h) : F.linear(h, this.gpt_neox.embed_in.weight);
+    return lmHead(h, this.embed_out, this.gpt_neox.embed_in.weight);
   }
 
   forward(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {

@@ -6,6 +6,7 @@ import { Module, ModuleList } from "../nn/module.js";
 import { checkpoint } from "../nn/tape.js";
 import { Rng } from "../tensor/rng.js";
 import type { Tensor } from "../tensor/tensor.js";
+import { headFromEmbedding, lmHead } from "./common.js";
 import type { CausalLM, HfConfig } from "./registry.js";
 
 export interface LlamaConfig {
@@ -275,11 +276,7 @@ export class LlamaForCausalLM extends Module implements CausalLM {
 
   untieHead(): Linear {
     if (!this.lm_head) {
-      const e = this.model.embed_tokens.weight;
-      this.lm_head = this.registerModule(
-        "lm_head",
-        new Linear(this.config.hidden_size, this.config.vocab_size, { weight: e.data.slice() }),
-      );
+      this.lm_head = this.registerModule("lm_head", headFromEmbedding(this.model.embed_tokens.weight));
       this.config.tie_word_embeddings = false;
       this.tiedNames = [];
     }
@@ -287,10 +284,9 @@ export class LlamaForCausalLM extends Module implements CausalLM {
   }
 
   head(h: Tensor): Tensor {
-    return this.lm_head ? this.lm_head.forward(h) : F.linear(h, this.model.embed_tokens.weight);
+    return lmHead(h, this.lm_head, this.model.embed_tokens.weight);
   }
 
-  /** Logits (B·T, V). */
   forward(ids: Int32Array, B: number, T: number, opts: ForwardOptions = {}): Tensor {
     return this.head(this.hidden(ids, B, T, opts));
   }

@@ -5,7 +5,7 @@ import { Embedding, LayerNorm, Linear } from "../nn/layers.js";
 import { Module, ModuleList } from "../nn/module.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import type { Tensor } from "../tensor/tensor.js";
-import { headDims, requirePositiveInts, runBlocks } from "./common.js";
+import { headDims, headFromEmbedding, lmHead, requirePositiveInts, runBlocks } from "./common.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
 
 interface OptConfig extends HfConfig {
@@ -207,8 +207,7 @@ export class OptForCausalLM extends Module implements CausalLM {
 
   untieHead(): Linear {
     if (!this.lm_head) {
-      const e = this.model.decoder.embed_tokens.weight;
-      this.lm_head = this.registerModule("lm_head", new Linear(e.shape[1], e.shape[0], { weight: e.data.slice() }));
+      this.lm_head = this.registerModule("lm_head", headFromEmbedding(this.model.decoder.embed_tokens.weight));
       this.config.tie_word_embeddings = false;
       this.tiedNames = [];
     }
@@ -216,7 +215,7 @@ export class OptForCausalLM extends Module implements CausalLM {
   }
 
   head(h: Tensor): Tensor {
-    return this.lm_head ? this.lm_head.forward(h) : F.linear(h, this.model.decoder.embed_tokens.weight);
+    return lmHead(h, this.lm_head, this.model.decoder.embed_tokens.weight);
   }
 
   forward(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
