@@ -22,7 +22,7 @@ namespace {
 
 long env_or(const char* k, long d) { const char* v = std::getenv(k); return v ? std::atol(v) : d; }
 long KC = env_or("PERP_KC", 384);
-long NC = env_or("PERP_NC", 1024);
+long NC = env_or("PERP_NC", 4096);
 long MC_PANELS = env_or("PERP_MCP", 16);
 
 struct Scratch {

@@ -111,12 +111,15 @@ export function runEngineBench(
   // Full vs PEFT on two instances with the same weights, timed alternately (full, PEFT, full, ...): a shared VM
   // drifts by 10-30% over a minute, and interleaving puts both through the same conditions, so their ratio is
   // meaningful even when the absolute numbers move.
-  const stepOf = (m: LlamaForCausalLM) => () => {
-    const logits = m.forward(ids, 1, T);
-    const { loss } = F.crossEntropy(logits, targets);
-    backward(loss);
-    m.zeroGrad();
-    clearTape();
+  // Each instance steps inside its own arena, as the training loop does: activation and gradient buffers are reused
+  // from step to step instead of being allocated (and zero-filled) anew.
+  const stepOf = (m: LlamaForCausalLM) => {
+    const arena = new Arena();
+    return () => {
+      withArena(arena, () => backward(F.crossEntropy(m.forward(ids, 1, T), targets).loss));
+      m.zeroGrad();
+      clearTape();
+    };
   };
   model.requiresGrad(true);
   // PEFT: only RMSNorm weights + LoRA r=16 (α 32) on every block linear are trainable.
