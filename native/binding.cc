@@ -420,13 +420,15 @@ Napi::Value SetCpu(const Napi::CallbackInfo& info) {
 Napi::Value GemmBlocking(const Napi::CallbackInfo& info) {
   Args a{info, "gemmBlocking"};
   long kc = info.Length() > 0 && info[0].IsNumber() ? a.dim(0, "kc") : 0;
-  long nc = info.Length() > 1 && info[1].IsNumber() ? a.dim(1, "nc") : 0;
+  long nc = 0;  // < 0: back to the default
+  if (info.Length() > 1 && info[1].IsNumber()) nc = info[1].As<Napi::Number>().DoubleValue() < 0 ? -1 : a.dim(1, "nc");
   long mcp = info.Length() > 2 && info[2].IsNumber() ? a.dim(2, "mcp") : 0;
   gemm_blocking(&kc, &nc, &mcp);
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("kc", (double)kc);
   o.Set("nc", (double)nc);
   o.Set("mcp", (double)mcp);
+  o.Set("coopGemms", (double)gemm_coop_count());
   return o;
 }
 

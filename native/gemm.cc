@@ -3,6 +3,7 @@
 // computed by the same sequence of FMAs whatever the tile position or thread split (bitwise thread-count invariance).
 #include "gemm.h"
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -22,8 +23,10 @@ namespace {
 
 long env_or(const char* k, long d) { const char* v = std::getenv(k); return v ? std::atol(v) : d; }
 long KC = env_or("PERP_KC", 384);
-long NC = env_or("PERP_NC", 4096);
+const long kDefaultNC = env_or("PERP_NC", 4096);
+long NC = kDefaultNC;
 long MC_PANELS = env_or("PERP_MCP", 16);
+const bool kCoop = env_or("PERP_COOP", 1) != 0;
 
 struct Scratch {
   float* buf = nullptr;
@@ -200,6 +203,24 @@ void macro(const GemmArgs& g, const Shape& sh, Operands op, const float* pa, con
   }
 }
 
+// Every row of g against one packed (or direct) kc x nc block of B: MC-row blocks of A packed in turn, then macro.
+void row_blocks(const GemmArgs& g, const Shape& sh, Operands op, float* pa, const float* pb, long jc, long nc, long pc,
+                long kc, long k2, float beta) {
+  const int MR = sh.MR;
+  const long MC = MR * MC_PANELS, kt = kc + k2;
+  for (long ic = 0; ic < g.M; ic += MC) {
+    const long mc = g.M - ic < MC ? g.M - ic : MC;
+    const long mpan = (mc + MR - 1) / MR;
+    if (!op.a_direct) {
+      if (kc > 0) pack_a_panels(pa, g, sh.pk, ic, mc, 0, mpan, pc, kc, MR, MR * kt);
+      if (k2 > 0) pack_a_panels(pa + kc * MR, g, sh.pk, ic, mc, 0, mpan, 0, k2, MR, MR * kt, true);
+    } else if (mc % MR) {
+      pack_a_panels(pa, g, sh.pk, ic, mc, mpan - 1, mpan, pc, kc, MR, MR * kt);
+    }
+    macro(g, sh, op, pa, pb, ic, mc, jc, nc, pc, kt, beta);
+  }
+}
+
 // The whole loop nest for one block of C on one thread; `g` may describe a sub-matrix.
 void gemm_block(const GemmArgs& g, const Shape& sh) {
   if (g.M <= 0 || g.N <= 0) return;
@@ -231,17 +252,7 @@ void gemm_block(const GemmArgs& g, const Shape& sh) {
       } else if (nc % NR) {
         pack_b_panels(pb, g, pk, jc, nc, npan - 1, npan, pc, kc, NR, NR * kt);
       }
-      for (long ic = 0; ic < g.M; ic += MC) {
-        const long mc = g.M - ic < MC ? g.M - ic : MC;
-        const long mpan = (mc + MR - 1) / MR;
-        if (!op.a_direct) {
-          if (kc > 0) pack_a_panels(pa, g, pk, ic, mc, 0, mpan, pc, kc, MR, MR * kt);
-          if (k2 > 0) pack_a_panels(pa + kc * MR, g, pk, ic, mc, 0, mpan, 0, k2, MR, MR * kt, true);
-        } else if (mc % MR) {
-          pack_a_panels(pa, g, pk, ic, mc, mpan - 1, mpan, pc, kc, MR, MR * kt);
-        }
-        macro(g, sh, op, pa, pb, ic, mc, jc, nc, pc, kt, beta);
-      }
+      row_blocks(g, sh, op, pa, pb, jc, nc, pc, kc, k2, beta);
       if (kc_max == 0) break;
     }
   }
@@ -255,7 +266,7 @@ void gemm_st(const GemmArgs& g) { gemm_block(g, shape_for(g, isa_active())); }
 
 void gemm_blocking(long* kc, long* nc, long* mcp) {
   if (*kc > 0) KC = *kc;
-  if (*nc > 0) NC = *nc;
+  if (*nc != 0) NC = *nc < 0 ? kDefaultNC : *nc;
   if (*mcp > 0) MC_PANELS = *mcp;
   *kc = KC;
   *nc = NC;
@@ -339,28 +350,87 @@ void weighted_split(long units, int ith, int nth, long* ub, long* ue) {
   *ue = ith == nth - 1 ? units : (long)(units * (before + g_speed[ith]) / total + 0.5);
 }
 
-void gemm(const GemmArgs& g) {
-  const IsaKernels* isa = isa_active();
-  if (gemm_tout(g, isa) || gemm_dot(g, isa)) return;
-  const Shape sh = shape_for(g, isa);
-  const int nth = pool_threads();
-  const double flops = 2.0 * g.M * g.N * (g.K + (g.K2 > 0 ? g.K2 : 0));
-  if (nth == 1 || flops < 2e5 || pool_nested()) {
-    gemm_block(g, sh);
-    return;
+// Spin barrier for the threads of one pool job (waits are short: one B block's packing).
+struct SpinBarrier {
+  std::atomic<int> count{0};
+  std::atomic<unsigned> gen{0};
+  void wait(int n) {
+    const unsigned g0 = gen.load(std::memory_order_acquire);
+    if (count.fetch_add(1, std::memory_order_acq_rel) == n - 1) {
+      count.store(0, std::memory_order_relaxed);
+      gen.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    while (gen.load(std::memory_order_acquire) == g0) {
+#ifdef PERP_SSE
+      _mm_pause();
+#endif
+    }
   }
-  const bool adaptive = nth <= kMaxSpeedThreads && flops >= 5e7;
-  if (g_speed_n != nth) {
-    for (int i = 0; i < kMaxSpeedThreads; ++i) g_speed[i] = 1.0;
-    g_speed_n = nth;
-  }
-  const bool split_m = g.M >= g.N;
-  const long dim = split_m ? g.M : g.N, align = split_m ? sh.MR : sh.NR, units = (dim + align - 1) / align;
-  double rate[kMaxSpeedThreads] = {};
+};
+
+Scratch g_coop_b;  // shared B blocks of the cooperative path (only the main thread starts GEMMs)
+long g_coop_count = 0;
+
+// Large GEMMs on several threads: C split by rows, each kc x nc block of B packed once by all threads together (each
+// its share of the panels) into a shared double buffer, one barrier per block. Each thread would otherwise pack the
+// whole of B itself, and keep its own copy in the shared L3. Returns false when B is read in place (nothing to
+// share). `part(ith, n, units, &ub, &ue)` splits the MR-row panels; rate[ith] gets rows per second.
+template <class Split>
+bool gemm_coop(const GemmArgs& g, const Shape& sh, Split part, double* rate) {
+  const int MR = sh.MR, NR = sh.NR;
+  const long MC = MR * MC_PANELS;
+  const Operands op = choose_operands(g, sh, g.M < MC ? g.M : MC, g.N < NC ? g.N : NC);
+  if (op.b_direct || (g.K <= 0 && g.K2 <= 0)) return false;
+  const long kc_max = g.K > 0 ? k_block(g.K) : 0, K2 = g.K2 > 0 ? g.K2 : 0;
+  const long nc_max = g.N < NC ? ((g.N + NR - 1) / NR) * NR : NC;
+  const long bsz = nc_max * (kc_max + K2);
+  float* shared = g_coop_b.get(2 * bsz);
+  const long units = (g.M + MR - 1) / MR;
+  SpinBarrier bar;
+  ++g_coop_count;
   pool_run([&](int ith, int n) {
     long ub, ue;
-    if (adaptive) weighted_split(units, ith, n, &ub, &ue);
-    else pool_split(units, ith, n, 1, &ub, &ue);
+    part(ith, n, units, &ub, &ue);
+    const long b = ub * MR < g.M ? ub * MR : g.M, e = ue * MR < g.M ? ue * MR : g.M;
+    GemmArgs s = g;
+    s.M = e - b;
+    s.C = g.C + b * g.ldc;
+    s.A = g.transA ? g.A + b : g.A + b * g.lda;
+    if (g.K2 > 0) s.A2 = g.transA2 ? g.A2 + b : g.A2 + b * g.lda2;
+    float* pa = t_pack_a.get(MC * (kc_max + K2));
+    const auto t0 = std::chrono::steady_clock::now();
+    int blk = 0;
+    for (long jc = 0; jc < g.N; jc += NC) {
+      const long nc = g.N - jc < NC ? g.N - jc : NC;
+      const long npan = (nc + NR - 1) / NR, q0 = npan * ith / n, q1 = npan * (ith + 1) / n;
+      for (long pc = 0; pc < g.K || (pc == 0 && K2 > 0); pc += kc_max) {
+        const long kc = g.K - pc < kc_max ? g.K - pc : kc_max;
+        const long k2 = pc + kc >= g.K ? K2 : 0, kt = kc + k2;
+        float* pb = shared + (blk++ & 1) * bsz;
+        // Double buffering: a thread packing block t has passed barrier t-1, which every thread reaches only after
+        // computing on block t-2, the previous user of this buffer.
+        if (kc > 0) pack_b_panels(pb, g, sh.pk, jc, nc, q0, q1, pc, kc, NR, NR * kt);
+        if (k2 > 0) pack_b_panels(pb + kc * NR, g, sh.pk, jc, nc, q0, q1, 0, k2, NR, NR * kt, true);
+        bar.wait(n);
+        if (s.M > 0) row_blocks(s, sh, op, pa, pb, jc, nc, pc, kc, k2, pc == 0 ? g.beta : 1.0f);
+        if (kc_max == 0) break;
+      }
+    }
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (ith < kMaxSpeedThreads) rate[ith] = s.M > 0 ? (double)s.M / (dt > 1e-9 ? dt : 1e-9) : 0.0;
+  });
+  return true;
+}
+
+// Each thread runs the whole loop nest on its own contiguous block of C (rows when M >= N, else columns).
+template <class Split>
+void run_split(const GemmArgs& g, const Shape& sh, Split part, double* rate) {
+  const bool split_m = g.M >= g.N;
+  const long dim = split_m ? g.M : g.N, align = split_m ? sh.MR : sh.NR, units = (dim + align - 1) / align;
+  pool_run([&](int ith, int n) {
+    long ub, ue;
+    part(ith, n, units, &ub, &ue);
     const long b = ub * align < dim ? ub * align : dim, e = ue * align < dim ? ue * align : dim;
     GemmArgs s = g;
     if (split_m) {
@@ -379,13 +449,15 @@ void gemm(const GemmArgs& g) {
     if (e <= b) return;
     const auto t0 = std::chrono::steady_clock::now();
     gemm_block(s, sh);
-    if (adaptive && ith < kMaxSpeedThreads) {
+    if (ith < kMaxSpeedThreads) {
       const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       rate[ith] = (double)(e - b) / (dt > 1e-9 ? dt : 1e-9);
     }
   });
-  if (!adaptive) return;
-  // Update the relative speeds (normalised to mean 1; ignore a thread that had no work).
+}
+
+// Update the relative speeds (normalised to mean 1; ignore the update when a thread had no work).
+void update_speeds(const double* rate, int nth) {
   double mean = 0;
   int k = 0;
   for (int i = 0; i < nth; ++i)
@@ -397,6 +469,37 @@ void gemm(const GemmArgs& g) {
   mean /= k;
   for (int i = 0; i < nth; ++i) g_speed[i] = 0.7 * g_speed[i] + 0.3 * (rate[i] / mean);
 }
+
+void gemm(const GemmArgs& g) {
+  const IsaKernels* isa = isa_active();
+  if (gemm_tout(g, isa) || gemm_dot(g, isa)) return;
+  const Shape sh = shape_for(g, isa);
+  const int nth = pool_threads();
+  const double flops = 2.0 * g.M * g.N * (g.K + (g.K2 > 0 ? g.K2 : 0));
+  if (nth == 1 || flops < 2e5 || pool_nested()) {
+    gemm_block(g, sh);
+    return;
+  }
+  const bool adaptive = nth <= kMaxSpeedThreads && flops >= 5e7;
+  if (g_speed_n != nth) {
+    for (int i = 0; i < kMaxSpeedThreads; ++i) g_speed[i] = 1.0;
+    g_speed_n = nth;
+  }
+  double rate[kMaxSpeedThreads] = {};
+  const auto part = [&](int ith, int n, long units, long* ub, long* ue) {
+    if (adaptive) weighted_split(units, ith, n, ub, ue);
+    else pool_split(units, ith, n, 1, ub, ue);
+  };
+  // Shared B blocks pay when the operand a row or column split would have every thread pack in full (B when
+  // splitting rows, A when splitting columns) is at least what each thread packs of the other.
+  const double a_elems = (double)g.M * g.K, b_elems = (double)g.K * g.N;
+  const bool dup_heavy = g.M >= g.N ? b_elems >= a_elems / nth : a_elems >= b_elems / nth;
+  const bool coop = kCoop && adaptive && dup_heavy && g.M >= 4L * nth * sh.MR && gemm_coop(g, sh, part, rate);
+  if (!coop) run_split(g, sh, part, rate);
+  if (adaptive) update_speeds(rate, nth);
+}
+
+long gemm_coop_count() { return g_coop_count; }
 
 float bf16_to_f32(uint16_t h) {
   uint32_t u = static_cast<uint32_t>(h) << 16;

@@ -39,6 +39,8 @@ void gemm_st(const GemmArgs& g);
 // Cache blocking (KC x NC panels of B, MCP x MR rows of A); values > 0 replace the current ones (benchmarking
 // hook, also PERP_KC / PERP_NC / PERP_MCP); the values in force are written back.
 void gemm_blocking(long* kc, long* nc, long* mcp);
+// Number of GEMMs that ran the cooperative shared-B path (a diagnostic for tests and benchmarks).
+long gemm_coop_count();
 
 float bf16_to_f32(uint16_t h);
 float f16_to_f32(uint16_t h);

@@ -11,6 +11,7 @@ afterAll(() => {
 });
 
 const dim = fc.constantFrom(...AWKWARD);
+const largeRefs = new Map<string, Float64Array>();
 const runs = { numRuns: 12, seed: 42 };
 
 function toBf16(x: Float32Array): Uint16Array {
@@ -116,6 +117,68 @@ describe.each(paths)("cpu path %s", (path) => {
       }
     }
   });
+
+  it.skipIf(!isNative)(
+    "gemm: large products share packed B blocks among threads (rows split, one barrier a block)",
+    () => {
+      K.setCpu(path);
+      const saved = K.gemmBlocking();
+      // Small blocks so these sizes cross several K blocks (both halves of the double buffer) and column blocks.
+      const blockings = [
+        [saved.kc, -1, saved.mcp],
+        [64, 96, 4],
+      ];
+      try {
+        for (const blocking of blockings) {
+          K.gemmBlocking(blocking[0], blocking[1], blocking[2]);
+          for (const [M, N, Kd, ta, tb, K2, btype] of [
+            [200, 260, 500, false, false, 0, "f32"],
+            [260, 200, 500, true, true, 0, "f32"],
+            [200, 260, 480, false, true, 16, "f32"],
+            [260, 200, 500, false, true, 0, "bf16"],
+          ] as const) {
+            const A = randF32(M * Kd, 11);
+            const B = randF32(Kd * N, 12);
+            const Bw = btype === "bf16" ? toBf16(B) : B;
+            const A2 = randF32(M * Math.max(K2, 1), 13);
+            const B2 = randF32(Math.max(K2, 1) * N, 14);
+            const C0 = randF32(M * N, 15);
+            const run = (threads: number) => {
+              K.setThreads(threads);
+              const o = C0.slice();
+              const args = [M, N, Kd, ta, tb, 0.75, 0.5, btype, undefined, undefined, undefined] as const;
+              if (K2 > 0) K.gemm(o, A, Bw as never, ...args, A2, B2, K2, false, true);
+              else K.gemm(o, A, Bw as never, ...args);
+              return o;
+            };
+            const before = K.threads();
+            const coop0 = K.gemmBlocking().coopGemms;
+            const [one, two] = [run(1), run(2)];
+            const coop1 = K.gemmBlocking().coopGemms;
+            K.setThreads(before);
+            const label = `${M}x${N}x${Kd}${ta ? " tA" : ""}${tb ? " tB" : ""}+${K2} ${btype} blocking ${blocking}`;
+            expect(coop1 - coop0, `${label}: shared-B path taken`).toBe(1);
+            expect(bitsEqual(one, two), `${label}: 1 vs 2 threads`).toBe(true);
+            // The float64 reference depends on neither the path nor the blocking: computed once per shape.
+            const key = `${label.split(" blocking")[0]} ${ta}${tb}`;
+            let r = largeRefs.get(key);
+            if (!r) {
+              r = Float64Array.from(C0);
+              const rargs = [M, N, Kd, ta, tb, 0.75, 0.5, btype, undefined, undefined, undefined] as const;
+              const Br = btype === "bf16" ? Bw : Float64Array.from(B);
+              const [A64, A264, B264] = [A, A2, B2].map((x) => Float64Array.from(x));
+              if (K2 > 0) refK.gemm(r, A64, Br, ...rargs, A264, B264, K2, false, true);
+              else refK.gemm(r, A64, Br, ...rargs);
+              largeRefs.set(key, r);
+            }
+            expectClose(two, r, 1e-5 * Math.sqrt(Kd + K2), 1e-5, label);
+          }
+        }
+      } finally {
+        K.gemmBlocking(saved.kc, -1, saved.mcp);
+      }
+    },
+  );
 
   it("gemm: a second product appended along K (the fused LoRA term)", () => {
     K.setCpu(path);

@@ -48,6 +48,16 @@ export interface Kernels
   cpu(): CpuInfo;
   setCpu(path: CpuPath): boolean;
   peakGflops(seconds?: number): number;
+  /** GEMM cache blocking (values > 0 replace the current ones; nc < 0 restores the default) and how many GEMMs ran
+   * the cooperative shared-B path: a benchmarking and test hook. */
+  gemmBlocking(kc?: number, nc?: number, mcp?: number): GemmBlocking;
+}
+
+export interface GemmBlocking {
+  kc: number;
+  nc: number;
+  mcp: number;
+  coopGemms: number;
 }
 
 const refKernels: Kernels = {
@@ -61,6 +71,7 @@ const refKernels: Kernels = {
   cpu: () => ({ active: "scalar", best: "scalar", supported: ["scalar"], mr: 1, nr: 1 }),
   setCpu: (p: CpuPath) => p === "scalar",
   peakGflops: () => Number.NaN,
+  gemmBlocking: () => ({ kc: 0, nc: 0, mcp: 0, coopGemms: 0 }),
 };
 
 function findAddon(): string | null {
