@@ -64,12 +64,25 @@ void bias_grad(float* db, const float* dy, long M, long N) {
 }
 
 // ---------------------------------------------------------------------------------------------- norms
+namespace {
+// Row reductions in double with 8 interleaved partial sums (lane j % 8, then a fixed pairwise tree): the same bits on
+// every path and thread count, and no chain of dependent adds (one long chain made the norms latency-bound).
+template <typename F>
+double sum8(long n, F&& term) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  long j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += term(j + l);
+  for (; j < n; ++j) acc[j & 7] += term(j);
+  return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+}
+}  // namespace
+
 void rmsnorm_fwd(float* out, float* rstd, const float* x, const float* w, long M, long C, float eps) {
   parallel_rows(M, 1, [&](long r0, long r1) {
     for (long i = r0; i < r1; ++i) {
       const float* xi = x + i * C;
-      double ss = 0;
-      for (long j = 0; j < C; ++j) ss += (double)xi[j] * xi[j];
+      const double ss = sum8(C, [&](long j) { return (double)xi[j] * xi[j]; });
       float r = (float)(1.0 / std::sqrt(ss / C + eps));
       if (rstd) rstd[i] = r;
       float* oi = out + i * C;
@@ -85,8 +98,8 @@ void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const 
       for (long i = r0; i < r1; ++i) {
         const float *xi = x + i * C, *gi = dout + i * C;
         const float r = rstd[i];
-        double dot = 0;  // sum_j g_j w_j xhat_j
-        for (long j = 0; j < C; ++j) dot += (double)gi[j] * w[j] * (xi[j] * r);
+        // sum_j g_j w_j xhat_j
+        const double dot = sum8(C, [&](long j) { return (double)gi[j] * w[j] * (xi[j] * r); });
         const float c = (float)(dot / C);
         float* di = dx + i * C;
         for (long j = 0; j < C; ++j) di[j] = r * (gi[j] * w[j] - (xi[j] * r) * c);
@@ -108,11 +121,8 @@ void layernorm_fwd(float* out, float* mean, float* rstd, const float* x, const f
   parallel_rows(M, 1, [&](long r0, long r1) {
     for (long i = r0; i < r1; ++i) {
       const float* xi = x + i * C;
-      double s = 0;
-      for (long j = 0; j < C; ++j) s += xi[j];
-      const double mu = s / C;
-      double v = 0;
-      for (long j = 0; j < C; ++j) v += (xi[j] - mu) * (xi[j] - mu);
+      const double mu = sum8(C, [&](long j) { return (double)xi[j]; }) / C;
+      const double v = sum8(C, [&](long j) { return (xi[j] - mu) * (xi[j] - mu); });
       const float m = (float)mu, r = (float)(1.0 / std::sqrt(v / C + eps));
       if (mean) mean[i] = m;
       if (rstd) rstd[i] = r;
@@ -132,12 +142,9 @@ void layernorm_bwd(float* dx, float* dw, float* db, const float* dout, const flo
       for (long i = r0; i < r1; ++i) {
         const float *xi = x + i * C, *gi = dout + i * C;
         const float m = mean[i], r = rstd[i];
-        double s1 = 0, s2 = 0;  // mean(g·w), mean(g·w·xhat)
-        for (long j = 0; j < C; ++j) {
-          float gw = w ? gi[j] * w[j] : gi[j];
-          s1 += gw;
-          s2 += (double)gw * ((xi[j] - m) * r);
-        }
+        // mean(g·w), mean(g·w·xhat)
+        const double s1 = sum8(C, [&](long j) { return (double)(w ? gi[j] * w[j] : gi[j]); });
+        const double s2 = sum8(C, [&](long j) { return (double)(w ? gi[j] * w[j] : gi[j]) * ((xi[j] - m) * r); });
         const float a = (float)(s1 / C), c = (float)(s2 / C);
         float* di = dx + i * C;
         for (long j = 0; j < C; ++j) {
