@@ -475,6 +475,53 @@ describe("lazy gradient zeroing", () => {
 });
 
 describe("step arena at real sizes", () => {
+  it("checkpointed blocks inside an arena: intermediates recycled per block, same bits as a plain backward", async () => {
+    const { Arena, withArena } = await import("../src/tensor/arena.js");
+    const cfg = { ...CFG, hidden_size: 64, intermediate_size: 128, num_attention_heads: 4, num_key_value_heads: 2 };
+    const [b, t, c] = [2, 64, 64];
+    const tab = ropeTables(t, 16, 10000);
+    for (const type of ["full", "mask_lora"] as const) {
+      const run = (arena: InstanceType<typeof Arena> | null, ckpt: boolean) => {
+        const layers = [0, 1, 2].map(() => new LlamaDecoderLayer(cfg));
+        const rng = new Rng(5);
+        for (const layer of layers) {
+          for (const p of layer.parameters()) rng.fillNormal(p.data, p.shape.length === 2 ? 0.2 : 0.1, 1);
+          if (type === "full") continue;
+          for (const p of layer.parameters()) p.requiresGrad = false;
+          for (const [, lin] of layer.linears()) {
+            lin.mask = Uint8Array.from(lin.weight.data, (_, i) => (i % 3 === 0 ? 0 : 1));
+            for (let i = 0; i < lin.weight.size; i++) if (!lin.mask[i]) lin.weight.data[i] = 0;
+            rng.fillNormal(lin.addLora(8, 16, rng, type).B.data, 0.05);
+          }
+        }
+        const out: Float32Array[] = [];
+        for (let rep = 0; rep < 2; rep++) {
+          for (const layer of layers) layer.zeroGrad();
+          const x = new Tensor(randF32(b * t * c, 30 + rep), [b, t, c], true);
+          const f = () => {
+            let h = F.scale(x, 1.5);
+            for (const layer of layers) {
+              const blk = (hh: Tensor) => layer.forward(hh, b, t, tab);
+              h = ckpt ? checkpoint(blk, h, layer.parameters()) : blk(h);
+            }
+            backward(h, randF32(h.size, 31));
+          };
+          if (arena) withArena(arena, f);
+          else f();
+          out.push((x.grad as Float32Array).slice());
+          for (const layer of layers)
+            for (const p of layer.parameters()) if (p.requiresGrad) out.push((p.grad as Float32Array).slice());
+        }
+        return out;
+      };
+      const plain = run(null, false);
+      const arena = new Arena();
+      const recycled = run(arena, true);
+      expect(recycled.length).toBe(plain.length);
+      for (let i = 0; i < plain.length; i++) expect(bitsEqual(recycled[i], plain[i]), `${type} grad ${i}`).toBe(true);
+    }
+  });
+
   it("every LoRA type and full training: recycled buffers give the same bits as fresh ones", async () => {
     const { Arena, withArena } = await import("../src/tensor/arena.js");
     const cfg = { ...CFG, hidden_size: 64, intermediate_size: 128, num_attention_heads: 4, num_key_value_heads: 2 };

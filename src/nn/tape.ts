@@ -1,5 +1,6 @@
 // A small tape autograd: ops append nodes in execution order, backward walks them in reverse. requiresGrad is per
 // tensor; an op whose inputs need no gradient records nothing, so frozen weights never get weight-gradient GEMMs.
+import { activeArena } from "../tensor/arena.js";
 import { K } from "../tensor/native.js";
 import { type GradNode, Tensor } from "../tensor/tensor.js";
 
@@ -107,11 +108,18 @@ export function clearTape(): void {
  */
 export function checkpoint(fn: (x: Tensor) => Tensor, x: Tensor, params: Tensor[]): Tensor {
   if (!isGradEnabled() || !(x.requiresGrad || params.some((p) => p.requiresGrad))) return fn(x);
+  // Inside a step arena, the block's intermediates go back to the arena as soon as they are dead (after the forward:
+  // all but the output; after the re-run and its backward: all), so the next block reuses them and the step's
+  // footprint is one block's activations plus the block outputs, which is what checkpointing is for.
+  const arena = activeArena();
+  const m0 = arena?.mark() ?? 0;
   const out = noGrad(() => fn(x));
+  arena?.releaseSince(m0, [out.data]);
   const res = new Tensor(out.data, out.shape);
   return record(res, [x, ...params], (gOut) => {
     const outerTape = current;
     const outerPending = pending;
+    const m1 = arena?.mark() ?? 0;
     current = { nodes: [] };
     try {
       const xin = new Tensor(x.data, x.shape, x.requiresGrad);
@@ -119,11 +127,12 @@ export function checkpoint(fn: (x: Tensor) => Tensor, x: Tensor, params: Tensor[
       if (y.requiresGrad) backward(y, gOut);
       if (x.requiresGrad && xin.grad) {
         pending = outerPending;
-        addGrad(x, xin.grad);
+        addGrad(x, xin.grad); // a leaf's .grad: not arena memory, it outlives the release below
       }
     } finally {
       current = outerTape;
       pending = outerPending;
     }
+    arena?.releaseSince(m1);
   });
 }

@@ -14,6 +14,29 @@ export class Arena {
     return out;
   }
 
+  /** Position in the hand-out list, for releaseSince. */
+  mark(): number {
+    return this.used.length;
+  }
+
+  /**
+   * Takes back every buffer handed out since `mark` except those whose storage backs one of `keep`, for reuse at
+   * once (a checkpointed block's intermediates, dead as soon as its output exists). Only for buffers nothing
+   * references any more.
+   */
+  releaseSince(mark: number, keep: readonly Float32Array[] = []): void {
+    const later = this.used.splice(mark);
+    for (const b of later) {
+      if (keep.some((k) => k.buffer === b.buffer)) {
+        this.used.push(b);
+        continue;
+      }
+      let list = this.free.get(b.length);
+      if (!list) this.free.set(b.length, (list = []));
+      list.push(b);
+    }
+  }
+
   reset(): void {
     for (const b of this.used) {
       let list = this.free.get(b.length);
@@ -25,6 +48,11 @@ export class Arena {
 }
 
 let active: Arena | null = null;
+
+/** The arena in force (inside withArena), if any. */
+export function activeArena(): Arena | null {
+  return active;
+}
 
 /** A zeroed Float32Array of n elements, from the active arena if there is one. */
 export function alloc(n: number): Float32Array {
