@@ -12,7 +12,7 @@ import { loadModel } from "../src/models/load.js";
 import * as F from "../src/nn/functional.js";
 import { Linear, LORA_TYPES, type LoraType } from "../src/nn/layers.js";
 import { backward, gradStats, noGrad } from "../src/nn/tape.js";
-import { configureTrainable, mergeAdapters, parseSubsets, prunableLinears } from "../src/peft/select.js";
+import { configureTrainable, mergeAdapters, parseSubsets, prunableLinears, type Subset } from "../src/peft/select.js";
 import { prune, savePruned } from "../src/prune/index.js";
 import { Rng } from "../src/tensor/rng.js";
 import { Tensor } from "../src/tensor/tensor.js";
@@ -251,6 +251,20 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
     expect(gradStats.dWGemms - before).toBe(2 * 14); // A and B of 14 adapters, nothing else
     for (const [, l] of prunableLinears(m.model)) expect(l.weight.grad).toBeNull();
     mergeAdapters(m.model);
+  });
+
+  it("gradient checkpointing on or off: the same losses and the same merged model, bit for bit", async () => {
+    const dir = await prunedTiny("llama");
+    const runs = [];
+    for (const gc of ["on", "off"] as const) {
+      const out = join(mkdtempSync(join(tmpdir(), `perp-rt-gc-${gc}-`)), "out");
+      const opts = { ...base, params: ["norm", "lora"] as Subset[], loraType: "mask_lora" as const, out };
+      const r = await retrainModel(await loadModel(dir), { ...opts, gradientCheckpointing: gc });
+      expect(r.gradient_checkpointing).toBe(gc === "on");
+      runs.push({ r, w: readFileSync(join(out, "model.safetensors")) });
+    }
+    expect(runs[1].r.loss_last10).toBe(runs[0].r.loss_last10);
+    expect(Buffer.compare(runs[0].w, runs[1].w)).toBe(0);
   });
 
   it("bad input: steps 0, lr <= 0, rank too large, unpruned model warns, resume with another recipe is refused", async () => {

@@ -14,6 +14,7 @@ import { inspect } from "../prune/inspect.js";
 import { METHODS } from "../prune/methods.js";
 import { loadRecipes } from "../recipe/load.js";
 import { run } from "../recipe/run.js";
+import { CHECKPOINT_POLICIES, type CheckpointPolicy } from "../train/loop.js";
 import { retrainModel } from "../train/retrain-model.js";
 import { type CommandDef, UsageError } from "./args.js";
 
@@ -279,7 +280,8 @@ const retrainCmd: CommandDef = {
     `Subsets (combinable): ${SUBSETS.join(", ")}. LoRA types: ${LORA_TYPES.join(", ")} — lora merges W + s·BA (dense!),\n` +
     "lora_prune merges W + s·(BA ⊙ M), mask_lora trains and merges W + s·(BA ⊙ M), scale_lora computes W ⊙ BA; all but\n" +
     "plain lora keep every pruned weight exactly 0.0. Data: C4 windows of the model's context (calibration documents\n" +
-    "excluded). AdamW (0.9/0.999, eps 1e-8), linear schedule with warmup, per-block gradient checkpointing; the loss\n" +
+    "excluded). AdamW (0.9/0.999, eps 1e-8), linear schedule with warmup, per-block gradient checkpointing when the\n" +
+    "activations would need over a quarter of the memory (--grad-checkpoint; same numbers either way); the loss\n" +
     "is logged to <out>/log.jsonl and checkpoints land in <out>/checkpoints; --resume continues from the last one.",
   options: [
     { name: "model", type: "string", description: "pruned model folder (or any HF model)", required: true },
@@ -312,6 +314,12 @@ const retrainCmd: CommandDef = {
     { name: "dense", type: "string", description: "reconstruct: the dense model (default: perp.json's source_model)" },
     { name: "calib-samples", type: "number", description: "reconstruct: calibration windows", default: 128 },
     { name: "checkpoint-every", type: "number", description: "checkpoint every K steps (default: steps/10)" },
+    {
+      name: "grad-checkpoint",
+      type: "string",
+      description: "per-block gradient checkpointing: auto (on when activations need > 1/4 of RAM), on, off",
+      default: "auto",
+    },
     { name: "out", type: "string", description: "output folder (merged HF model, log, checkpoints)", required: true },
     { name: "resume", type: "boolean", description: "continue from the last checkpoint in --out" },
     { name: "json", type: "boolean", description: "print the summary as one JSON line" },
@@ -319,6 +327,9 @@ const retrainCmd: CommandDef = {
   async run(a) {
     if (a.opts.mode !== "retrain" && a.opts.mode !== "reconstruct")
       throw new UsageError(`perp retrain: --mode must be retrain or reconstruct (got ${a.opts.mode})`);
+    const gc = a.opts["grad-checkpoint"] as CheckpointPolicy;
+    if (!CHECKPOINT_POLICIES.includes(gc))
+      throw new UsageError(`perp retrain: --grad-checkpoint must be ${CHECKPOINT_POLICIES.join(", ")} (got ${gc})`);
     const params = parseSubsets(a.opts.params as string);
     const loraType = checkLoraType(a.opts["lora-type"] as string);
     const m = await loadModel(a.opts.model as string);
@@ -340,6 +351,7 @@ const retrainCmd: CommandDef = {
         seed: a.opts.seed as number,
         dataset: a.opts.dataset as string,
         checkpointEvery: a.opts["checkpoint-every"] as number | undefined,
+        gradientCheckpointing: gc,
         mode: a.opts.mode as "retrain" | "reconstruct",
         dense: a.opts.dense as string | undefined,
         calibSamples: a.opts["calib-samples"] as number,

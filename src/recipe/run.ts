@@ -149,6 +149,7 @@ export async function run(recipe: Recipe, o: RunOptions): Promise<Json> {
         seed: t.seed,
         dataset: t.dataset,
         checkpointEvery: t.checkpoint_every,
+        gradientCheckpointing: t.grad_checkpoint,
         calibSamples: recipe.prune.calib_samples,
         out: modelDir,
         resume: true,

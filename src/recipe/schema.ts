@@ -66,6 +66,10 @@ const Retrain = z
     dataset: z.string().default("c4").describe("training data"),
     seed: z.number().int().default(0).describe("data and LoRA init seed"),
     checkpoint_every: z.number().int().positive().optional().describe("checkpoint every K steps"),
+    grad_checkpoint: z
+      .enum(["auto", "on", "off"])
+      .default("auto")
+      .describe("per-block gradient checkpointing (auto: on when activations would need > 1/4 of memory)"),
   })
   .strict();
 

@@ -2,10 +2,12 @@
 // with warmup, gradient accumulation, optional clipping, per-block gradient checkpointing, JSON-lines loss log,
 // checkpoints every K steps and a resume that reproduces the uninterrupted run bit for bit (same seed and threads).
 import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { totalmem } from "node:os";
 import { join } from "node:path";
 import { Progress } from "../cli/progress.js";
 import { documents } from "../io/datasets.js";
 import type { LoadedModel } from "../models/load.js";
+import type { CausalLM } from "../models/registry.js";
 import * as F from "../nn/functional.js";
 import type { LoraType } from "../nn/layers.js";
 import { AdamW } from "../nn/optim.js";
@@ -32,6 +34,9 @@ export interface RetrainOptions {
   weightDecay?: number;
   clip?: number;
   checkpointEvery?: number;
+  /** Per-block gradient checkpointing: "auto" (default) turns it on when a micro-batch's activations would take more
+   * than a quarter of the machine's memory (see activationBytes); it never changes the numbers, only time and memory. */
+  gradientCheckpointing?: CheckpointPolicy;
   /** Run folder: log.jsonl and checkpoints/. */
   out: string;
   resume?: boolean;
@@ -49,6 +54,8 @@ export interface RetrainSummary {
   seconds: number;
   tokens_per_s: number;
   peak_rss_mb: number;
+  /** Whether blocks ran under gradient checkpointing (--grad-checkpoint; never changes the numbers). */
+  gradient_checkpointing: boolean;
   resumed_from: number | null;
 }
 
@@ -94,6 +101,29 @@ function firstBadLayer(m: LoadedModel, ids: Int32Array, B: number, T: number): s
   });
 }
 
+export type CheckpointPolicy = "auto" | "on" | "off";
+export const CHECKPOINT_POLICIES: readonly CheckpointPolicy[] = ["auto", "on", "off"];
+
+/**
+ * Rough bytes a micro-batch of B x T tokens keeps for its backward without checkpointing: per token and block, two
+ * copies of every linear's output (the output and what the activation / RoPE / attention makes of it), six
+ * hidden-sized tensors (norm outputs, residuals) and the attention probabilities; plus the logits and their gradient.
+ */
+export function activationBytes(model: CausalLM, B: number, T: number): number {
+  const lins = model.numBlocks > 0 ? model.blockLinears(0) : [];
+  const outs = lins.reduce((a, [, l]) => a + l.outFeatures, 0);
+  const hidden = lins.length ? lins[0][1].inFeatures : 0;
+  const c = model.config;
+  const heads = Number(c.num_attention_heads ?? c.n_head ?? 0) || 0;
+  return 4 * B * T * (model.numBlocks * (2 * outs + 6 * hidden + heads * T) + 3 * model.vocabSize);
+}
+
+/** Whether a B x T micro-batch trains with per-block checkpointing under `policy`. */
+export function useCheckpointing(policy: CheckpointPolicy, model: CausalLM, B: number, T: number): boolean {
+  if (policy === "on" || policy === "off") return policy === "on";
+  return activationBytes(model, B, T) > totalmem() / 4;
+}
+
 const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : Number.NaN);
 
 export async function retrain(m: LoadedModel, o: RetrainOptions): Promise<RetrainSummary> {
@@ -106,6 +136,7 @@ export async function retrain(m: LoadedModel, o: RetrainOptions): Promise<Retrai
     throw new TrainError(`seqlen ${seqlen} exceeds the model's context ${m.model.maxContext}`);
   const B = o.batch ?? 1;
   const accum = o.gradAccum ?? 1;
+  const ckpt = useCheckpointing(o.gradientCheckpointing ?? "auto", m.model, B, seqlen);
   const settings = retrainSettings(o, seqlen);
   const { params, nTrain, nModel } = setupTrainable(m.model, o);
   const opt = new AdamW(params, { lr: o.lr, weightDecay: o.weightDecay ?? 0 });
@@ -144,7 +175,7 @@ export async function retrain(m: LoadedModel, o: RetrainOptions): Promise<Retrai
         const ids = sampler.batch(B);
         const targets = new Int32Array(B * seqlen);
         for (let i = 0; i < targets.length; i++) targets[i] = i % seqlen === seqlen - 1 ? -100 : ids[i + 1];
-        const logits = m.model.forward(ids, B, seqlen, { checkpoint: true });
+        const logits = m.model.forward(ids, B, seqlen, { checkpoint: ckpt });
         const { loss } = F.crossEntropy(logits, targets);
         const lv = loss.data[0];
         if (!Number.isFinite(lv)) {
@@ -196,6 +227,7 @@ export async function retrain(m: LoadedModel, o: RetrainOptions): Promise<Retrai
     seconds: state.seconds,
     tokens_per_s: tokens / Math.max(secs, 1e-9),
     peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+    gradient_checkpointing: ckpt,
     resumed_from: resumedFrom,
   };
 }

@@ -113,6 +113,7 @@ export async function reconstruct(
     seconds: secs,
     tokens_per_s: (losses.length * B * (o.gradAccum ?? 1) * L) / secs,
     peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+    gradient_checkpointing: false, // one block at a time: nothing to checkpoint
     resumed_from: null,
     blocks,
   };
