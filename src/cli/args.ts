@@ -94,16 +94,22 @@ export function parseArgs(cmd: CommandDef, argv: string[]): ParsedArgs {
 export function commandHelp(cmd: CommandDef): string {
   const lines = [`Usage: ${cmd.usage}`, "", cmd.summary];
   if (cmd.description) lines.push("", cmd.description);
+  // One column for the names, as wide as the longest (at least 28) plus two spaces.
+  const names = [
+    ...(cmd.positionals ?? []).map((p) => `  <${p.name}>`),
+    ...cmd.options.map((o) => `  --${o.name}${o.type === "boolean" ? "" : ` <${o.type}>`}`),
+  ];
+  const width = Math.max(28, ...names.map((n) => n.length + 2));
   if (cmd.positionals?.length) {
     lines.push("", "Arguments:");
-    for (const p of cmd.positionals) lines.push(`  <${p.name}>`.padEnd(28) + p.description);
+    for (const p of cmd.positionals) lines.push(`  <${p.name}>`.padEnd(width) + p.description);
   }
   if (cmd.options.length) {
     lines.push("", "Options:");
     for (const o of cmd.options) {
       const flag = `  --${o.name}${o.type === "boolean" ? "" : ` <${o.type}>`}`;
       const def = o.default !== undefined ? ` (default: ${o.default})` : o.required ? " (required)" : "";
-      lines.push(flag.padEnd(28) + o.description + def);
+      lines.push(flag.padEnd(width) + o.description + def);
     }
   }
   return lines.join("\n");
