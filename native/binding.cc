@@ -192,8 +192,10 @@ Napi::Value AttentionFwd(const Napi::CallbackInfo& info) {
   a.need(11);
   long B, T, H, KV, D;
   att_dims(a, 5, &B, &T, &H, &KV, &D);
+  const long window = info.Length() > 11 && !a.isNull(11) ? a.dim(11, "window") : 0;  // 0: none
   attention_fwd(a.f32(0, "out", B * T * H * D), a.f32(1, "P", B * H * T * T, true), a.f32(2, "q", B * T * H * D),
-                a.f32(3, "k", B * T * KV * D), a.f32(4, "v", B * T * KV * D), B, T, H, KV, D, (float)a.num(10, "scale"));
+                a.f32(3, "k", B * T * KV * D), a.f32(4, "v", B * T * KV * D), B, T, H, KV, D, (float)a.num(10, "scale"),
+                window);
   return info.Env().Undefined();
 }
 

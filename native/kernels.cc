@@ -208,7 +208,7 @@ thread_local AttScratch t_att_s, t_att_d;
 }  // namespace
 
 void attention_fwd(float* out, float* P, const float* q, const float* k, const float* v, long B, long T, long H,
-                   long KV, long D, float scale) {
+                   long KV, long D, float scale, long window) {
   const IsaKernels* isa = isa_active();
   const softmax_fn softmax = isa->softmax;
   const long rep = H / KV, ldq = H * D, ldk = KV * D;
@@ -227,7 +227,14 @@ void attention_fwd(float* out, float* P, const float* q, const float* k, const f
         float* S = pb ? pb + t0 * T : t_att_s.get(ATT_TB * T);
         const long lds = T;
         gemm_st(gargs(S, lds, qb + t0 * ldq, ldq, false, kb, ldk, true, nb, t1, D, scale, 0.0f));
-        for (long r = 0; r < nb; ++r) softmax(S + r * lds, t0 + r + 1, pb ? T : t1);
+        for (long r = 0; r < nb; ++r) {
+          // Query t sees keys [s0, t]: s0 = 0, or t + 1 - window under a sliding window (Mistral). The keys before
+          // s0 get probability exactly 0, so the backward needs no window of its own.
+          const long t = t0 + r, s0 = window > 0 && t + 1 > window ? t + 1 - window : 0;
+          float* row = S + r * lds;
+          softmax(row + s0, t + 1 - s0, (pb ? T : t1) - s0);
+          if (s0 > 0) std::memset(row, 0, s0 * sizeof(float));
+        }
         gemm_st(gargs(ob + t0 * ldq, ldq, S, lds, false, vb, ldk, false, nb, D, t1, 1.0f, 0.0f));
       }
     }

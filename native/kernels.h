@@ -24,7 +24,7 @@ void rope(float* out, const float* x, const float* cos, const float* sin, long B
 // Causal attention. q, out: (B, T, H, D); k, v: (B, T, KV, D); P (B, H, T, T) stores the probabilities for backward
 // (may be null in inference). scale multiplies q·k.
 void attention_fwd(float* out, float* P, const float* q, const float* k, const float* v, long B, long T, long H,
-                   long KV, long D, float scale);
+                   long KV, long D, float scale, long window = 0);
 void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
                    const float* P, long B, long T, long H, long KV, long D, float scale);
 

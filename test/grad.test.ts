@@ -178,20 +178,23 @@ describe("op gradients vs float64 finite differences", () => {
     }
   });
 
-  it("causal GQA attention", () => {
+  it("causal GQA attention, with and without a sliding window", () => {
     const [B, T, H, KV, D] = [2, 5, 4, 2, 3];
     const q = { data: randF32(B * T * H * D, 12), shape: [B, T, H * D] };
     const k = { data: randF32(B * T * KV * D, 13), shape: [B, T, KV * D] };
     const v = { data: randF32(B * T * KV * D, 14), shape: [B, T, KV * D] };
-    gradcheck(
-      [q, k, v],
-      ([a, b, c]) => F.attention(a, b, c, B, T, H, KV, D),
-      ([a, b, c]) => {
-        const y = f64(a.length);
-        R.attentionFwd(y, null, a, b, c, B, T, H, KV, D, 1 / Math.sqrt(D));
-        return y;
-      },
-    );
+    for (const win of [0, 2]) {
+      const s = 1 / Math.sqrt(D);
+      gradcheck(
+        [q, k, v],
+        ([a, b, c]) => F.attention(a, b, c, B, T, H, KV, D, s, win),
+        ([a, b, c]) => {
+          const y = f64(a.length);
+          R.attentionFwd(y, null, a, b, c, B, T, H, KV, D, s, win);
+          return y;
+        },
+      );
+    }
   });
 
   it("activations and SwiGLU", () => {

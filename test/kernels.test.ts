@@ -363,33 +363,49 @@ describe.each(paths)("cpu path %s", (path) => {
   it("causal GQA attention forward and backward", () => {
     K.setCpu(path);
     fc.assert(
-      fc.property(fc.constantFrom(1, 3, 17, 129), fc.constantFrom([4, 2], [3, 3], [4, 1]), (T, [H, KV]) => {
-        const [B, D] = [2, 8];
-        const q = randF32(B * T * H * D, T);
-        const k = randF32(B * T * KV * D, T + 1);
-        const v = randF32(B * T * KV * D, T + 2);
-        const g = randF32(B * T * H * D, T + 3);
-        const o = new Float32Array(q.length);
-        const P = new Float32Array(B * H * T * T);
-        const ro = new Float64Array(q.length);
-        const rP = new Float64Array(B * H * T * T);
-        const f64 = (a: Float32Array) => Float64Array.from(a);
-        K.attentionFwd(o, P, q, k, v, B, T, H, KV, D, 0.35);
-        refK.attentionFwd(ro, rP, f64(q), f64(k), f64(v), B, T, H, KV, D, 0.35);
-        expectClose(o, ro, 1e-5, 1e-5, "attentionFwd");
-        expectClose(P, rP, 1e-5, 1e-6, "attention P");
-        const o2 = new Float32Array(q.length);
-        K.attentionFwd(o2, null, q, k, v, B, T, H, KV, D, 0.35);
-        expectClose(o2, ro, 1e-5, 1e-5, "attentionFwd without P");
-        const [dq, dk, dv] = [new Float32Array(q.length), new Float32Array(k.length), new Float32Array(v.length)];
-        const [rq, rk, rv] = [new Float64Array(q.length), new Float64Array(k.length), new Float64Array(v.length)];
-        K.attentionBwd(dq, dk, dv, g, q, k, v, P, B, T, H, KV, D, 0.35);
-        refK.attentionBwd(rq, rk, rv, f64(g), f64(q), f64(k), f64(v), rP, B, T, H, KV, D, 0.35);
-        expectClose(dq, rq, 1e-4, 1e-5, "dq");
-        expectClose(dk, rk, 1e-4, 1e-5, "dk");
-        expectClose(dv, rv, 1e-4, 1e-5, "dv");
-      }),
-      { numRuns: 8, seed: 3 },
+      fc.property(
+        fc.constantFrom(1, 3, 17, 129),
+        fc.constantFrom([4, 2], [3, 3], [4, 1]),
+        fc.constantFrom(0, 1, 5, 100),
+        (T, [H, KV], win) => {
+          const [B, D] = [2, 8];
+          const q = randF32(B * T * H * D, T);
+          const k = randF32(B * T * KV * D, T + 1);
+          const v = randF32(B * T * KV * D, T + 2);
+          const g = randF32(B * T * H * D, T + 3);
+          const o = new Float32Array(q.length);
+          const P = new Float32Array(B * H * T * T);
+          const ro = new Float64Array(q.length);
+          const rP = new Float64Array(B * H * T * T);
+          const f64 = (a: Float32Array) => Float64Array.from(a);
+          K.attentionFwd(o, P, q, k, v, B, T, H, KV, D, 0.35, win);
+          refK.attentionFwd(ro, rP, f64(q), f64(k), f64(v), B, T, H, KV, D, 0.35, win);
+          // the window itself: row t puts its whole mass on keys (t - win, t]
+          for (let r = 0; r < B * H * T; r++) {
+            const t = r % T;
+            let mass = 0;
+            for (let s = 0; s < T; s++) {
+              const inside = s <= t && (win === 0 || s > t - win);
+              if (!inside) expect(rP[r * T + s]).toBe(0);
+              else mass += rP[r * T + s];
+            }
+            expect(Math.abs(mass - 1)).toBeLessThan(1e-12);
+          }
+          expectClose(o, ro, 1e-5, 1e-5, "attentionFwd");
+          expectClose(P, rP, 1e-5, 1e-6, "attention P");
+          const o2 = new Float32Array(q.length);
+          K.attentionFwd(o2, null, q, k, v, B, T, H, KV, D, 0.35, win);
+          expectClose(o2, ro, 1e-5, 1e-5, "attentionFwd without P");
+          const [dq, dk, dv] = [new Float32Array(q.length), new Float32Array(k.length), new Float32Array(v.length)];
+          const [rq, rk, rv] = [new Float64Array(q.length), new Float64Array(k.length), new Float64Array(v.length)];
+          K.attentionBwd(dq, dk, dv, g, q, k, v, P, B, T, H, KV, D, 0.35);
+          refK.attentionBwd(rq, rk, rv, f64(g), f64(q), f64(k), f64(v), rP, B, T, H, KV, D, 0.35);
+          expectClose(dq, rq, 1e-4, 1e-5, "dq");
+          expectClose(dk, rk, 1e-4, 1e-5, "dk");
+          expectClose(dv, rv, 1e-4, 1e-5, "dv");
+        },
+      ),
+      { numRuns: 12, seed: 3 },
     );
   });
 

@@ -76,9 +76,9 @@ function ropeF64(x: F64, T: number, H: number, D: number, Rd: number, inv: numbe
   R.rope(y, x, cos, sin, 1, T, H, D, Rd, false, false);
   return y;
 }
-function attn(q: F64, k: F64, v: F64, T: number, H: number, KV: number, D: number): F64 {
+function attn(q: F64, k: F64, v: F64, T: number, H: number, KV: number, D: number, window = 0): F64 {
   const y = new Float64Array(q.length);
-  R.attentionFwd(y, null, q, k, v, 1, T, H, KV, D, 1 / Math.sqrt(D));
+  R.attentionFwd(y, null, q, k, v, 1, T, H, KV, D, 1 / Math.sqrt(D), window);
   return y;
 }
 function act(x: F64, kind: string): F64 {
@@ -113,7 +113,7 @@ interface Family {
   ref(sd: SD): F64;
 }
 
-function llama(tied: boolean, scaling: object | null): Family {
+function llama(tied: boolean, scaling: object | null, window = 0): Family {
   const [C, I, H, KV, L] = [16, 24, 4, 2, 2];
   const D = C / H;
   const spec: [string, number[]][] = [["model.embed_tokens.weight", [V, C]]];
@@ -134,7 +134,7 @@ function llama(tied: boolean, scaling: object | null): Family {
   spec.push(["model.norm.weight", [C]]);
   if (!tied) spec.push(["lm_head.weight", [V, C]]);
   const config = {
-    model_type: "llama",
+    model_type: window ? "mistral" : "llama",
     hidden_size: C,
     intermediate_size: I,
     num_hidden_layers: L,
@@ -146,9 +146,10 @@ function llama(tied: boolean, scaling: object | null): Family {
     rope_theta: 500,
     tie_word_embeddings: tied,
     rope_scaling: scaling,
+    ...(window ? { sliding_window: window } : {}),
   };
   return {
-    name: `llama${tied ? " tied" : ""}${scaling ? " rope_scaling" : ""}`,
+    name: window ? `mistral sliding_window ${window}` : `llama${tied ? " tied" : ""}${scaling ? " rope_scaling" : ""}`,
     config,
     spec,
     ref(sd) {
@@ -160,7 +161,7 @@ function llama(tied: boolean, scaling: object | null): Family {
         const q = ropeF64(lin(h, f(sd, `${p}self_attn.q_proj.weight`), null, T, H * D, C), T, H, D, D, inv);
         const k = ropeF64(lin(h, f(sd, `${p}self_attn.k_proj.weight`), null, T, KV * D, C), T, KV, D, D, inv);
         const v = lin(h, f(sd, `${p}self_attn.v_proj.weight`), null, T, KV * D, C);
-        x = add(x, lin(attn(q, k, v, T, H, KV, D), f(sd, `${p}self_attn.o_proj.weight`), null, T, C, H * D));
+        x = add(x, lin(attn(q, k, v, T, H, KV, D, window), f(sd, `${p}self_attn.o_proj.weight`), null, T, C, H * D));
         const h2 = rms(x, f(sd, `${p}post_attention_layernorm.weight`), T, C, 1e-6);
         const g = lin(h2, f(sd, `${p}mlp.gate_proj.weight`), null, T, I, C);
         const u = lin(h2, f(sd, `${p}mlp.up_proj.weight`), null, T, I, C);
@@ -426,6 +427,7 @@ const FAMILIES: Family[] = [
     original_max_position_embeddings: 16,
   }),
   llama(false, { type: "linear", factor: 2 }),
+  llama(false, null, 4),
   opt(true, 16),
   opt(false, 12),
   neox(true),

@@ -1,4 +1,5 @@
-// LLaMA / Mistral decoder (HF modeling_llama.py): RMSNorm, RoPE (rotate-half), GQA attention, SwiGLU MLP.
+// LLaMA / Mistral decoder (HF modeling_llama.py / modeling_mistral.py): RMSNorm, RoPE (rotate-half), GQA attention
+// (with Mistral's sliding window), SwiGLU MLP.
 // Parameter names are the HF state-dict keys (model.layers.N.self_attn.q_proj.weight, ...).
 import * as F from "../nn/functional.js";
 import { Embedding, Linear, RMSNorm } from "../nn/layers.js";
@@ -25,6 +26,14 @@ export interface LlamaConfig {
   attention_bias?: boolean;
   mlp_bias?: boolean;
   rope_scaling?: RopeScaling | null;
+  /** Mistral: each query attends to the last `sliding_window` keys up to itself (null: all). */
+  sliding_window?: number | null;
+}
+
+/** The attention window a config asks for: Mistral's sliding_window (transformers applies it for model_type mistral). */
+export function slidingWindow(cfg: LlamaConfig): number {
+  const w = cfg.sliding_window;
+  return cfg.model_type === "mistral" && typeof w === "number" && w > 0 ? w : 0;
 }
 
 export interface RopeScaling {
@@ -96,6 +105,7 @@ class LlamaAttention extends Module {
     readonly D: number,
     C: number,
     bias: boolean,
+    readonly window = 0,
   ) {
     super();
     this.q_proj = this.registerModule("q_proj", new Linear(C, H * D, { bias }));
@@ -109,7 +119,7 @@ class LlamaAttention extends Module {
     const q = F.rope(this.q_proj.forward(x), B, T, H, D, rope);
     const k = F.rope(this.k_proj.forward(x), B, T, KV, D, rope);
     const v = this.v_proj.forward(x);
-    return this.o_proj.forward(F.attention(q, k, v, B, T, H, KV, D));
+    return this.o_proj.forward(F.attention(q, k, v, B, T, H, KV, D, 1 / Math.sqrt(D), this.window));
   }
 }
 
@@ -141,7 +151,10 @@ export class LlamaDecoderLayer extends Module {
     const D = cfg.head_dim ?? C / H;
     const eps = cfg.rms_norm_eps ?? 1e-6;
     this.input_layernorm = this.registerModule("input_layernorm", new RMSNorm(C, eps));
-    this.self_attn = this.registerModule("self_attn", new LlamaAttention(H, KV, D, C, !!cfg.attention_bias));
+    this.self_attn = this.registerModule(
+      "self_attn",
+      new LlamaAttention(H, KV, D, C, !!cfg.attention_bias, slidingWindow(cfg)),
+    );
     this.post_attention_layernorm = this.registerModule("post_attention_layernorm", new RMSNorm(C, eps));
     this.mlp = this.registerModule("mlp", new LlamaMLP(C, cfg.intermediate_size, !!cfg.mlp_bias));
   }

@@ -339,7 +339,10 @@ export function rope(x: Tensor, B: number, T: number, H: number, D: number, tab:
   });
 }
 
-/** Causal self-attention with GQA. q: (B, T, H·D), k/v: (B, T, KV·D) → (B, T, H·D). */
+/**
+ * Causal self-attention with GQA. q: (B, T, H·D), k/v: (B, T, KV·D) → (B, T, H·D). `window` > 0: each query sees only
+ * the last `window` keys up to itself (Mistral's sliding window, transformers' `kv_idx > q_idx - sliding_window`).
+ */
 export function attention(
   q: Tensor,
   k: Tensor,
@@ -350,11 +353,12 @@ export function attention(
   KV: number,
   D: number,
   scaleQK = 1 / Math.sqrt(D),
+  window = 0,
 ): Tensor {
   const y = Tensor.alloc(q.shape);
   const keep = isGradEnabled() && (q.requiresGrad || k.requiresGrad || v.requiresGrad);
   const P = keep ? allocRaw(B * H * T * T) : null;
-  K.attentionFwd(y.data, P, q.data, k.data, v.data, B, T, H, KV, D, scaleQK);
+  K.attentionFwd(y.data, P, q.data, k.data, v.data, B, T, H, KV, D, scaleQK, window);
   return record(y, [q, k, v], (g) => {
     const dq = allocRaw(q.size);
     const dk = allocRaw(k.size);

@@ -223,6 +223,7 @@ export function attentionFwd(
   KV: number,
   D: number,
   scale: number,
+  window = 0,
 ): void {
   check("attentionFwd", KV > 0 && H % KV === 0, `H (${H}) must be a multiple of KV (${KV})`);
   const rep = H / KV;
@@ -231,20 +232,22 @@ export function attentionFwd(
     for (let h = 0; h < H; h++) {
       const kh = Math.floor(h / rep);
       for (let t = 0; t < T; t++) {
+        // keys [s0, t]: a sliding window of `window` keys (0: all earlier keys)
+        const s0 = window > 0 ? Math.max(0, t + 1 - window) : 0;
         let mx = Number.NEGATIVE_INFINITY;
-        for (let s = 0; s <= t; s++) {
+        for (let s = s0; s <= t; s++) {
           let dot = 0;
           for (let d = 0; d < D; d++) dot += q[((b * T + t) * H + h) * D + d] * k[((b * T + s) * KV + kh) * D + d];
           row[s] = dot * scale;
           mx = Math.max(mx, row[s]);
         }
         let sum = 0;
-        for (let s = 0; s <= t; s++) {
+        for (let s = s0; s <= t; s++) {
           row[s] = Math.exp(row[s] - mx);
           sum += row[s];
         }
         for (let s = 0; s < T; s++) {
-          const p = s <= t ? row[s] / sum : 0;
+          const p = s >= s0 && s <= t ? row[s] / sum : 0;
           if (P) P[((b * H + h) * T + t) * T + s] = p;
           row[s] = p;
         }
