@@ -174,6 +174,22 @@ describe("lm-eval prompt rendering of the shipped task files", () => {
     });
   }
 
+  it("hellaswag rows in the full HF schema join ctx_a and ctx_b.capitalize(), as lm-eval does", () => {
+    const row = {
+      activity_label: "Roof shingle removal",
+      ctx_a: "A man is sitting on a roof.",
+      ctx_b: "he STARTS",
+      ctx: "A man is sitting on a roof. he STARTS",
+      endings: ["a [title] b", "c", "d", "e"],
+      label: "0",
+    };
+    const d = TASKS.hellaswag.toDoc(row);
+    expect(d.context).toBe("Roof shingle removal: A man is sitting on a roof. He starts");
+    expect(d.choices[0]).toBe("a. b");
+    const { ctx_a: _a, ctx_b: _b, ...joined } = row;
+    expect(TASKS.hellaswag.toDoc(joined).context).toBe("Roof shingle removal: A man is sitting on a roof. he STARTS");
+  });
+
   it("a row missing a field names the file and line", () => {
     const dir = mkdtempSync(join(tmpdir(), "perp-task-"));
     const old = process.env.PERP_DATA;

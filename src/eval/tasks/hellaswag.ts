@@ -1,6 +1,7 @@
-// lm-eval hellaswag: query = preprocess(activity_label + ": " + ctx), choices = preprocess(ending), acc + acc_norm.
-// Our copy has `ctx` = ctx_a + " " + ctx_b already joined (no ctx_b.capitalize(), which lm-eval applies) and already
-// preprocessed once; preprocess is idempotent except for 18 rows with other bracketed spans, which it removes.
+// lm-eval hellaswag: ctx = ctx_a + " " + ctx_b.capitalize(), query = preprocess(activity_label + ": " + ctx), choices =
+// preprocess(ending), acc + acc_norm. Rows in the full HF schema carry ctx_a / ctx_b and get exactly that; our shipped
+// copy has only `ctx` (ctx_a + " " + ctx_b joined, without the capitalize) and is used as it is. preprocess is
+// idempotent on it except for 18 rows with other bracketed spans, which it removes.
 import { field, isStr, isStrList, type Task } from "./types.js";
 
 export function preprocess(text: string): string {
@@ -11,6 +12,11 @@ export function preprocess(text: string): string {
     .replaceAll("  ", " ");
 }
 
+/** Python's str.capitalize(): the first character upper-cased, the rest lower-cased. */
+export function capitalize(s: string): string {
+  return s.length ? s[0].toUpperCase() + s.slice(1).toLowerCase() : s;
+}
+
 export const hellaswag: Task = {
   name: "hellaswag",
   file: ["tasks", "hellaswag", "validation.jsonl"],
@@ -19,8 +25,12 @@ export const hellaswag: Task = {
   toDoc(r) {
     const w = "hellaswag";
     const label = field<string>(r, "label", (v) => isStr(v) && /^[0-3]$/.test(v as string), w);
+    const contextOf = (row: Record<string, unknown>) =>
+      isStr(row.ctx_a) && isStr(row.ctx_b)
+        ? `${row.ctx_a} ${capitalize(row.ctx_b as string)}`
+        : field<string>(row, "ctx", isStr, w);
     return {
-      context: preprocess(`${field(r, "activity_label", isStr, w)}: ${field(r, "ctx", isStr, w)}`),
+      context: preprocess(`${field(r, "activity_label", isStr, w)}: ${contextOf(r)}`),
       choices: field<string[]>(r, "endings", isStrList, w).map(preprocess),
       gold: Number(label),
     };
