@@ -74,6 +74,7 @@ export async function retrainModel(
     if (!dense)
       throw new Error(`${m.dir}: reconstruct mode needs the dense model (perp.json has no source_model; pass --dense)`);
     if (!m.tokenizer) throw new Error(`${m.dir}: reconstruct mode needs tokenizer.json`);
+    if (o.resume) warn("reconstruct mode keeps no checkpoints (it runs block by block): --resume starts it over");
     const teacher = await loadModel(dense);
     summary = await reconstruct(m, teacher, m.tokenizer, o);
   } else summary = await retrain(m, { ...o, excludeDocs: exclude });
