@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "isa.h"
 #include "pool.h"
@@ -361,7 +362,9 @@ struct SpinBarrier {
       gen.fetch_add(1, std::memory_order_release);
       return;
     }
-    while (gen.load(std::memory_order_acquire) == g0) {
+    // Spin; yield now and then, so that with more threads than cores the one being waited for gets to run.
+    for (unsigned spins = 1; gen.load(std::memory_order_acquire) == g0; ++spins) {
+      if ((spins & 1023) == 0) std::this_thread::yield();
 #ifdef PERP_SSE
       _mm_pause();
 #endif
@@ -494,7 +497,10 @@ void gemm(const GemmArgs& g) {
   // splitting rows, A when splitting columns) is at least what each thread packs of the other.
   const double a_elems = (double)g.M * g.K, b_elems = (double)g.K * g.N;
   const bool dup_heavy = g.M >= g.N ? b_elems >= a_elems / nth : a_elems >= b_elems / nth;
-  const bool coop = kCoop && adaptive && dup_heavy && g.M >= 4L * nth * sh.MR && gemm_coop(g, sh, part, rate);
+  // Barriers want every thread on a core of its own: not with more threads than CPUs.
+  static const int cpus = (int)std::thread::hardware_concurrency();
+  const bool coop = kCoop && adaptive && dup_heavy && (cpus <= 0 || nth <= cpus) && g.M >= 4L * nth * sh.MR &&
+                    gemm_coop(g, sh, part, rate);
   if (!coop) run_split(g, sh, part, rate);
   if (adaptive) update_speeds(rate, nth);
 }

@@ -1,3 +1,4 @@
+import { cpus } from "node:os";
 // Every native kernel against its TS twin, on every CPU path this machine supports, over random awkward shapes.
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
@@ -157,7 +158,8 @@ describe.each(paths)("cpu path %s", (path) => {
             const coop1 = K.gemmBlocking().coopGemms;
             K.setThreads(before);
             const label = `${M}x${N}x${Kd}${ta ? " tA" : ""}${tb ? " tB" : ""}+${K2} ${btype} blocking ${blocking}`;
-            expect(coop1 - coop0, `${label}: shared-B path taken`).toBe(1);
+            // (the path needs a CPU per thread: GEMMs with more threads than CPUs split without barriers)
+            if (cpus().length >= 2) expect(coop1 - coop0, `${label}: shared-B path taken`).toBe(1);
             expect(bitsEqual(one, two), `${label}: 1 vs 2 threads`).toBe(true);
             // The float64 reference depends on neither the path nor the blocking: computed once per shape.
             const key = `${label.split(" blocking")[0]} ${ta}${tb}`;
