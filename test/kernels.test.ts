@@ -1,5 +1,5 @@
-import { cpus } from "node:os";
 // Every native kernel against its TS twin, on every CPU path this machine supports, over random awkward shapes.
+import { cpus } from "node:os";
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
 import { type CpuPath, isNative, K, refK } from "../src/tensor/native.js";
