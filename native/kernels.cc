@@ -195,7 +195,7 @@ void rope(float* out, const float* x, const float* cs, const float* sn, long B, 
 
 // ---------------------------------------------------------------------------------------------- attention
 namespace {
-constexpr long ATT_TB = 128;  // query rows per block: the causal mask skips the blocks above the diagonal
+constexpr long ATT_TB = 96;  // query rows per block: the causal mask skips the blocks above the diagonal
 
 struct AttScratch {
   std::vector<float> buf;
