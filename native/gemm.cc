@@ -351,6 +351,16 @@ void weighted_split(long units, int ith, int nth, long* ub, long* ue) {
   *ue = ith == nth - 1 ? units : (long)(units * (before + g_speed[ith]) / total + 0.5);
 }
 
+// Rows [b, e) of g as a GEMM of their own.
+GemmArgs row_view(const GemmArgs& g, long b, long e) {
+  GemmArgs s = g;
+  s.M = e - b;
+  s.C = g.C + b * g.ldc;
+  s.A = g.transA ? g.A + b : g.A + b * g.lda;
+  if (g.K2 > 0) s.A2 = g.transA2 ? g.A2 + b : g.A2 + b * g.lda2;
+  return s;
+}
+
 // Spin barrier for the threads of one pool job (waits are short: one B block's packing).
 struct SpinBarrier {
   std::atomic<int> count{0};
@@ -396,11 +406,7 @@ bool gemm_coop(const GemmArgs& g, const Shape& sh, Split part, double* rate) {
     long ub, ue;
     part(ith, n, units, &ub, &ue);
     const long b = ub * MR < g.M ? ub * MR : g.M, e = ue * MR < g.M ? ue * MR : g.M;
-    GemmArgs s = g;
-    s.M = e - b;
-    s.C = g.C + b * g.ldc;
-    s.A = g.transA ? g.A + b : g.A + b * g.lda;
-    if (g.K2 > 0) s.A2 = g.transA2 ? g.A2 + b : g.A2 + b * g.lda2;
+    const GemmArgs s = row_view(g, b, e);
     float* pa = t_pack_a.get(MC * (kc_max + K2));
     const auto t0 = std::chrono::steady_clock::now();
     int blk = 0;
@@ -437,10 +443,7 @@ void run_split(const GemmArgs& g, const Shape& sh, Split part, double* rate) {
     const long b = ub * align < dim ? ub * align : dim, e = ue * align < dim ? ue * align : dim;
     GemmArgs s = g;
     if (split_m) {
-      s.M = e - b;
-      s.C = g.C + b * g.ldc;
-      s.A = g.transA ? g.A + b : g.A + b * g.lda;
-      if (g.K2 > 0) s.A2 = g.transA2 ? g.A2 + b : g.A2 + b * g.lda2;
+      s = row_view(g, b, e);
     } else {
       s.N = e - b;
       s.C = g.C + b;

@@ -35,6 +35,21 @@ describe("CLI", () => {
     expect(editDistance("kitten", "sitting")).toBe(3);
   });
 
+  it("retrain --grad-checkpoint takes auto, on or off, and says so before loading anything", async () => {
+    const rt = COMMANDS.find((c) => c.name === "retrain")!;
+    const a = parseArgs(rt, [
+      "--model",
+      "/nonexistent",
+      "--steps",
+      "1",
+      "--out",
+      "/nonexistent/o",
+      "--grad-checkpoint",
+      "maybe",
+    ]);
+    await expect(rt.run(a)).rejects.toThrow(/--grad-checkpoint must be auto, on, off \(got maybe\)/);
+  });
+
   it("perp --help and an unknown command", () => {
     const run = (args: string[]) => {
       try {

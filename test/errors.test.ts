@@ -53,6 +53,10 @@ describe.skipIf(!isNative)("native argument checks", () => {
   it("attention: heads not a multiple of kv heads; rope: odd rotary dims", () => {
     const q = new Float32Array(2 * 3 * 4);
     expect(() => K.attentionFwd(q, null, q, q, q, 1, 2, 3, 2, 4, 1)).toThrow(/H \(3\) must be a multiple of KV \(2\)/);
+    const o = new Float32Array(2 * 2 * 4);
+    expect(() => K.attentionFwd(o, null, o, o, o, 1, 2, 2, 2, 4, 1, -3)).toThrow(
+      /window must be a non-negative integer/,
+    );
     expect(() => K.rope(q, q, q, q, 1, 2, 3, 4, 3, false, false)).toThrow(/rotary dims R must be even/);
   });
 

@@ -25,25 +25,21 @@ export class Arena {
    * references any more.
    */
   releaseSince(mark: number, keep: readonly Float32Array[] = []): void {
-    const later = this.used.splice(mark);
-    for (const b of later) {
-      if (keep.some((k) => k.buffer === b.buffer)) {
-        this.used.push(b);
-        continue;
-      }
-      let list = this.free.get(b.length);
-      if (!list) this.free.set(b.length, (list = []));
-      list.push(b);
+    for (const b of this.used.splice(mark)) {
+      if (keep.some((k) => k.buffer === b.buffer)) this.used.push(b);
+      else this.recycle(b);
     }
   }
 
   reset(): void {
-    for (const b of this.used) {
-      let list = this.free.get(b.length);
-      if (!list) this.free.set(b.length, (list = []));
-      list.push(b);
-    }
+    for (const b of this.used) this.recycle(b);
     this.used = [];
+  }
+
+  private recycle(b: Float32Array): void {
+    let list = this.free.get(b.length);
+    if (!list) this.free.set(b.length, (list = []));
+    list.push(b);
   }
 }
 

@@ -25,12 +25,12 @@ export const hellaswag: Task = {
   toDoc(r) {
     const w = "hellaswag";
     const label = field<string>(r, "label", (v) => isStr(v) && /^[0-3]$/.test(v as string), w);
-    const contextOf = (row: Record<string, unknown>) =>
-      isStr(row.ctx_a) && isStr(row.ctx_b)
-        ? `${row.ctx_a} ${capitalize(row.ctx_b as string)}`
-        : field<string>(row, "ctx", isStr, w);
+    const ctx =
+      isStr(r.ctx_a) && isStr(r.ctx_b)
+        ? `${r.ctx_a} ${capitalize(r.ctx_b as string)}`
+        : field<string>(r, "ctx", isStr, w);
     return {
-      context: preprocess(`${field(r, "activity_label", isStr, w)}: ${contextOf(r)}`),
+      context: preprocess(`${field(r, "activity_label", isStr, w)}: ${ctx}`),
       choices: field<string[]>(r, "endings", isStrList, w).map(preprocess),
       gold: Number(label),
     };
