@@ -52,6 +52,19 @@ inline float load_b(const void* B, int btype, long idx) {
   return btype == B_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
 }
 
+// Software prefetch distances of the packers (as in the AVX-512 one): source rows ahead for k-major copies, elements
+// ahead along a row for transposing ones.
+constexpr long kPackRowsAhead = 8, kPackColsAhead = 128;
+
+inline void prefetch_span(const void* p, long bytes) {
+#ifdef PERP_SSE
+  for (long o = 0; o < bytes; o += 64) _mm_prefetch(static_cast<const char*>(p) + o, _MM_HINT_T0);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
 // dst[k*ld + r] = src[r*lds + k] for r < rows, k < kc: a transposing copy, 4x4 SSE blocks where possible.
 void pack_transpose(float* dst, long ld, const float* src, long lds, long rows, long kc) {
   long r = 0;
@@ -60,6 +73,8 @@ void pack_transpose(float* dst, long ld, const float* src, long lds, long rows, 
     const float *s0 = src + r * lds, *s1 = s0 + lds, *s2 = s1 + lds, *s3 = s2 + lds;
     long k = 0;
     for (; k + 4 <= kc; k += 4) {
+      if ((k & 15) == 0)
+        for (const float* s : {s0, s1, s2, s3}) prefetch_span(s + k + kPackColsAhead, 4);
       __m128 a = _mm_loadu_ps(s0 + k), b = _mm_loadu_ps(s1 + k), c = _mm_loadu_ps(s2 + k), e = _mm_loadu_ps(s3 + k);
       _MM_TRANSPOSE4_PS(a, b, c, e);
       _mm_storeu_ps(dst + k * ld + r, a);
@@ -89,7 +104,10 @@ void pack_generic(float* dst, int W, const void* src, int dtype, long ld, bool t
       pack_transpose(d, W, static_cast<const float*>(src) + c0 * ld, ld, wp, kc);
     } else if (dtype == B_F32) {
       const float* s = static_cast<const float*>(src) + c0;
-      for (long k = 0; k < kc; ++k) std::memcpy(d + k * W, s + k * ld, wp * sizeof(float));
+      for (long k = 0; k < kc; ++k) {
+        prefetch_span(s + (k + kPackRowsAhead) * ld, wp * sizeof(float));
+        std::memcpy(d + k * W, s + k * ld, wp * sizeof(float));
+      }
     } else {
       for (long k = 0; k < kc; ++k)
         for (long c = 0; c < wp; ++c) d[k * W + c] = load_b(src, dtype, trans ? (c0 + c) * ld + k : k * ld + c0 + c);

@@ -182,6 +182,58 @@ describe.each(paths)("cpu path %s", (path) => {
     },
   );
 
+  it.skipIf(!isNative)(
+    "gemm: every packing path (k-major and transposing; narrow A and wide B panels; ragged edges; K blocks that end mid-group)",
+    () => {
+      K.setCpu(path);
+      const saved = K.gemmBlocking();
+      try {
+        // KC 40 leaves K blocks of 40 and a last one of 17/21 rows (not a multiple of 16); M 37 leaves a ragged A panel,
+        // N 70 a ragged B panel; the B row stride (N or K) is not a multiple of a cache line.
+        for (const kc of [40]) {
+          K.gemmBlocking(kc, 0, 0);
+          for (const [M, N, Kd] of [
+            [37, 70, 97],
+            [130, 45, 101],
+          ]) {
+            for (const [ta, tb] of [
+              [false, false],
+              [false, true],
+              [true, false],
+              [true, true],
+            ]) {
+              for (const btype of ["f32", "bf16"] as const) {
+                const A = randF32(M * Kd, M + Kd);
+                const B = randF32(Kd * N, N + 3);
+                const Bw = btype === "bf16" ? toBf16(B) : B;
+                const C0 = randF32(M * N, 5);
+                const c = C0.slice();
+                const r = Float64Array.from(C0);
+                K.gemm(c, A, Bw as never, M, N, Kd, ta, tb, 1.25, 0.5, btype);
+                refK.gemm(
+                  r,
+                  Float64Array.from(A),
+                  btype === "bf16" ? Bw : Float64Array.from(B),
+                  M,
+                  N,
+                  Kd,
+                  ta,
+                  tb,
+                  1.25,
+                  0.5,
+                  btype,
+                );
+                expectClose(c, r, 1e-5 * Math.sqrt(Kd), 1e-5, `gemm ${M}x${N}x${Kd} ${ta}${tb} ${btype} kc ${kc}`);
+              }
+            }
+          }
+        }
+      } finally {
+        K.gemmBlocking(saved.kc, -1, saved.mcp);
+      }
+    },
+  );
+
   it("gemm: a second product appended along K (the fused LoRA term)", () => {
     K.setCpu(path);
     fc.assert(
