@@ -111,8 +111,37 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
     g.A2 = a.typed<float, napi_float32_array>(14, "A2", "Float32Array", g.M * g.K2, false, false);
     g.B2 = a.typed<float, napi_float32_array>(15, "B2", "Float32Array", g.K2 * g.N, false, false);
   }
+  // Optional arg 19: op(B) pre-packed by gemmPack (ignored when it does not match this call).
+  if (!a.isNull(19)) {
+    g.packed = a.typed<float, napi_float32_array>(19, "packed", "Float32Array", 0, false, false);
+    g.packed_len = (long)info[19].As<Napi::TypedArray>().ElementLength();
+  }
   gemm(g);
   return info.Env().Undefined();
+}
+
+// gemmPack(B, K, N, transB, btype, k2) -> Float32Array: op(B) packed for later gemm calls (see gemm.h).
+Napi::Value GemmPack(const Napi::CallbackInfo& info) {
+  Args a{info, "gemmPack"};
+  a.need(6);
+  const long K = a.dim(1, "K"), N = a.dim(2, "N"), k2 = a.dim(5, "k2");
+  const bool transB = a.flag(3);
+  const long rows = transB ? N : K, cols = transB ? K : N, n = rows * cols;
+  const std::string bt = a.isNull(4) ? "f32" : info[4].ToString().Utf8Value();
+  const void* B = nullptr;
+  int btype = B_F32;
+  if (bt == "f32") {
+    B = a.typed<float, napi_float32_array>(0, "B", "Float32Array", n, false, false);
+  } else if (bt == "bf16" || bt == "f16") {
+    btype = bt == "bf16" ? B_BF16 : B_F16;
+    B = a.typed<uint16_t, napi_uint16_array>(0, "B", "Uint16Array", n, false, false);
+  } else {
+    a.fail("btype must be f32, bf16 or f16");
+  }
+  const long len = gemm_pack_size(K, N, k2);
+  Napi::Float32Array out = Napi::Float32Array::New(info.Env(), (size_t)len);
+  gemm_pack_b(out.Data(), B, btype, cols, transB, K, N, k2);
+  return out;
 }
 
 Napi::Value BiasAdd(const Napi::CallbackInfo& info) {
@@ -431,6 +460,7 @@ Napi::Value GemmBlocking(const Napi::CallbackInfo& info) {
   o.Set("nc", (double)nc);
   o.Set("mcp", (double)mcp);
   o.Set("coopGemms", (double)gemm_coop_count());
+  o.Set("packedGemms", (double)gemm_packed_count());
   return o;
 }
 
@@ -456,6 +486,7 @@ Napi::Value PeakGflops(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New(env, Gemm));
+  exports.Set("gemmPack", Napi::Function::New(env, GemmPack));
   exports.Set("biasAdd", Napi::Function::New(env, BiasAdd));
   exports.Set("biasGrad", Napi::Function::New(env, BiasGrad));
   exports.Set("rmsnormFwd", Napi::Function::New(env, RmsnormFwd));

@@ -28,6 +28,7 @@ const long kDefaultNC = env_or("PERP_NC", 4096);
 long NC = kDefaultNC;
 long MC_PANELS = env_or("PERP_MCP", 16);
 const bool kCoop = env_or("PERP_COOP", 1) != 0;
+const bool kPackedAhead = env_or("PERP_AHEAD", 1) != 0;
 
 struct Scratch {
   float* buf = nullptr;
@@ -192,11 +193,24 @@ Operands choose_operands(const GemmArgs& g, const Shape& sh, long mc, long nc) {
           !g.transB && g.btype == B_F32 && (g.ldb <= 2 * NR || b_reuse <= 2)};
 }
 
+// A span of memory to pull toward the caches a little at a time, between micro-kernel calls: the next block of a
+// pre-packed B, which would otherwise come from DRAM only when the micro-kernel first reads it.
+struct Ahead {
+  const char* p = nullptr;
+  const char* end = nullptr;
+  long per_call = 0;  // cache lines per micro-kernel call
+  void step() {
+#ifdef PERP_SSE
+    for (long i = 0; i < per_call && p < end; ++i, p += 64) _mm_prefetch(p, _MM_HINT_T1);
+#endif
+  }
+};
+
 // C[ic+ir.., jc+jr..] over the block: ir outer, jr inner, so the A micro-panel (MR x kc) stays in L1 while B
 // micro-panels stream from L2 (BLIS's assignment, with our row-major roles swapped). Edge tiles go through a padded
 // copy (same FMAs as a full tile).
 void macro(const GemmArgs& g, const Shape& sh, Operands op, const float* pa, const float* pb, long ic, long mc, long jc,
-           long nc, long pc, long kc, float beta) {
+           long nc, long pc, long kc, float beta, Ahead* ahead = nullptr) {
   const int MR = sh.MR, NR = sh.NR;
   alignas(64) float tile[32 * 32];
   for (long ir = 0; ir < mc; ir += MR) {
@@ -210,6 +224,7 @@ void macro(const GemmArgs& g, const Shape& sh, Operands op, const float* pa, con
       const float* bp = bd ? static_cast<const float*>(g.B) + pc * g.ldb + jc + jr : pb + jr * kc;
       const long sb = bd ? g.ldb : NR;
       float* c = g.C + (ic + ir) * g.ldc + jc + jr;
+      if (ahead) ahead->step();
       if (mr == MR && nr == NR) {
         sh.micro(kc, ap, sa, bp, sb, c, g.ldc, g.alpha, beta);
       } else {
@@ -224,7 +239,7 @@ void macro(const GemmArgs& g, const Shape& sh, Operands op, const float* pa, con
 
 // Every row of g against one packed (or direct) kc x nc block of B: MC-row blocks of A packed in turn, then macro.
 void row_blocks(const GemmArgs& g, const Shape& sh, Operands op, float* pa, const float* pb, long jc, long nc, long pc,
-                long kc, long k2, float beta) {
+                long kc, long k2, float beta, Ahead* ahead = nullptr) {
   const int MR = sh.MR;
   const long MC = MR * MC_PANELS, kt = kc + k2;
   for (long ic = 0; ic < g.M; ic += MC) {
@@ -236,8 +251,36 @@ void row_blocks(const GemmArgs& g, const Shape& sh, Operands op, float* pa, cons
     } else if (mc % MR) {
       pack_a_panels(pa, g, sh.pk, ic, mc, mpan - 1, mpan, pc, kc, MR, MR * kt);
     }
-    macro(g, sh, op, pa, pb, ic, mc, jc, nc, pc, kt, beta);
+    macro(g, sh, op, pa, pb, ic, mc, jc, nc, pc, kt, beta, ahead);
   }
+}
+
+// Pre-packed B: a 16-float header, then for each K block (rows pc.., kc of them; the last one with k2 spare rows
+// appended) every NR-column panel of op(B), k-major, zero-padded to NR columns.
+constexpr long kPackHeader = 16;
+constexpr int32_t kPackMagic = 0x5045524b;  // "PERK"
+
+struct PackedLayout {
+  long kc_max, k2, np, NR;
+  // Offset (floats, from the data start) of the K block starting at row pc, and its panel stride.
+  long block_offset(long pc, long) const { return (pc / kc_max) * np * NR * kc_max; }  // earlier blocks are full
+  long stride(long pc, long K) const {
+    const long kc = K - pc < kc_max ? K - pc : kc_max;
+    return NR * (kc + (pc + kc >= K ? k2 : 0));
+  }
+};
+
+// The layout a pre-packed B must have for g on this ISA, or nullptr data when g.packed does not match it.
+const float* packed_data(const GemmArgs& g, const Shape& sh, PackedLayout* lay) {
+  if (!g.packed || g.packed_len < kPackHeader || g.K <= 0) return nullptr;
+  const int32_t* h = reinterpret_cast<const int32_t*>(g.packed);
+  const long kc_max = k_block(g.K), np = (g.N + sh.NR - 1) / sh.NR, K2 = g.K2 > 0 ? g.K2 : 0;
+  if (h[0] != kPackMagic || h[1] != sh.NR || h[2] != kc_max || h[3] != g.K || h[4] != g.N || h[5] != K2 ||
+      h[6] != isa_active_id())
+    return nullptr;
+  if (g.packed_len < kPackHeader + np * sh.NR * (g.K + K2)) return nullptr;
+  *lay = {kc_max, K2, np, sh.NR};
+  return g.packed + kPackHeader;
 }
 
 // The whole loop nest for one block of C on one thread; `g` may describe a sub-matrix.
@@ -253,8 +296,41 @@ void gemm_block(const GemmArgs& g, const Shape& sh) {
   const long nc_max = g.N < NC ? ((g.N + NR - 1) / NR) * NR : NC;
   const long kc_max = g.K > 0 ? k_block(g.K) : 0;
   const long K2 = g.K2 > 0 ? g.K2 : 0;
-  float* pb = t_pack_b.get(nc_max * (kc_max + K2));
+  PackedLayout lay;
+  const float* pre = packed_data(g, sh, &lay);
+  float* pb = pre ? nullptr : t_pack_b.get(nc_max * (kc_max + K2));
   float* pa = t_pack_a.get(MC * (kc_max + K2));
+  if (pre) {  // every panel is ready (second-product rows included): nothing to pack
+    const long ncp = NC >= NR ? NC / NR * NR : NR;  // column blocks of whole panels (B blocks stay cache-sized)
+    // Blocks in the order they are used: (jc, pc) -> where it starts and how many floats it spans.
+    auto block = [&](long jc, long pc, long* len) {
+      const long nc = g.N - jc < ncp ? g.N - jc : ncp;
+      *len = ((nc + NR - 1) / NR) * lay.stride(pc, g.K);
+      return pre + lay.block_offset(pc, g.K) + (jc / NR) * lay.stride(pc, g.K);
+    };
+    for (long jc = 0; jc < g.N; jc += ncp) {
+      const long nc = g.N - jc < ncp ? g.N - jc : ncp;
+      Operands op = choose_operands(g, sh, g.M < MC ? g.M : MC, nc);
+      op.b_direct = false;
+      for (long pc = 0; pc < g.K; pc += kc_max) {
+        const long kc = g.K - pc < kc_max ? g.K - pc : kc_max;
+        long len, next_len = 0;
+        const float* blk = block(jc, pc, &len);
+        const float* next = nullptr;
+        if (pc + kc_max < g.K) next = block(jc, pc + kc_max, &next_len);
+        else if (jc + ncp < g.N) next = block(jc + ncp, 0, &next_len);
+        Ahead ahead;
+        if (next && kPackedAhead) {
+          const long calls = ((g.M + MR - 1) / MR) * ((nc + NR - 1) / NR);
+          ahead.p = reinterpret_cast<const char*>(next);
+          ahead.end = ahead.p + next_len * sizeof(float);
+          ahead.per_call = (next_len * (long)sizeof(float) / 64 + calls - 1) / calls;
+        }
+        row_blocks(g, sh, op, pa, blk, jc, nc, pc, kc, pc + kc >= g.K ? K2 : 0, pc == 0 ? g.beta : 1.0f, &ahead);
+      }
+    }
+    return;
+  }
   for (long jc = 0; jc < g.N; jc += NC) {
     const long nc = g.N - jc < NC ? g.N - jc : NC;
     const long npan = (nc + NR - 1) / NR;
@@ -279,9 +355,30 @@ void gemm_block(const GemmArgs& g, const Shape& sh) {
 
 thread_local Scratch t_tout;
 
+long g_packed_count = 0;
+
+// True when g carries a pre-packed B that matches it; its spare rows then get the second product's rows (before any
+// thread reads them).
+bool prepare_packed(const GemmArgs& g, const Shape& sh) {
+  PackedLayout lay;
+  const float* data = packed_data(g, sh, &lay);
+  if (!data) return false;
+  if (lay.k2 > 0) {
+    const long pc = ((g.K - 1) / lay.kc_max) * lay.kc_max, kc = g.K - pc;
+    pack_b_panels(g.packed + (data - g.packed) + lay.block_offset(pc, g.K) + kc * lay.NR, g, sh.pk, 0, g.N, 0, lay.np,
+                  0, lay.k2, lay.NR, lay.stride(pc, g.K), true);
+  }
+  ++g_packed_count;
+  return true;
+}
+
 }  // namespace
 
-void gemm_st(const GemmArgs& g) { gemm_block(g, shape_for(g, isa_active())); }
+void gemm_st(const GemmArgs& g) {
+  const Shape sh = shape_for(g, isa_active());
+  prepare_packed(g, sh);
+  gemm_block(g, sh);
+}
 
 void gemm_blocking(long* kc, long* nc, long* mcp) {
   if (*kc > 0) KC = *kc;
@@ -452,8 +549,8 @@ bool gemm_coop(const GemmArgs& g, const Shape& sh, Split part, double* rate) {
 
 // Each thread runs the whole loop nest on its own contiguous block of C (rows when M >= N, else columns).
 template <class Split>
-void run_split(const GemmArgs& g, const Shape& sh, Split part, double* rate) {
-  const bool split_m = g.M >= g.N;
+void run_split(const GemmArgs& g, const Shape& sh, Split part, double* rate, bool rows_only) {
+  const bool split_m = rows_only || g.M >= g.N;  // (a pre-packed B is laid out for all N columns: rows only)
   const long dim = split_m ? g.M : g.N, align = split_m ? sh.MR : sh.NR, units = (dim + align - 1) / align;
   pool_run([&](int ith, int n) {
     long ub, ue;
@@ -498,6 +595,7 @@ void gemm(const GemmArgs& g) {
   const IsaKernels* isa = isa_active();
   if (gemm_tout(g, isa) || gemm_dot(g, isa)) return;
   const Shape sh = shape_for(g, isa);
+  const bool pre = prepare_packed(g, sh);
   const int nth = pool_threads();
   const double flops = 2.0 * g.M * g.N * (g.K + (g.K2 > 0 ? g.K2 : 0));
   if (nth == 1 || flops < 2e5 || pool_nested()) {
@@ -520,13 +618,46 @@ void gemm(const GemmArgs& g) {
   const bool dup_heavy = g.M >= g.N ? b_elems >= a_elems / nth : a_elems >= b_elems / nth;
   // Barriers want every thread on a core of its own: not with more threads than CPUs.
   static const int cpus = (int)std::thread::hardware_concurrency();
-  const bool coop = kCoop && adaptive && dup_heavy && (cpus <= 0 || nth <= cpus) && g.M >= 4L * nth * sh.MR &&
+  const bool coop = !pre && kCoop && adaptive && dup_heavy && (cpus <= 0 || nth <= cpus) && g.M >= 4L * nth * sh.MR &&
                     gemm_coop(g, sh, part, rate);
-  if (!coop) run_split(g, sh, part, rate);
+  if (!coop) run_split(g, sh, part, rate, pre);
   if (adaptive) update_speeds(rate, nth);
 }
 
 long gemm_coop_count() { return g_coop_count; }
+long gemm_packed_count() { return g_packed_count; }
+
+long gemm_pack_size(long K, long N, long k2) {
+  const int NR = isa_active()->NR;
+  return kPackHeader + ((N + NR - 1) / NR) * NR * (K + (k2 > 0 ? k2 : 0));
+}
+
+void gemm_pack_b(float* dst, const void* B, int btype, long ldb, bool transB, long K, long N, long k2) {
+  const IsaKernels* isa = isa_active();
+  const Shape sh{isa->MR, isa->NR, isa->micro, packer(isa)};
+  k2 = k2 > 0 ? k2 : 0;
+  const long kc_max = K > 0 ? k_block(K) : 0, np = (N + sh.NR - 1) / sh.NR;
+  int32_t* h = reinterpret_cast<int32_t*>(dst);
+  for (long i = 0; i < kPackHeader; ++i) h[i] = 0;
+  const int32_t hv[7] = {kPackMagic, sh.NR, (int32_t)kc_max, (int32_t)K, (int32_t)N, (int32_t)k2, isa_active_id()};
+  for (int i = 0; i < 7; ++i) h[i] = hv[i];
+  GemmArgs g{};
+  g.B = B;
+  g.btype = btype;
+  g.ldb = ldb;
+  g.transB = transB;
+  g.K = K;
+  g.N = N;
+  const PackedLayout lay{kc_max, k2, np, sh.NR};
+  float* data = dst + kPackHeader;
+  for (long pc = 0; pc < K; pc += kc_max) {
+    const long kc = K - pc < kc_max ? K - pc : kc_max, ps = lay.stride(pc, K);
+    float* blk = data + lay.block_offset(pc, K);
+    pack_b_panels(blk, g, sh.pk, 0, N, 0, np, pc, kc, sh.NR, ps);
+    if (pc + kc >= K && k2 > 0)  // spare rows: zero until a call writes its second product there
+      for (long p = 0; p < np; ++p) std::memset(blk + p * ps + kc * sh.NR, 0, k2 * sh.NR * sizeof(float));
+  }
+}
 
 float bf16_to_f32(uint16_t h) {
   uint32_t u = static_cast<uint32_t>(h) << 16;

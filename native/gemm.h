@@ -29,6 +29,11 @@ struct GemmArgs {
   long ldb2 = 0;
   bool transB2 = false;
   long K2 = 0;
+  // Optional op(B) packed ahead of time by gemm_pack_b (a frozen weight, packed once instead of at every call). It is
+  // used only when it matches this call (ISA, blocking, K, N, K2); otherwise B is packed as usual. Its gap rows for the
+  // second product are scratch, written by the call.
+  float* packed = nullptr;
+  long packed_len = 0;
 };
 
 // Multi-threaded over the pool (each thread owns a block of C; per-element results do not depend on the split).
@@ -39,6 +44,13 @@ void gemm_st(const GemmArgs& g);
 // Cache blocking (KC x NC panels of B, MCP x MR rows of A); values > 0 replace the current ones (benchmarking
 // hook, also PERP_KC / PERP_NC / PERP_MCP); the values in force are written back.
 void gemm_blocking(long* kc, long* nc, long* mcp);
+// Pre-packed op(B) (K x N; from B as stored, transposed when transB): the panels every call would pack, in the active
+// ISA's layout and the current blocking, with k2 spare rows per panel of the last K block for a second product.
+// gemm_pack_size gives the length in floats (a header included); gemm_pack_b fills dst.
+long gemm_pack_size(long K, long N, long k2);
+void gemm_pack_b(float* dst, const void* B, int btype, long ldb, bool transB, long K, long N, long k2);
+// Number of GEMMs that used a pre-packed B (a diagnostic for tests and benchmarks).
+long gemm_packed_count();
 // Number of GEMMs that ran the cooperative shared-B path (a diagnostic for tests and benchmarks).
 long gemm_coop_count();
 

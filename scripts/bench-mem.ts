@@ -3,11 +3,13 @@
 // process (three rounds, alternating): median time of steps 2–4 and peak RSS (PEFT keeps no gradients or Adam
 // moments for the frozen weights). The same with checkpointing forced on (`train_ckpt_*`), the setting for models
 // whose activations do not fit. Prints one JSON line.
+
 import { execFileSync } from "node:child_process";
 import { LLAMA768 } from "../src/bench/engine.js";
 import { LlamaForCausalLM } from "../src/models/llama.js";
 import * as F from "../src/nn/functional.js";
 import { AdamW } from "../src/nn/optim.js";
+import { packFrozenWeights } from "../src/nn/packed.js";
 import { backward, clearTape } from "../src/nn/tape.js";
 import { configureTrainable } from "../src/peft/select.js";
 import { Arena, withArena } from "../src/tensor/arena.js";
@@ -56,6 +58,7 @@ const params = configureTrainable(
   mode === "full" ? { params: ["full"] } : { params: ["norm", "lora"], loraType: "lora", loraR: 16, loraAlpha: 32 },
 );
 const checkpoint = useCheckpointing(policy, m, 1, T);
+packFrozenWeights(m, "auto"); // as the retraining loop does (a no-op for full retraining: nothing is frozen)
 const opt = new AdamW(params, { lr: 1e-4 });
 const rng = new Rng(0);
 const arena = new Arena();

@@ -3,6 +3,7 @@
 import { LLAMA768 } from "../src/bench/engine.js";
 import { LlamaForCausalLM } from "../src/models/llama.js";
 import * as F from "../src/nn/functional.js";
+import { packFrozenWeights } from "../src/nn/packed.js";
 import { backward, clearTape } from "../src/nn/tape.js";
 import { configureTrainable } from "../src/peft/select.js";
 import { Arena, withArena } from "../src/tensor/arena.js";
@@ -43,6 +44,10 @@ configureTrainable(
   m,
   mode === "full" ? { params: ["full"] } : { params: ["norm", "lora"], loraType: "lora", loraR: 16, loraAlpha: 32 },
 );
+if (mode === "peft" && !process.argv.includes("--no-pack")) {
+  const r = packFrozenWeights(m, "on");
+  console.log(`packed ${r.weights} frozen weights (${(r.bytes / 2 ** 20).toFixed(0)} MB)`);
+}
 const rng = new Rng(0);
 const T = 512;
 const arena = new Arena();

@@ -234,6 +234,61 @@ describe.each(paths)("cpu path %s", (path) => {
     },
   );
 
+  it.skipIf(!isNative)(
+    "gemm: a pre-packed B gives the same bits as packing at the call, and a stale one is ignored",
+    () => {
+      K.setCpu(path);
+      const saved = K.gemmBlocking();
+      const before = K.threads();
+      try {
+        // kc 64 / nc 96: several K blocks and column blocks; N 70 leaves a ragged last panel; K2 16 a LoRA term.
+        K.gemmBlocking(64, 96, 4);
+        for (const [M, N, Kd, ta, tb, K2, btype] of [
+          [150, 70, 200, false, true, 16, "f32"],
+          [150, 70, 200, false, false, 16, "f32"],
+          [130, 200, 70, true, true, 0, "f32"],
+          [150, 70, 200, false, true, 8, "bf16"],
+        ] as const) {
+          const A = randF32(M * Kd, 21);
+          const B = randF32(Kd * N, 22);
+          const Bw = btype === "bf16" ? toBf16(B) : B;
+          const A2 = randF32(M * Math.max(K2, 1), 23);
+          const B2 = randF32(Math.max(K2, 1) * N, 24);
+          const C0 = randF32(M * N, 25);
+          const packed = K.gemmPack(Bw, Kd, N, tb, btype, K2);
+          const run = (threads: number, pk?: Float32Array) => {
+            K.setThreads(threads);
+            const o = C0.slice();
+            const [a2, b2] = K2 > 0 ? [A2, B2] : [undefined, undefined];
+            const u = undefined;
+            K.gemm(o, A, Bw as never, M, N, Kd, ta, tb, 0.75, 0.5, btype, u, u, u, a2, b2, K2, false, true, pk);
+            return o;
+          };
+          const label = `${M}x${N}x${Kd}${ta ? " tA" : ""}${tb ? " tB" : ""}+${K2} ${btype}`;
+          for (const threads of [1, 2]) {
+            const n0 = K.gemmBlocking().packedGemms;
+            const withPack = run(threads, packed);
+            expect(K.gemmBlocking().packedGemms - n0, `${label}: pre-packed path taken`).toBe(1);
+            expect(
+              bitsEqual(withPack, run(threads)),
+              `${label}, ${threads} threads: pre-packed vs packed at the call`,
+            ).toBe(true);
+          }
+          // A pack made under another blocking does not match: the call packs B itself (same result, path not taken).
+          K.gemmBlocking(96, 0, 0);
+          const n1 = K.gemmBlocking().packedGemms;
+          const stale = run(2, packed);
+          expect(K.gemmBlocking().packedGemms - n1, `${label}: stale pack ignored`).toBe(0);
+          expect(bitsEqual(stale, run(2)), `${label}: stale pack, same bits`).toBe(true);
+          K.gemmBlocking(64, 0, 0);
+        }
+      } finally {
+        K.setThreads(before);
+        K.gemmBlocking(saved.kc, -1, saved.mcp);
+      }
+    },
+  );
+
   it("gemm: a second product appended along K (the fused LoRA term)", () => {
     K.setCpu(path);
     fc.assert(

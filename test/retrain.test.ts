@@ -14,6 +14,7 @@ import { Linear, LORA_TYPES, type LoraType } from "../src/nn/layers.js";
 import { backward, gradStats, noGrad } from "../src/nn/tape.js";
 import { configureTrainable, mergeAdapters, parseSubsets, prunableLinears, type Subset } from "../src/peft/select.js";
 import { prune, savePruned } from "../src/prune/index.js";
+import { isNative, K } from "../src/tensor/native.js";
 import { Rng } from "../src/tensor/rng.js";
 import { Tensor } from "../src/tensor/tensor.js";
 import { retrainModel } from "../src/train/retrain-model.js";
@@ -261,6 +262,25 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
       const opts = { ...base, params: ["norm", "lora"] as Subset[], loraType: "mask_lora" as const, out };
       const r = await retrainModel(await loadModel(dir), { ...opts, gradientCheckpointing: gc });
       expect(r.gradient_checkpointing).toBe(gc === "on");
+      runs.push({ r, w: readFileSync(join(out, "model.safetensors")) });
+    }
+    expect(runs[1].r.loss_last10).toBe(runs[0].r.loss_last10);
+    expect(Buffer.compare(runs[0].w, runs[1].w)).toBe(0);
+  });
+
+  it("frozen weights packed ahead or not: the same losses and the same merged model, bit for bit", async () => {
+    const dir = await prunedTiny("llama");
+    const runs = [];
+    for (const pf of ["on", "off"] as const) {
+      const out = join(mkdtempSync(join(tmpdir(), `perp-rt-pf-${pf}-`)), "out");
+      const opts = { ...base, params: ["norm", "lora"] as Subset[], loraType: "lora_prune" as const, out };
+      const n0 = K.gemmBlocking().packedGemms;
+      const m = await loadModel(dir);
+      const r = await retrainModel(m, { ...opts, packFrozen: pf });
+      const used = K.gemmBlocking().packedGemms - n0;
+      if (isNative && pf === "on") expect(used).toBeGreaterThan(0);
+      else expect(used).toBe(0);
+      for (const [, l] of prunableLinears(m.model)) expect(l.weight.packed).toBeNull(); // released before the merge
       runs.push({ r, w: readFileSync(join(out, "model.safetensors")) });
     }
     expect(runs[1].r.loss_last10).toBe(runs[0].r.loss_last10);

@@ -1,7 +1,9 @@
 // Engine benchmark on the DESIGN.md "llama768" config (random weights, seed 0, batch 1x512): sgemm 4096³ vs a
 // measured FMA peak, forward, forward+backward (full and PEFT: norms + LoRA r=16). A benchmark, never a test.
+
 import { LlamaForCausalLM } from "../models/llama.js";
 import * as F from "../nn/functional.js";
+import { packFrozenWeights } from "../nn/packed.js";
 import { backward, clearTape, noGrad } from "../nn/tape.js";
 import { getMethod } from "../prune/methods.js";
 import { pruneSequential } from "../prune/sequential.js";
@@ -139,6 +141,8 @@ export function runEngineBench(
   }
   peftModel.model.norm.weight.requiresGrad = true;
   trainable += C;
+  // Frozen weights packed once for the GEMM, as the retraining loop does (--pack-frozen auto).
+  const packed = packFrozenWeights(peftModel, "auto");
   const [tfull, tpeft] = timeAlternating([stepOf(model), stepOf(peftModel)], warm, reps);
   const fullTok = T / tfull;
   const peftTok = T / tpeft;
@@ -167,6 +171,7 @@ export function runEngineBench(
     peft_over_full: +(peftTok / fullTok).toFixed(3),
     fwdbwd_full_mfu: +((fullTok * flopsPerToken) / (peak * 1e9)).toFixed(3),
     peft_trainable_params: trainable,
+    peft_packed_frozen_mb: packed.weights ? Math.round(packed.bytes / 2 ** 20) : 0,
     ...prunes,
     peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
     config: quick ? "llama768 (2 layers, --quick)" : "llama768",

@@ -8,6 +8,7 @@ import { importLlama2c } from "../io/llama2c.js";
 import { generate } from "../models/generate.js";
 import { loadModel } from "../models/load.js";
 import { LORA_TYPES } from "../nn/layers.js";
+import type { PackPolicy } from "../nn/packed.js";
 import { checkLoraType, parseSubsets, SUBSETS } from "../peft/select.js";
 import { prune, savePruned } from "../prune/index.js";
 import { inspect } from "../prune/inspect.js";
@@ -320,6 +321,13 @@ const retrainCmd: CommandDef = {
       description: "per-block gradient checkpointing: auto (on when activations need > 1/4 of RAM), on, off",
       default: "auto",
     },
+    {
+      name: "pack-frozen",
+      type: "string",
+      description:
+        "pack frozen weights once for the GEMM (norm/bias/lora/lora_prune subsets): auto (when the copies fit), on, off",
+      default: "auto",
+    },
     { name: "out", type: "string", description: "output folder (merged HF model, log, checkpoints)", required: true },
     { name: "resume", type: "boolean", description: "continue from the last checkpoint in --out" },
     { name: "json", type: "boolean", description: "print the summary as one JSON line" },
@@ -330,6 +338,9 @@ const retrainCmd: CommandDef = {
     const gc = a.opts["grad-checkpoint"] as CheckpointPolicy;
     if (!CHECKPOINT_POLICIES.includes(gc))
       throw new UsageError(`perp retrain: --grad-checkpoint must be ${CHECKPOINT_POLICIES.join(", ")} (got ${gc})`);
+    const pf = a.opts["pack-frozen"] as PackPolicy;
+    if (!CHECKPOINT_POLICIES.includes(pf))
+      throw new UsageError(`perp retrain: --pack-frozen must be ${CHECKPOINT_POLICIES.join(", ")} (got ${pf})`);
     const params = parseSubsets(a.opts.params as string);
     const loraType = checkLoraType(a.opts["lora-type"] as string);
     const m = await loadModel(a.opts.model as string);
@@ -352,6 +363,7 @@ const retrainCmd: CommandDef = {
         dataset: a.opts.dataset as string,
         checkpointEvery: a.opts["checkpoint-every"] as number | undefined,
         gradientCheckpointing: gc,
+        packFrozen: pf,
         mode: a.opts.mode as "retrain" | "reconstruct",
         dense: a.opts.dense as string | undefined,
         calibSamples: a.opts["calib-samples"] as number,

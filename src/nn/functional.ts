@@ -3,7 +3,7 @@
 import { alloc, allocRaw } from "../tensor/arena.js";
 import { K } from "../tensor/native.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
-import { assertShape, Tensor } from "../tensor/tensor.js";
+import { assertShape, type PackedWeight, Tensor } from "../tensor/tensor.js";
 import { addGrad, gradStats, isGradEnabled, leafGrad, leafGradSlot, record } from "./tape.js";
 
 const EW_ADD = 0;
@@ -52,6 +52,12 @@ function weightGrads(
   }
 }
 
+/** The pre-packed copies of W for a LoRA term of rank k2 (0: none), when W is frozen and packed for it. */
+function packedFor(W: Tensor, k2: number): PackedWeight | null {
+  const p = W.packed;
+  return p && p.k2 === k2 && !W.requiresGrad ? p : null;
+}
+
 /**
  * y = x Wᵀ + b. x: (..., in), W: (out, in) (f32 data or bf16/f16 `half` storage), b: (out).
  * With `inOut` the weight is stored (in, out) — GPT-2's Conv1D layout — and y = x W + b.
@@ -65,14 +71,37 @@ export function linear(x: Tensor, W: Tensor, b?: Tensor | null, inOut = false): 
   const half = W.half;
   const wb = (half ? half.bits : W.data) as never;
   const bt = half ? half.dtype : "f32";
-  K.gemm(y.data, x.data, wb, M, out, inp, false, !inOut, 1, 0, bt);
+  const pk = packedFor(W, 0);
+  const none = undefined;
+  K.gemm(
+    y.data,
+    x.data,
+    wb,
+    M,
+    out,
+    inp,
+    false,
+    !inOut,
+    1,
+    0,
+    bt,
+    none,
+    none,
+    none,
+    none,
+    none,
+    0,
+    false,
+    false,
+    pk?.fwd,
+  );
   if (b) K.biasAdd(y.data, b.data, M, out);
   const inputs = b ? [x, W, b] : [x, W];
   return record(y, inputs, (g) => {
     if (x.requiresGrad) {
       // dX = dY · W : (M, out) x (out, in)  (beta 0: every element written)
       const dx = allocRaw(x.size);
-      K.gemm(dx, g, wb, M, inp, out, false, inOut, 1, 0, bt);
+      K.gemm(dx, g, wb, M, inp, out, false, inOut, 1, 0, bt, none, none, none, none, none, 0, false, false, pk?.bwd);
       gradStats.dXGemms++;
       addGrad(x, dx);
     }
@@ -101,6 +130,7 @@ export function loraLinear(
   const half = W.half;
   const wb = (half ? half.bits : W.data) as never;
   const bt = half ? half.dtype : "f32";
+  const pk = packedFor(W, r);
   const xa = allocRaw(M * r); // s · x Aᵀ : (M, r)
   K.gemm(xa, x.data, A.data, M, r, inp, false, true, s, 0);
   // y = x Wᵀ + xa Bᵀ in one GEMM: the rank-r product joins the last K block of the main one (no second pass over y)
@@ -124,6 +154,7 @@ export function loraLinear(
     r,
     false,
     true,
+    pk?.fwd,
   );
   if (b) K.biasAdd(y.data, b.data, M, out);
   const inputs = b ? [x, W, A, Bm, b] : [x, W, A, Bm];
@@ -166,6 +197,7 @@ export function loraLinear(
         r,
         false,
         false,
+        pk?.bwd,
       );
       gradStats.dXGemms++;
       addGrad(x, dx);

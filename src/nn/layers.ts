@@ -123,6 +123,7 @@ export class Linear extends Module {
     const l = this.lora;
     if (!l) return;
     const ba = noGrad(() => this.deltaBA().data);
+    this.weight.packed = null; // the weight changes below
     const w = this.weight.data;
     const m = this.mask;
     for (let i = 0; i < w.length; i++) {
@@ -137,6 +138,7 @@ export class Linear extends Module {
 
   /** Re-impose the mask on the weight (after an optimizer step of full retraining). */
   applyMask(): void {
+    this.weight.packed = null;
     if (this.mask) K.maskApply(this.weight.data, this.mask);
   }
 }

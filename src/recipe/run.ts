@@ -150,6 +150,7 @@ export async function run(recipe: Recipe, o: RunOptions): Promise<Json> {
         dataset: t.dataset,
         checkpointEvery: t.checkpoint_every,
         gradientCheckpointing: t.grad_checkpoint,
+        packFrozen: t.pack_frozen,
         calibSamples: recipe.prune.calib_samples,
         out: modelDir,
         resume: true,

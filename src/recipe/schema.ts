@@ -70,6 +70,10 @@ const Retrain = z
       .enum(["auto", "on", "off"])
       .default("auto")
       .describe("per-block gradient checkpointing (auto: on when activations would need > 1/4 of memory)"),
+    pack_frozen: z
+      .enum(["auto", "on", "off"])
+      .default("auto")
+      .describe("pack frozen linear weights once for the GEMM (auto: when two f32 copies fit in 1/4 of memory)"),
   })
   .strict();
 

@@ -4,6 +4,12 @@ import { allocRaw } from "./arena.js";
 
 export type Half = { dtype: "bf16" | "f16"; bits: Uint16Array };
 
+/**
+ * A frozen linear weight packed ahead of time for the GEMM (nn/packed.ts): `fwd` for y = x Wᵀ, `bwd` for dX = dY W,
+ * each with `k2` spare rows for a LoRA term of that rank (0: none). Valid only while the weight is frozen and unchanged.
+ */
+export type PackedWeight = { fwd: Float32Array; bwd: Float32Array; k2: number };
+
 export interface GradNode {
   /** Receives d(loss)/d(output) and routes gradients to the inputs. */
   backward(gOut: Float32Array): void;
@@ -24,6 +30,8 @@ export class Tensor {
   node: GradNode | null = null;
   /** Optional bf16/f16 storage of a frozen weight (then `data` may be empty until widened). */
   half: Half | null = null;
+  /** GEMM-ready copies of a frozen weight (see PackedWeight); cleared whenever the weight may change. */
+  packed: PackedWeight | null = null;
   name = "";
 
   constructor(data: Float32Array, shape: number[], requiresGrad = false) {

@@ -11,6 +11,7 @@ import type { CausalLM } from "../models/registry.js";
 import * as F from "../nn/functional.js";
 import type { LoraType } from "../nn/layers.js";
 import { AdamW } from "../nn/optim.js";
+import { type PackPolicy, packFrozenWeights, unpackWeights } from "../nn/packed.js";
 import { backward, clearTape, noGrad } from "../nn/tape.js";
 import { prunableLinears, type Subset, setupTrainable } from "../peft/select.js";
 import { Arena, withArena } from "../tensor/arena.js";
@@ -37,6 +38,9 @@ export interface RetrainOptions {
   /** Per-block gradient checkpointing: "auto" (default) turns it on when a micro-batch's activations would take more
    * than a quarter of the machine's memory (see activationBytes); it never changes the numbers, only time and memory. */
   gradientCheckpointing?: CheckpointPolicy;
+  /** Frozen linear weights packed once for the GEMM (nn/packed.ts): "auto" (default) when the copies fit in memory
+   * (two f32 copies of each frozen weight; see packFrozenWeights); never changes the numbers, only time and memory. */
+  packFrozen?: PackPolicy;
   /** Run folder: log.jsonl and checkpoints/. */
   out: string;
   resume?: boolean;
@@ -56,6 +60,8 @@ export interface RetrainSummary {
   peak_rss_mb: number;
   /** Whether blocks ran under gradient checkpointing (--grad-checkpoint; never changes the numbers). */
   gradient_checkpointing: boolean;
+  /** MB of pre-packed copies of frozen weights (--pack-frozen; 0 when none; never changes the numbers). */
+  packed_frozen_mb: number;
   resumed_from: number | null;
 }
 
@@ -167,54 +173,59 @@ export async function retrain(m: LoadedModel, o: RetrainOptions): Promise<Retrai
   let tokens = 0;
   const tRun = performance.now();
   const arena = new Arena();
-  for (let step = state.step; step < o.steps; step++) {
-    opt.zeroGrad();
-    let lossSum = 0;
-    for (let a = 0; a < accum; a++)
-      withArena(arena, () => {
-        const ids = sampler.batch(B);
-        const targets = new Int32Array(B * seqlen);
-        for (let i = 0; i < targets.length; i++) targets[i] = i % seqlen === seqlen - 1 ? -100 : ids[i + 1];
-        const logits = m.model.forward(ids, B, seqlen, { checkpoint: ckpt });
-        const { loss } = F.crossEntropy(logits, targets);
-        const lv = loss.data[0];
-        if (!Number.isFinite(lv)) {
-          clearTape();
-          throw new TrainError(
-            `non-finite loss ${lv} at step ${step + 1}: first non-finite activation in ${firstBadLayer(m, ids, B, seqlen)}; the last good checkpoint is kept in ${join(o.out, "checkpoints")}`,
-          );
-        }
-        backward(accum === 1 ? loss : F.scale(loss, 1 / accum));
-        lossSum += lv;
-        tokens += B * seqlen;
-      });
-    if (o.clip && o.clip > 0) {
-      let sq = 0;
-      for (const [, p] of params) if (p.grad) for (const g of p.grad) sq += g * g;
-      const norm = Math.sqrt(sq);
-      if (norm > o.clip)
-        for (const [, p] of params)
-          if (p.grad) for (let i = 0; i < p.grad.length; i++) p.grad[i] *= o.clip / (norm + 1e-6);
-    }
-    try {
-      opt.update(lrAt(step, o.steps, warm, o.lr));
-    } catch (e) {
-      throw new TrainError(
-        `step ${step + 1}: ${(e as Error).message}; the last good checkpoint is kept in ${join(o.out, "checkpoints")}`,
+  const packed = packFrozenWeights(m.model, o.packFrozen ?? "auto");
+  try {
+    for (let step = state.step; step < o.steps; step++) {
+      opt.zeroGrad();
+      let lossSum = 0;
+      for (let a = 0; a < accum; a++)
+        withArena(arena, () => {
+          const ids = sampler.batch(B);
+          const targets = new Int32Array(B * seqlen);
+          for (let i = 0; i < targets.length; i++) targets[i] = i % seqlen === seqlen - 1 ? -100 : ids[i + 1];
+          const logits = m.model.forward(ids, B, seqlen, { checkpoint: ckpt });
+          const { loss } = F.crossEntropy(logits, targets);
+          const lv = loss.data[0];
+          if (!Number.isFinite(lv)) {
+            clearTape();
+            throw new TrainError(
+              `non-finite loss ${lv} at step ${step + 1}: first non-finite activation in ${firstBadLayer(m, ids, B, seqlen)}; the last good checkpoint is kept in ${join(o.out, "checkpoints")}`,
+            );
+          }
+          backward(accum === 1 ? loss : F.scale(loss, 1 / accum));
+          lossSum += lv;
+          tokens += B * seqlen;
+        });
+      if (o.clip && o.clip > 0) {
+        let sq = 0;
+        for (const [, p] of params) if (p.grad) for (const g of p.grad) sq += g * g;
+        const norm = Math.sqrt(sq);
+        if (norm > o.clip)
+          for (const [, p] of params)
+            if (p.grad) for (let i = 0; i < p.grad.length; i++) p.grad[i] *= o.clip / (norm + 1e-6);
+      }
+      try {
+        opt.update(lrAt(step, o.steps, warm, o.lr));
+      } catch (e) {
+        throw new TrainError(
+          `step ${step + 1}: ${(e as Error).message}; the last good checkpoint is kept in ${join(o.out, "checkpoints")}`,
+        );
+      }
+      for (const [, l] of fullMasks) l.applyMask();
+      const loss = lossSum / accum;
+      state.losses.push(loss);
+      state.step = step + 1;
+      state.drawn = sampler.drawn;
+      state.seconds = (performance.now() - t0) / 1000;
+      appendFileSync(
+        logPath,
+        `${JSON.stringify({ step: step + 1, loss, lr: lrAt(step, o.steps, warm, o.lr), seconds: +state.seconds.toFixed(3) })}\n`,
       );
+      if (state.step % every === 0 || state.step === o.steps) saveCheckpoint(o.out, params, opt, state);
+      bar?.tick(1, `loss ${loss.toFixed(4)} ${(tokens / ((performance.now() - tRun) / 1000)).toFixed(0)} tok/s`);
     }
-    for (const [, l] of fullMasks) l.applyMask();
-    const loss = lossSum / accum;
-    state.losses.push(loss);
-    state.step = step + 1;
-    state.drawn = sampler.drawn;
-    state.seconds = (performance.now() - t0) / 1000;
-    appendFileSync(
-      logPath,
-      `${JSON.stringify({ step: step + 1, loss, lr: lrAt(step, o.steps, warm, o.lr), seconds: +state.seconds.toFixed(3) })}\n`,
-    );
-    if (state.step % every === 0 || state.step === o.steps) saveCheckpoint(o.out, params, opt, state);
-    bar?.tick(1, `loss ${loss.toFixed(4)} ${(tokens / ((performance.now() - tRun) / 1000)).toFixed(0)} tok/s`);
+  } finally {
+    unpackWeights(m.model); // the caller may merge adapters into the weights next
   }
   bar?.end();
   const secs = (performance.now() - tRun) / 1000;
@@ -228,6 +239,7 @@ export async function retrain(m: LoadedModel, o: RetrainOptions): Promise<Retrai
     tokens_per_s: tokens / Math.max(secs, 1e-9),
     peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
     gradient_checkpointing: ckpt,
+    packed_frozen_mb: Math.round(packed.bytes / 2 ** 20) * (packed.weights > 0 ? 1 : 0),
     resumed_from: resumedFrom,
   };
 }

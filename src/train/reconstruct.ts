@@ -113,7 +113,8 @@ export async function reconstruct(
     seconds: secs,
     tokens_per_s: (losses.length * B * (o.gradAccum ?? 1) * L) / secs,
     peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
-    gradient_checkpointing: false, // one block at a time: nothing to checkpoint
+    gradient_checkpointing: false,
+    packed_frozen_mb: 0, // one block at a time: nothing to checkpoint
     resumed_from: null,
     blocks,
   };

@@ -46,6 +46,7 @@ export function gemm(
   K2 = 0,
   transA2 = false,
   transB2 = false,
+  _packed?: Float32Array | null, // op(B) pre-packed by the native gemmPack: a speed-up only, the result is the same
 ): void {
   const la = lda ?? (transA ? M : K);
   const lb = ldb ?? (transB ? K : N);
