@@ -27,6 +27,10 @@ long KC = env_or("PERP_KC", 384);
 const long kDefaultNC = env_or("PERP_NC", 4096);
 long NC = kDefaultNC;
 long MC_PANELS = env_or("PERP_MCP", 16);
+// B panels per column group of macro(): the group (8 x 32 x KC floats = 384 KB) stays in L2 while every A micro-panel
+// of the row block runs over it, instead of each A micro-panel streaming the whole B block from L3 (sgemm 4096^3:
+// +2.5%, model shapes unchanged). The order of the FMAs per element is the same.
+const long JG = env_or("PERP_JG", 8);
 const bool kCoop = env_or("PERP_COOP", 1) != 0;
 const bool kPackedAhead = env_or("PERP_AHEAD", 1) != 0;
 
@@ -251,7 +255,9 @@ void row_blocks(const GemmArgs& g, const Shape& sh, Operands op, float* pa, cons
     } else if (mc % MR) {
       pack_a_panels(pa, g, sh.pk, ic, mc, mpan - 1, mpan, pc, kc, MR, MR * kt);
     }
-    macro(g, sh, op, pa, pb, ic, mc, jc, nc, pc, kt, beta, ahead);
+    const long G = JG > 0 ? JG * sh.NR : nc;
+    for (long jg = 0; jg < nc; jg += G)  // column groups of B panels (see JG)
+      macro(g, sh, op, pa, pb + jg * kt, ic, mc, jc + jg, nc - jg < G ? nc - jg : G, pc, kt, beta, ahead);
   }
 }
 
