@@ -35,7 +35,7 @@ describe("CLI", () => {
     expect(editDistance("kitten", "sitting")).toBe(3);
   });
 
-  it("retrain --grad-checkpoint takes auto, on or off, and says so before loading anything", async () => {
+  it("retrain --grad-checkpoint and --pack-frozen take auto, on or off, and say so before loading anything", async () => {
     const rt = COMMANDS.find((c) => c.name === "retrain")!;
     const a = parseArgs(rt, [
       "--model",
@@ -48,6 +48,8 @@ describe("CLI", () => {
       "maybe",
     ]);
     await expect(rt.run(a)).rejects.toThrow(/--grad-checkpoint must be auto, on, off \(got maybe\)/);
+    const b = parseArgs(rt, ["--model", "/nonexistent", "--steps", "1", "--out", "/x/o", "--pack-frozen", "yes"]);
+    await expect(rt.run(b)).rejects.toThrow(/--pack-frozen must be auto, on, off \(got yes\)/);
   });
 
   it("perp --help and an unknown command", () => {
