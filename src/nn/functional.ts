@@ -59,6 +59,28 @@ function packedFor(W: Tensor, k2: number): PackedWeight | null {
 }
 
 /**
+ * C (M, N) = A (M, Kd) · op(W) with W in its storage dtype (op(W) = Wᵀ when transW), plus an optional rank-r term
+ * A2 (M, r) · B2 appended along K (B2 stored (N, r) when transB2, else (r, N)); `packed`: W's pre-packed panels.
+ */
+function weightGemm(
+  C: Float32Array,
+  A: Float32Array,
+  W: Tensor,
+  M: number,
+  N: number,
+  Kd: number,
+  transW: boolean,
+  packed: Float32Array | undefined,
+  lora?: { A2: Float32Array; B2: Float32Array; r: number; transB2: boolean },
+): void {
+  const half = W.half;
+  const u = undefined;
+  const [A2, B2, r, tB2] = lora ? [lora.A2, lora.B2, lora.r, lora.transB2] : [u, u, 0, false];
+  const wb = (half ? half.bits : W.data) as never;
+  K.gemm(C, A, wb, M, N, Kd, false, transW, 1, 0, half ? half.dtype : "f32", u, u, u, A2, B2, r, false, tB2, packed);
+}
+
+/**
  * y = x Wᵀ + b. x: (..., in), W: (out, in) (f32 data or bf16/f16 `half` storage), b: (out).
  * With `inOut` the weight is stored (in, out) — GPT-2's Conv1D layout — and y = x W + b.
  */
@@ -68,40 +90,15 @@ export function linear(x: Tensor, W: Tensor, b?: Tensor | null, inOut = false): 
   if (b) assertShape("linear bias", b, [out]);
   const M = rowsOf(x, inp, "linear");
   const y = Tensor.alloc([...x.shape.slice(0, -1), out]);
-  const half = W.half;
-  const wb = (half ? half.bits : W.data) as never;
-  const bt = half ? half.dtype : "f32";
   const pk = packedFor(W, 0);
-  const none = undefined;
-  K.gemm(
-    y.data,
-    x.data,
-    wb,
-    M,
-    out,
-    inp,
-    false,
-    !inOut,
-    1,
-    0,
-    bt,
-    none,
-    none,
-    none,
-    none,
-    none,
-    0,
-    false,
-    false,
-    pk?.fwd,
-  );
+  weightGemm(y.data, x.data, W, M, out, inp, !inOut, pk?.fwd);
   if (b) K.biasAdd(y.data, b.data, M, out);
   const inputs = b ? [x, W, b] : [x, W];
   return record(y, inputs, (g) => {
     if (x.requiresGrad) {
       // dX = dY · W : (M, out) x (out, in)  (beta 0: every element written)
       const dx = allocRaw(x.size);
-      K.gemm(dx, g, wb, M, inp, out, false, inOut, 1, 0, bt, none, none, none, none, none, 0, false, false, pk?.bwd);
+      weightGemm(dx, g, W, M, inp, out, inOut, pk?.bwd);
       gradStats.dXGemms++;
       addGrad(x, dx);
     }
@@ -127,35 +124,11 @@ export function loraLinear(
   if (lastDim(x) !== inp) throw new RangeError(`linear: x [${x.shape}] does not match weight [${W.shape}]`);
   const M = rowsOf(x, inp, "linear");
   const y = Tensor.alloc([...x.shape.slice(0, -1), out]);
-  const half = W.half;
-  const wb = (half ? half.bits : W.data) as never;
-  const bt = half ? half.dtype : "f32";
   const pk = packedFor(W, r);
   const xa = allocRaw(M * r); // s · x Aᵀ : (M, r)
   K.gemm(xa, x.data, A.data, M, r, inp, false, true, s, 0);
   // y = x Wᵀ + xa Bᵀ in one GEMM: the rank-r product joins the last K block of the main one (no second pass over y)
-  K.gemm(
-    y.data,
-    x.data,
-    wb,
-    M,
-    out,
-    inp,
-    false,
-    !inOut,
-    1,
-    0,
-    bt,
-    undefined,
-    undefined,
-    undefined,
-    xa,
-    Bm.data,
-    r,
-    false,
-    true,
-    pk?.fwd,
-  );
+  weightGemm(y.data, x.data, W, M, out, inp, !inOut, pk?.fwd, { A2: xa, B2: Bm.data, r, transB2: true });
   if (b) K.biasAdd(y.data, b.data, M, out);
   const inputs = b ? [x, W, A, Bm, b] : [x, W, A, Bm];
   return record(y, inputs, (g) => {
@@ -177,28 +150,7 @@ export function loraLinear(
     if (x.requiresGrad) {
       const dx = allocRaw(x.size);
       // dx = g W + gxa A, again as one GEMM with the rank-r product appended along K
-      K.gemm(
-        dx,
-        g,
-        wb,
-        M,
-        inp,
-        out,
-        false,
-        inOut,
-        1,
-        0,
-        bt,
-        undefined,
-        undefined,
-        undefined,
-        gxa,
-        A.data,
-        r,
-        false,
-        false,
-        pk?.bwd,
-      );
+      weightGemm(dx, g, W, M, inp, out, inOut, pk?.bwd, { A2: gxa, B2: A.data, r, transB2: false });
       gradStats.dXGemms++;
       addGrad(x, dx);
     }
