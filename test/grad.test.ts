@@ -3,8 +3,11 @@
 import { describe, expect, it } from "vitest";
 import { LlamaDecoderLayer, ropeTables } from "../src/models/llama.js";
 import * as F from "../src/nn/functional.js";
+import { Linear } from "../src/nn/layers.js";
+import { ModuleList } from "../src/nn/module.js";
+import { packFrozenWeights, unpackWeights } from "../src/nn/packed.js";
 import { backward, checkpoint, gradStats, noGrad } from "../src/nn/tape.js";
-import { refK } from "../src/tensor/native.js";
+import { isNative, K, refK } from "../src/tensor/native.js";
 import type { ActKind } from "../src/tensor/ref/kernels.js";
 import { Rng } from "../src/tensor/rng.js";
 import { Tensor } from "../src/tensor/tensor.js";
@@ -563,6 +566,44 @@ describe("step arena at real sizes", () => {
       expect(fresh.length).toBe(3 * (type === "full" ? 9 : 14)); // 7 weights + 2 norms, or 7 x (A, B)
       expect(recycled.length).toBe(fresh.length);
       for (let i = 0; i < fresh.length; i++) expect(bitsEqual(recycled[i], fresh[i]), `${type} grad ${i}`).toBe(true);
+    }
+  });
+});
+
+describe("frozen weights packed ahead (nn/packed.ts)", () => {
+  it("linear and LoRA linear, both weight layouts: the same outputs and gradients, bit for bit", () => {
+    const [M, inp, out, r] = [33, 40, 70, 4];
+    for (const inOut of [false, true]) {
+      for (const withLora of [false, true]) {
+        const run = (pack: boolean) => {
+          const lin = new Linear(inp, out, { weight: randF32(inp * out, 3), inOut, bias: true });
+          lin.weight.requiresGrad = false;
+          if (withLora) {
+            const l = lin.addLora(r, 8, new Rng(4), "lora");
+            l.B.data.set(randF32(out * r, 5));
+          }
+          const m = new ModuleList([lin]);
+          const used0 = K.gemmBlocking().packedGemms;
+          const rep = packFrozenWeights(m, pack ? "on" : "off");
+          expect(rep.weights).toBe(pack && isNative ? 1 : 0);
+          const x = new Tensor(randF32(M * inp, 6), [M, inp], true);
+          const y = lin.forward(x);
+          backward(F.mse(y, randF32(M * out, 7)));
+          const used = K.gemmBlocking().packedGemms - used0;
+          unpackWeights(m);
+          const grads = withLora ? [lin.lora?.A.grad, lin.lora?.B.grad] : [lin.bias?.grad];
+          return { y: y.data.slice(), gx: (x.grad as Float32Array).slice(), grads, used };
+        };
+        const [p, q] = [run(true), run(false)];
+        const what = `inOut ${inOut}, LoRA ${withLora}`;
+        if (isNative) expect(p.used, `${what}: pre-packed path taken (forward and dX)`).toBe(2);
+        expect(q.used).toBe(0);
+        expect(bitsEqual(p.y, q.y), `${what}: y`).toBe(true);
+        expect(bitsEqual(p.gx, q.gx), `${what}: dX`).toBe(true);
+        p.grads.forEach((g, i) =>
+          expect(bitsEqual(g as Float32Array, q.grads[i] as Float32Array), `${what}: grad ${i}`).toBe(true),
+        );
+      }
     }
   });
 });
