@@ -308,10 +308,10 @@ void gemm_block(const GemmArgs& g, const Shape& sh) {
   float* pa = t_pack_a.get(MC * (kc_max + K2));
   if (pre) {  // every panel is ready (second-product rows included): nothing to pack
     const long ncp = NC >= NR ? NC / NR * NR : NR;  // column blocks of whole panels (B blocks stay cache-sized)
-    // Blocks in the order they are used: (jc, pc) -> where it starts and how many floats it spans.
+    // Block (jc, pc): where it starts; `len` gets how many floats it spans.
     auto block = [&](long jc, long pc, long* len) {
       const long nc = g.N - jc < ncp ? g.N - jc : ncp;
-      *len = ((nc + NR - 1) / NR) * lay.stride(pc, g.K);
+      if (len) *len = ((nc + NR - 1) / NR) * lay.stride(pc, g.K);
       return pre + lay.block_offset(pc, g.K) + (jc / NR) * lay.stride(pc, g.K);
     };
     for (long jc = 0; jc < g.N; jc += ncp) {
@@ -320,9 +320,9 @@ void gemm_block(const GemmArgs& g, const Shape& sh) {
       op.b_direct = false;
       for (long pc = 0; pc < g.K; pc += kc_max) {
         const long kc = g.K - pc < kc_max ? g.K - pc : kc_max;
-        long len, next_len = 0;
-        const float* blk = block(jc, pc, &len);
-        const float* next = nullptr;
+        long next_len = 0;
+        const float* blk = block(jc, pc, nullptr);
+        const float* next = nullptr;  // the block after this one, pulled toward the caches during this one
         if (pc + kc_max < g.K) next = block(jc, pc + kc_max, &next_len);
         else if (jc + ncp < g.N) next = block(jc + ncp, 0, &next_len);
         Ahead ahead;
@@ -361,7 +361,7 @@ void gemm_block(const GemmArgs& g, const Shape& sh) {
 
 thread_local Scratch t_tout;
 
-long g_packed_count = 0;
+std::atomic<long> g_packed_count{0};
 
 // True when g carries a pre-packed B that matches it; its spare rows then get the second product's rows (before any
 // thread reads them).
@@ -371,8 +371,8 @@ bool prepare_packed(const GemmArgs& g, const Shape& sh) {
   if (!data) return false;
   if (lay.k2 > 0) {
     const long pc = ((g.K - 1) / lay.kc_max) * lay.kc_max, kc = g.K - pc;
-    pack_b_panels(g.packed + (data - g.packed) + lay.block_offset(pc, g.K) + kc * lay.NR, g, sh.pk, 0, g.N, 0, lay.np,
-                  0, lay.k2, lay.NR, lay.stride(pc, g.K), true);
+    float* last = g.packed + kPackHeader + lay.block_offset(pc, g.K);  // the last K block, its spare rows after kc
+    pack_b_panels(last + kc * lay.NR, g, sh.pk, 0, g.N, 0, lay.np, 0, lay.k2, lay.NR, lay.stride(pc, g.K), true);
   }
   ++g_packed_count;
   return true;
