@@ -406,10 +406,9 @@ bool gemm_dot(const GemmArgs& g, const IsaKernels* isa) {
   if (g.K2 > 0 || !isa->dot || g.transA || g.btype != B_F32 || g.N > 32 || g.K < 64 || g.M < 64) return false;
   const float* bt = static_cast<const float*>(g.B);
   long ldb = g.ldb;
-  if (!g.transB) {
+  if (!g.transB) {  // Bᵀ (N x K) via the ISA's transposing packer: one "panel" K wide, N deep
     float* t = t_pack_b.get(g.N * g.K);
-    for (long k = 0; k < g.K; ++k)
-      for (long j = 0; j < g.N; ++j) t[j * g.K + k] = bt[k * g.ldb + j];
+    packer(isa)(t, (int)g.K, g.B, B_F32, g.ldb, true, g.K, g.N, g.N * g.K);
     bt = t;
     ldb = g.K;
   }
