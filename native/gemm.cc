@@ -26,7 +26,9 @@ long env_or(const char* k, long d) { const char* v = std::getenv(k); return v ? 
 long KC = env_or("PERP_KC", 512);
 const long kDefaultNC = env_or("PERP_NC", 4096);
 long NC = kDefaultNC;
-long MC_PANELS = env_or("PERP_MCP", 16);
+// A rows per block, in MR panels: 24 x 12 = 288, so a 512-row product split over two threads is one row block per
+// thread and each B block is streamed once per thread (a pre-packed frozen weight comes from DRAM).
+long MC_PANELS = env_or("PERP_MCP", 24);
 // B panels per column group of macro(): the group (8 x 32 x KC floats = 512 KB) stays in L2 while every A micro-panel
 // of the row block runs over it, instead of each A micro-panel streaming the whole B block from L3 (sgemm 4096^3:
 // +2.5%, model shapes unchanged). The order of the FMAs per element is the same.

@@ -600,9 +600,8 @@ describe("frozen weights packed ahead (nn/packed.ts)", () => {
         expect(q.used).toBe(0);
         expect(bitsEqual(p.y, q.y), `${what}: y`).toBe(true);
         expect(bitsEqual(p.gx, q.gx), `${what}: dX`).toBe(true);
-        p.grads.forEach((g, i) =>
-          expect(bitsEqual(g as Float32Array, q.grads[i] as Float32Array), `${what}: grad ${i}`).toBe(true),
-        );
+        for (const [i, g] of p.grads.entries())
+          expect(bitsEqual(g as Float32Array, q.grads[i] as Float32Array), `${what}: grad ${i}`).toBe(true);
       }
     }
   });
