@@ -9,6 +9,29 @@ import { isNative, K } from "../src/tensor/native.js";
 import { Tensor } from "../src/tensor/tensor.js";
 
 describe.skipIf(!isNative)("native argument checks", () => {
+  it("gemmPack and a pre-packed B: clear errors; a pack that does not fit the call is ignored", () => {
+    expect(() => K.gemmPack(new Float32Array(5), 2, 3, false, "f32", 0)).toThrow(/gemmPack: B has length 5/);
+    expect(() => K.gemmPack(new Float32Array(6), 2, 3, false, "int8" as never, 0)).toThrow(/gemmPack: btype/);
+    expect(() => K.gemmPack(new Float32Array(6), -2, 3, false, "f32", 0)).toThrow(/K must be a non-negative/);
+    expect(() => K.gemmPack(new Float32Array(6), 2, 3, false, "bf16", 0)).toThrow(/B must be a Uint16Array/);
+    const u = undefined;
+    const [A, B] = [new Float32Array(6).fill(1), new Float32Array(6).fill(2)];
+    const c = new Float32Array(4);
+    expect(() =>
+      K.gemm(c, A, B, 2, 2, 3, false, false, 1, 0, "f32", u, u, u, u, u, 0, false, false, [1] as never),
+    ).toThrow(/gemm: packed must be a Float32Array/);
+    // garbage or a pack of another shape: not used, the result is still right
+    for (const pk of [
+      new Float32Array(3),
+      K.gemmPack(B, 3, 2, false, "f32", 0).fill(9),
+      K.gemmPack(B, 2, 3, false, "f32", 0),
+    ]) {
+      c.fill(0);
+      K.gemm(c, A, B, 2, 2, 3, false, false, 1, 0, "f32", u, u, u, u, u, 0, false, false, pk);
+      expect(Array.from(c)).toEqual([6, 6, 6, 6]);
+    }
+  });
+
   it("gemm: wrong lengths, wrong types, bad dims", () => {
     const a = new Float32Array(6);
     expect(() => K.gemm(new Float32Array(4), a, new Float32Array(6), 2, 2, 3, false, false, 1, 0)).not.toThrow();

@@ -32,6 +32,19 @@ function toF16(x: Float32Array): Uint16Array {
   });
 }
 
+/** Random operands of one GEMM (A, B and its bf16 copy, a K2 second product, C), seeds from `seed` on. */
+function gemmOperands(M: number, N: number, Kd: number, K2: number, btype: "f32" | "bf16", seed: number) {
+  const B = randF32(Kd * N, seed + 1);
+  return {
+    A: randF32(M * Kd, seed),
+    B,
+    Bw: btype === "bf16" ? toBf16(B) : B,
+    A2: randF32(M * Math.max(K2, 1), seed + 2),
+    B2: randF32(Math.max(K2, 1) * N, seed + 3),
+    C0: randF32(M * N, seed + 4),
+  };
+}
+
 describe.each(paths)("cpu path %s", (path) => {
   it("is selectable", () => {
     expect(K.setCpu(path)).toBe(true);
@@ -138,12 +151,7 @@ describe.each(paths)("cpu path %s", (path) => {
             [200, 260, 480, false, true, 16, "f32"],
             [260, 200, 500, false, true, 0, "bf16"],
           ] as const) {
-            const A = randF32(M * Kd, 11);
-            const B = randF32(Kd * N, 12);
-            const Bw = btype === "bf16" ? toBf16(B) : B;
-            const A2 = randF32(M * Math.max(K2, 1), 13);
-            const B2 = randF32(Math.max(K2, 1) * N, 14);
-            const C0 = randF32(M * N, 15);
+            const { A, B, Bw, A2, B2, C0 } = gemmOperands(M, N, Kd, K2, btype, 11);
             const run = (threads: number) => {
               K.setThreads(threads);
               const o = C0.slice();
@@ -249,12 +257,7 @@ describe.each(paths)("cpu path %s", (path) => {
           [130, 200, 70, true, true, 0, "f32"],
           [150, 70, 200, false, true, 8, "bf16"],
         ] as const) {
-          const A = randF32(M * Kd, 21);
-          const B = randF32(Kd * N, 22);
-          const Bw = btype === "bf16" ? toBf16(B) : B;
-          const A2 = randF32(M * Math.max(K2, 1), 23);
-          const B2 = randF32(Math.max(K2, 1) * N, 24);
-          const C0 = randF32(M * N, 25);
+          const { Bw, A, A2, B2, C0 } = gemmOperands(M, N, Kd, K2, btype, 21);
           const packed = K.gemmPack(Bw, Kd, N, tb, btype, K2);
           const run = (threads: number, pk?: Float32Array) => {
             K.setThreads(threads);

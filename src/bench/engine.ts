@@ -1,6 +1,5 @@
 // Engine benchmark on the DESIGN.md "llama768" config (random weights, seed 0, batch 1x512): sgemm 4096³ vs a
 // measured FMA peak, forward, forward+backward (full and PEFT: norms + LoRA r=16). A benchmark, never a test.
-
 import { LlamaForCausalLM } from "../models/llama.js";
 import * as F from "../nn/functional.js";
 import { packFrozenWeights } from "../nn/packed.js";

@@ -8,7 +8,7 @@ import { importLlama2c } from "../io/llama2c.js";
 import { generate } from "../models/generate.js";
 import { loadModel } from "../models/load.js";
 import { LORA_TYPES } from "../nn/layers.js";
-import type { PackPolicy } from "../nn/packed.js";
+import { PACK_POLICIES, type PackPolicy } from "../nn/packed.js";
 import { checkLoraType, parseSubsets, SUBSETS } from "../peft/select.js";
 import { prune, savePruned } from "../prune/index.js";
 import { inspect } from "../prune/inspect.js";
@@ -339,8 +339,8 @@ const retrainCmd: CommandDef = {
     if (!CHECKPOINT_POLICIES.includes(gc))
       throw new UsageError(`perp retrain: --grad-checkpoint must be ${CHECKPOINT_POLICIES.join(", ")} (got ${gc})`);
     const pf = a.opts["pack-frozen"] as PackPolicy;
-    if (!CHECKPOINT_POLICIES.includes(pf))
-      throw new UsageError(`perp retrain: --pack-frozen must be ${CHECKPOINT_POLICIES.join(", ")} (got ${pf})`);
+    if (!PACK_POLICIES.includes(pf))
+      throw new UsageError(`perp retrain: --pack-frozen must be ${PACK_POLICIES.join(", ")} (got ${pf})`);
     const params = parseSubsets(a.opts.params as string);
     const loraType = checkLoraType(a.opts["lora-type"] as string);
     const m = await loadModel(a.opts.model as string);

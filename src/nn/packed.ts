@@ -9,6 +9,7 @@ import type { Module } from "./module.js";
 
 /** "auto": pack when the copies fit in a quarter of the machine's memory (and half of what is free); "on"; "off". */
 export type PackPolicy = "auto" | "on" | "off";
+export const PACK_POLICIES: readonly PackPolicy[] = ["auto", "on", "off"];
 
 export interface PackReport {
   /** Weights packed (0 when the policy or the memory said no). */
