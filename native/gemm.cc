@@ -388,6 +388,10 @@ void gemm_st(const GemmArgs& g) {
   gemm_block(g, sh);
 }
 
+void pack_panels(float* dst, int W, const float* src, long ld, bool trans, long w, long kc, long ps) {
+  if (w > 0 && kc > 0) packer(isa_active())(dst, W, src, B_F32, ld, trans, w, kc, ps);
+}
+
 void gemm_blocking(long* kc, long* nc, long* mcp) {
   if (*kc > 0) KC = *kc;
   if (*nc != 0) NC = *nc < 0 ? kDefaultNC : *nc;

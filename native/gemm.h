@@ -49,6 +49,8 @@ void gemm_blocking(long* kc, long* nc, long* mcp);
 // gemm_pack_size gives the length in floats (a header included); gemm_pack_b fills dst.
 long gemm_pack_size(long K, long N, long k2);
 void gemm_pack_b(float* dst, const void* B, int btype, long ldb, bool transB, long K, long N, long k2);
+// The active ISA's packer (isa.h's pack_fn contract, f32 source), for kernels that drive the micro-kernel themselves.
+void pack_panels(float* dst, int W, const float* src, long ld, bool trans, long w, long kc, long ps);
 // Number of GEMMs that used a pre-packed B (a diagnostic for tests and benchmarks).
 long gemm_packed_count();
 // Number of GEMMs that ran the cooperative shared-B path (a diagnostic for tests and benchmarks).

@@ -1,6 +1,6 @@
 // Coarse kernels (norms, RoPE, attention, activations, cross-entropy, AdamW, masks, selection, Cholesky).
 // Work is split with pool_run; reductions over rows are split by column ranges, so results do not depend on the
-// number of threads. Attention and Cholesky use the packed GEMM for their matrix products.
+// number of threads. Attention drives the GEMM micro-kernel itself; Cholesky uses the packed GEMM.
 #include "kernels.h"
 
 #include <algorithm>
@@ -194,8 +194,12 @@ void rope(float* out, const float* x, const float* cs, const float* sn, long B, 
 }
 
 // ---------------------------------------------------------------------------------------------- attention
+// Causal attention drives the ISA's GEMM micro-kernel directly, one MR-row panel of queries (or keys) at a time, so
+// each product stops at the causal diagonal (rounded up to a whole NR panel) instead of at the end of a row block.
+// K and V are packed once per head, not once per block of rows (for GQA the packs are shared by a group's query heads
+// in the backward). Every element is summed in a fixed order whatever the thread count: one (batch, head) or
+// (batch, KV head) per task, with the same panels inside.
 namespace {
-constexpr long ATT_TB = 96;  // query rows per block: the causal mask skips the blocks above the diagonal
 
 struct AttScratch {
   std::vector<float> buf;
@@ -204,38 +208,76 @@ struct AttScratch {
     return buf.data();
   }
 };
-thread_local AttScratch t_att_s, t_att_d;
+constexpr long kAttKeyPanels = 8;
+thread_local AttScratch t_att_k, t_att_v, t_att_q, t_att_o, t_att_a, t_att_s;
+
+// The ISA's register tile for (mr x nr) of C (mr <= MR, nr <= NR): a full tile in place, a partial one through a padded
+// copy (the same FMAs, as in the GEMM's edge path). A: an MR-wide k-major panel, B: an NR-wide one, K of both.
+void att_tile(const IsaKernels* isa, long K, const float* A, const float* B, float* C, long ldc, long mr, long nr,
+              float alpha, float beta, long sa = 0) {
+  if (mr == isa->MR && nr == isa->NR) {
+    isa->micro(K, A, sa ? sa : isa->MR, B, isa->NR, C, ldc, alpha, beta);
+    return;
+  }
+  alignas(64) float t[32 * 32];
+  if (beta != 0.0f)
+    for (long r = 0; r < mr; ++r) std::memcpy(t + r * isa->NR, C + r * ldc, nr * sizeof(float));
+  isa->micro(K, A, sa ? sa : isa->MR, B, isa->NR, t, isa->NR, alpha, beta);
+  for (long r = 0; r < mr; ++r) std::memcpy(C + r * ldc, t + r * isa->NR, nr * sizeof(float));
+}
+
+// C[0:mr, 0:n] = alpha * A-panel (K deep) x the B panels (each K x NR, `bps` apart, starting `boff` rows in) + beta C.
+void att_row(const IsaKernels* isa, long K, const float* Ap, const float* Bp, long bps, long boff, float* C, long ldc,
+             long mr, long n, float alpha, float beta, long sa = 0) {
+  const long NR = isa->NR;
+  for (long j = 0; j * NR < n; ++j)
+    att_tile(isa, K, Ap, Bp + j * bps + boff * NR, C + j * NR, ldc, mr, std::min(NR, n - j * NR), alpha, beta, sa);
+}
+
+// Columns of query panel [t0, t0 + mr) that are computed: up to its last row's diagonal, rounded up to whole panels.
+inline long att_cols(long t0, long mr, long NR, long T) { return std::min(T, (t0 + mr + NR - 1) / NR * NR); }
 }  // namespace
 
 void attention_fwd(float* out, float* P, const float* q, const float* k, const float* v, long B, long T, long H,
                    long KV, long D, float scale, long window) {
   const IsaKernels* isa = isa_active();
   const softmax_fn softmax = isa->softmax;
-  const long rep = H / KV, ldq = H * D, ldk = KV * D;
+  const long rep = H / KV, ldq = H * D, ldk = KV * D, MR = isa->MR, NR = isa->NR;
+  const long np = (T + NR - 1) / NR, dp = (D + NR - 1) / NR;  // key panels, head-dim panels
   pool_run([&](int ith, int nth) {
     long b0, e0;
     pool_split(B * H, ith, nth, 1, &b0, &e0);
+    if (b0 >= e0) return;
+    float* Kt = t_att_k.get(np * NR * D);  // Kᵀ as B of S = Q Kᵀ: panel j = keys [jNR, jNR+NR), D deep
+    float* Vc = t_att_v.get(dp * NR * T);  // V as B of O = P V: panel p = columns [pNR, pNR+NR), T deep
+    float* Qp = t_att_q.get(MR * D);
+    float* Pp = t_att_a.get(MR * T);
+    float* Sbuf = P ? nullptr : t_att_s.get(MR * T);
+    long packed_kv = -1;
     for (long bh = b0; bh < e0; ++bh) {
       const long b = bh / H, h = bh % H, kh = h / rep;
       const float* qb = q + b * T * ldq + h * D;
-      const float* kb = k + b * T * ldk + kh * D;
-      const float* vb = v + b * T * ldk + kh * D;
       float* ob = out + b * T * ldq + h * D;
-      float* pb = P ? P + bh * T * T : nullptr;
-      for (long t0 = 0; t0 < T; t0 += ATT_TB) {
-        const long t1 = std::min(T, t0 + ATT_TB), nb = t1 - t0;
-        float* S = pb ? pb + t0 * T : t_att_s.get(ATT_TB * T);
-        const long lds = T;
-        gemm_st(gargs(S, lds, qb + t0 * ldq, ldq, false, kb, ldk, true, nb, t1, D, scale, 0.0f));
-        for (long r = 0; r < nb; ++r) {
+      if (packed_kv != b * KV + kh) {  // consecutive heads of a GQA group share K and V
+        packed_kv = b * KV + kh;
+        pack_panels(Kt, NR, k + b * T * ldk + kh * D, ldk, true, T, D, NR * D);
+        pack_panels(Vc, NR, v + b * T * ldk + kh * D, ldk, false, D, T, NR * T);
+      }
+      for (long t0 = 0; t0 < T; t0 += MR) {
+        const long mr = std::min(MR, T - t0), cols = att_cols(t0, mr, NR, T);
+        float* S = P ? P + bh * T * T + t0 * T : Sbuf;
+        pack_panels(Qp, MR, qb + t0 * ldq, ldq, true, mr, D, MR * D);
+        att_row(isa, D, Qp, Kt, NR * D, 0, S, T, mr, cols, scale, 0.0f);
+        for (long r = 0; r < mr; ++r) {
           // Query t sees keys [s0, t]: s0 = 0, or t + 1 - window under a sliding window (Mistral). The keys before
           // s0 get probability exactly 0, so the backward needs no window of its own.
           const long t = t0 + r, s0 = window > 0 && t + 1 > window ? t + 1 - window : 0;
-          float* row = S + r * lds;
-          softmax(row + s0, t + 1 - s0, (pb ? T : t1) - s0);
+          float* row = S + r * T;
+          softmax(row + s0, t + 1 - s0, (P ? T : cols) - s0);
           if (s0 > 0) std::memset(row, 0, s0 * sizeof(float));
         }
-        gemm_st(gargs(ob + t0 * ldq, ldq, S, lds, false, vb, ldk, false, nb, D, t1, 1.0f, 0.0f));
+        pack_panels(Pp, MR, S, T, true, mr, cols, MR * cols);
+        att_row(isa, cols, Pp, Vc, NR * T, 0, ob + t0 * ldq, ldq, mr, D, 1.0f, 0.0f);
       }
     }
   });
@@ -245,37 +287,59 @@ void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const flo
                    const float* P, long B, long T, long H, long KV, long D, float scale) {
   const IsaKernels* isa = isa_active();
   const softmax_bwd_fn softmax_bwd = isa->softmax_bwd;
-  const long rep = H / KV, ldq = H * D, ldk = KV * D;
+  const long rep = H / KV, ldq = H * D, ldk = KV * D, MR = isa->MR, NR = isa->NR;
+  const long np = (T + NR - 1) / NR, dp = (D + NR - 1) / NR;
   pool_run([&](int ith, int nth) {
     long b0, e0;
     pool_split(B * KV, ith, nth, 1, &b0, &e0);
+    if (b0 >= e0) return;
+    float* Vt = t_att_v.get(np * NR * D);  // Vᵀ as B of dP = dO Vᵀ
+    float* Kc = t_att_k.get(dp * NR * T);  // K as B of dQ = dS K
+    float* Qc = t_att_q.get(dp * NR * T);  // Q as B of dK = dSᵀ Q
+    float* Oc = t_att_o.get(dp * NR * T);  // dO as B of dV = Pᵀ dO
+    float* Ap = t_att_a.get(MR * std::max(D, kAttKeyPanels * T));  // the A panels of the product at hand
+    float* dS = t_att_s.get(T * T);        // the head's dS, row-major (rows: queries)
     for (long bk = b0; bk < e0; ++bk) {
       const long b = bk / KV, kh = bk % KV;
-      const float* kb = k + b * T * ldk + kh * D;
-      const float* vb = v + b * T * ldk + kh * D;
       float* dkb = dk + b * T * ldk + kh * D;
       float* dvb = dv + b * T * ldk + kh * D;
-      for (long t = 0; t < T; ++t) {
-        std::memset(dkb + t * ldk, 0, D * sizeof(float));
-        std::memset(dvb + t * ldk, 0, D * sizeof(float));
-      }
+      pack_panels(Vt, NR, v + b * T * ldk + kh * D, ldk, true, T, D, NR * D);
+      pack_panels(Kc, NR, k + b * T * ldk + kh * D, ldk, false, D, T, NR * T);
       for (long h = kh * rep; h < (kh + 1) * rep; ++h) {
         const float* qb = q + b * T * ldq + h * D;
         const float* dob = dout + b * T * ldq + h * D;
         float* dqb = dq + b * T * ldq + h * D;
         const float* pb = P + (b * H + h) * T * T;
-        for (long t0 = 0; t0 < T; t0 += ATT_TB) {
-          const long t1 = std::min(T, t0 + ATT_TB), nb = t1 - t0;
-          const float* Pb = pb + t0 * T;
-          // dV[0:t1] += P[t0:t1, 0:t1]^T · dO[t0:t1]
-          gemm_st(gargs(dvb, ldk, Pb, T, true, dob + t0 * ldq, ldq, false, t1, D, nb, 1.0f, 1.0f));
-          // dP = dO[t0:t1] · V[0:t1]^T
-          float* dS = t_att_d.get(ATT_TB * T);
-          gemm_st(gargs(dS, t1, dob + t0 * ldq, ldq, false, vb, ldk, true, nb, t1, D, 1.0f, 0.0f));
-          for (long r = 0; r < nb; ++r) softmax_bwd(dS + r * t1, Pb + r * T, t0 + r + 1, t1);
-          // dQ[t0:t1] = scale · dS · K[0:t1];  dK[0:t1] += scale · dS^T · Q[t0:t1]
-          gemm_st(gargs(dqb + t0 * ldq, ldq, dS, t1, false, kb, ldk, false, nb, D, t1, scale, 0.0f));
-          gemm_st(gargs(dkb, ldk, dS, t1, true, qb + t0 * ldq, ldq, false, t1, D, nb, scale, 1.0f));
+        const float beta = h == kh * rep ? 0.0f : 1.0f;  // dK, dV: the group's first head writes, the others add
+        pack_panels(Qc, NR, qb, ldq, false, D, T, NR * T);
+        pack_panels(Oc, NR, dob, ldq, false, D, T, NR * T);
+        // Query panels: dS = softmax_bwd(dO Vᵀ), dQ = scale dS K, both up to the diagonal.
+        for (long t0 = 0; t0 < T; t0 += MR) {
+          const long mr = std::min(MR, T - t0), cols = att_cols(t0, mr, NR, T);
+          float* dSr = dS + t0 * T;
+          pack_panels(Ap, MR, dob + t0 * ldq, ldq, true, mr, D, MR * D);
+          att_row(isa, D, Ap, Vt, NR * D, 0, dSr, T, mr, cols, 1.0f, 0.0f);
+          for (long r = 0; r < mr; ++r) softmax_bwd(dSr + r * T, pb + (t0 + r) * T, t0 + r + 1, cols);
+          pack_panels(Ap, MR, dSr, T, true, mr, cols, MR * cols);
+          att_row(isa, cols, Ap, Kc, NR * T, 0, dqb + t0 * ldq, ldq, mr, D, scale, 0.0f);
+        }
+        // Key panels [s0, s0 + mr): the queries that see them are s0.. T - 1 (P and dS are 0 above the diagonal, and
+        // every entry read here was written by the query panels above). Pᵀ and dSᵀ are k-major already: full groups of
+        // kAttKeyPanels panels are read in place (rows T apart), the last, partial group is packed (zero padding).
+        // Each panel's product starts at its own diagonal.
+        for (long sg = 0; sg < T; sg += kAttKeyPanels * MR) {
+          const long w = std::min(kAttKeyPanels * MR, T - sg), kg = T - sg;
+          for (int which = 0; which < 2; ++which) {
+            const float* src = (which ? dS : pb);
+            const bool direct = w == kAttKeyPanels * MR;
+            if (!direct) pack_panels(Ap, MR, src + sg * T + sg, T, false, w, kg, MR * kg);
+            for (long s0 = sg; s0 < sg + w; s0 += MR) {
+              const float* a = direct ? src + s0 * T + s0 : Ap + (s0 - sg) / MR * MR * kg + (s0 - sg) * MR;
+              const long mr = std::min(MR, T - s0), sa = direct ? T : 0;
+              if (which == 0) att_row(isa, T - s0, a, Oc, NR * T, s0, dvb + s0 * ldk, ldk, mr, D, 1.0f, beta, sa);
+              else att_row(isa, T - s0, a, Qc, NR * T, s0, dkb + s0 * ldk, ldk, mr, D, scale, beta, sa);
+            }
+          }
         }
       }
     }
