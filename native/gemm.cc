@@ -231,6 +231,17 @@ void macro(const GemmArgs& g, const Shape& sh, Operands op, const float* pa, con
       const long sb = bd ? g.ldb : NR;
       float* c = g.C + (ic + ir) * g.ldc + jc + jr;
       if (ahead) ahead->step();
+      {  // the C tile of the next call (next panel along the row, or the first of the next row), pulled in meanwhile
+        const long nj = jr + NR < nc ? jr + NR : 0, ni = jr + NR < nc ? ir : ir + MR;
+        if (ni < mc) {
+          const float* cn = g.C + (ic + ni) * g.ldc + jc + nj;
+          const long rows = mc - ni < MR ? mc - ni : MR;
+          for (long r = 0; r < rows; ++r) {
+            prefetch_span(cn + r * g.ldc, 4);
+            prefetch_span(cn + r * g.ldc + NR - 1, 4);
+          }
+        }
+      }
       if (mr == MR && nr == NR) {
         sh.micro(kc, ap, sa, bp, sb, c, g.ldc, g.alpha, beta);
       } else {
