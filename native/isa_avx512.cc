@@ -146,20 +146,41 @@ void pack(float* dst, int W, const void* src, int dtype, long ld, bool trans, lo
     }
     return;
   }
+  if (!trans && dtype == 0 && W == 12) {
+    // Narrow f32 panels (MR rows of A^T) in blocks of 16 source rows: each panel's 16 rows (768 contiguous bytes) are
+    // written before the next panel's. Row by row instead, every store of a row went to another panel, and panels a
+    // multiple of 4 KB apart share L1 sets: a line was evicted before its second half was written (measured 7 GB/s,
+    // now 3-4x that). A full-width store spills 4 lanes into the panel's next row, written after it; the panel's last
+    // row is masked.
+    const float* sf = static_cast<const float*>(src);
+    for (long k0 = 0; k0 < kc; k0 += 16) {
+      const long k1 = kc - k0 < 16 ? kc : k0 + 16;
+      for (long k = k1; k < k1 + 16 && k < kc; ++k) prefetch_span(bytes + k * ld * es, w * es);
+      for (long p = 0; p < np; ++p) {
+        const long c = p * 12;
+        float* d = dst + p * ps;
+        if (c + 16 <= w) {
+          for (long k = k0; k < k1; ++k) {
+            const __m512 v = _mm512_loadu_ps(sf + k * ld + c);
+            if (k + 1 < kc) _mm512_storeu_ps(d + k * 12, v);
+            else _mm512_mask_storeu_ps(d + k * 12, lanes(12), v);
+          }
+        } else {
+          const __mmask16 m = lanes(w - c < 12 ? w - c : 12);
+          for (long k = k0; k < k1; ++k) {
+            const __m512 v = _mm512_maskz_loadu_ps(m, sf + k * ld + c);
+            if (k + 1 < kc) _mm512_storeu_ps(d + k * 12, v);
+            else _mm512_mask_storeu_ps(d + k * 12, lanes(12), v);
+          }
+        }
+      }
+    }
+    return;
+  }
   if (!trans) {
-    // Narrow panels (MR rows of A^T) share cache lines: row by row, every panel of the row in turn.
+    // Other narrow panels share cache lines: row by row, every panel of the row in turn.
     for (long k = 0; k < kc; ++k) {
       prefetch_span(bytes + (k + kPackRowsAhead) * ld * es, w * es);
-      if (dtype == 0 && W == 12 && k + 1 < kc) {  // unmasked, spilling into row k+1 as above (the last row is masked)
-        const float* sf = static_cast<const float*>(src) + k * ld;
-        long p = 0;
-        for (; p < np && p * 12 + 16 <= w; ++p) _mm512_storeu_ps(dst + p * ps + k * 12, _mm512_loadu_ps(sf + p * 12));
-        for (; p < np; ++p) {
-          const long c = p * 12;
-          _mm512_storeu_ps(dst + p * ps + k * 12, _mm512_maskz_loadu_ps(lanes(w - c < 12 ? w - c : 12), sf + c));
-        }
-        continue;
-      }
       for (long p = 0; p < np; ++p) {
         float* d = dst + p * ps + k * W;
         for (int c0 = 0; c0 < W; c0 += 16) {
