@@ -42,6 +42,11 @@ typedef long (*nonfinite_fn)(const float* x, long n);
 
 // Runs an FMA-throughput loop of `iters` iterations; returns the number of floating-point operations done.
 typedef double (*peak_fn)(long iters, float* sink);
+// SwiGLU over n elements, s = 1 / (1 + exp(-g)) with the ISA's exp: out = (g s) u; backward du = d (g s) (du may be
+// null), dg = ((d u) s)(1 + g (1 - s)) (dg may be null). Separate multiplies and adds in this order, so the bits are
+// those of the generic loop in kernels.cc over the same exp.
+typedef void (*swiglu_fwd_fn)(float* out, const float* g, const float* u, long n);
+typedef void (*swiglu_bwd_fn)(float* dg, float* du, const float* dout, const float* g, const float* u, long n);
 
 struct IsaKernels {
   const char* name;
@@ -59,6 +64,9 @@ struct IsaKernels {
   adamw_fn adamw;
   nonfinite_fn nonfinite;
   peak_fn peak;
+  // Fused elementwise kernels; nullptr: the generic loops in kernels.cc (over this table's expsum).
+  swiglu_fwd_fn swiglu_fwd;
+  swiglu_bwd_fn swiglu_bwd;
 };
 
 enum Isa { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };

@@ -94,7 +94,7 @@ double peak(long iters, float* sink) {
 
 // name, MR, NR, micro, MR16, micro16, pack, dot, expsum, softmax, softmax_bwd, xent_row, adamw, nonfinite, peak
 const IsaKernels kTable = {"scalar", MR,      NR,          micro,    0,     nullptr,   nullptr, nullptr,
-                           expsum,   softmax, softmax_bwd, xent_row, adamw, nonfinite, peak};
+                           expsum,   softmax, softmax_bwd, xent_row, adamw, nonfinite, peak, nullptr, nullptr};
 
 }  // namespace
 

@@ -429,6 +429,10 @@ void act_bwd(float* dx, const float* dout, const float* x, long n, int kind) {
 
 void swiglu_fwd(float* out, const float* g, const float* u, long n) {
   const IsaKernels* isa = isa_active();
+  if (isa->swiglu_fwd) {
+    parallel_rows(n, EW_CHUNK, [&](long b, long e) { isa->swiglu_fwd(out + b, g + b, u + b, e - b); });
+    return;
+  }
   parallel_rows(n, EW_CHUNK, [&](long b, long e) {
     float sig[EW_CHUNK];
     for (long c = b; c < e; c += EW_CHUNK) {
@@ -441,6 +445,12 @@ void swiglu_fwd(float* out, const float* g, const float* u, long n) {
 
 void swiglu_bwd(float* dg, float* du, const float* dout, const float* g, const float* u, long n) {
   const IsaKernels* isa = isa_active();
+  if (isa->swiglu_bwd) {
+    parallel_rows(n, EW_CHUNK, [&](long b, long e) {
+      isa->swiglu_bwd(dg ? dg + b : nullptr, du ? du + b : nullptr, dout + b, g + b, u + b, e - b);
+    });
+    return;
+  }
   parallel_rows(n, EW_CHUNK, [&](long b, long e) {
     float sig[EW_CHUNK];
     for (long c = b; c < e; c += EW_CHUNK) {
