@@ -56,12 +56,7 @@ void bias_add(float* y, const float* b, long M, long N) {
   });
 }
 
-void bias_grad(float* db, const float* dy, long M, long N) {
-  parallel_rows(N, 16, [&](long c0, long c1) {
-    for (long i = 0; i < M; ++i)
-      for (long j = c0; j < c1; ++j) db[j] += dy[i * N + j];
-  });
-}
+
 
 // ---------------------------------------------------------------------------------------------- norms
 namespace {
@@ -76,7 +71,49 @@ double sum8(long n, F&& term) {
   for (; j < n; ++j) acc[j & 7] += term(j);
   return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
 }
+
+// Row passes that also sum per-column terms over the rows (the weight and bias gradients of a norm): the rows go in
+// fixed chunks of kRowChunk, split across the pool; `row(i, acc)` handles row i and adds its column terms into acc
+// (nacc arrays of C, zeroed per chunk). Then out[a][j] += the chunks' partial sums, in chunk order. The additions
+// happen in the same order whatever the thread count, and x and dout are read once (a second, column-split pass
+// over them took 2.3x the time of the row pass: 232 vs 100 us per 512x768 RMSNorm backward from DRAM).
+constexpr long kRowChunk = 32;
+thread_local std::vector<float> t_colsum;
+
+template <typename F>
+void rows_with_colsums(long M, long C, int nacc, float* const* out, F&& row) {
+  bool any = false;
+  for (int a = 0; a < nacc; ++a) any = any || out[a];
+  const long nch = (M + kRowChunk - 1) / kRowChunk, stride = nacc * C;
+  if (any && (long)t_colsum.size() < nch * stride) t_colsum.resize(nch * stride);
+  float* part = any ? t_colsum.data() : nullptr;
+  parallel_rows(nch, 1, [&](long c0, long c1) {
+    for (long ch = c0; ch < c1; ++ch) {
+      float* acc = part ? part + ch * stride : nullptr;
+      if (acc) std::memset(acc, 0, stride * sizeof(float));
+      for (long i = ch * kRowChunk; i < std::min(M, (ch + 1) * kRowChunk); ++i) row(i, acc);
+    }
+  });
+  if (!any) return;
+  parallel_rows(C, 16, [&](long j0, long j1) {
+    for (int a = 0; a < nacc; ++a) {
+      if (!out[a]) continue;
+      for (long ch = 0; ch < nch; ++ch) {
+        const float* pa = part + ch * stride + a * C;
+        for (long j = j0; j < j1; ++j) out[a][j] += pa[j];
+      }
+    }
+  });
+}
 }  // namespace
+
+void bias_grad(float* db, const float* dy, long M, long N) {
+  float* const outs[1] = {db};
+  rows_with_colsums(M, N, 1, outs, [&](long i, float* acc) {
+    const float* di = dy + i * N;
+    for (long j = 0; j < N; ++j) acc[j] += di[j];
+  });
+}
 
 void rmsnorm_fwd(float* out, float* rstd, const float* x, const float* w, long M, long C, float eps) {
   parallel_rows(M, 1, [&](long r0, long r1) {
@@ -93,27 +130,20 @@ void rmsnorm_fwd(float* out, float* rstd, const float* x, const float* w, long M
 
 void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, long M,
                  long C) {
-  if (dx) {
-    parallel_rows(M, 1, [&](long r0, long r1) {
-      for (long i = r0; i < r1; ++i) {
-        const float *xi = x + i * C, *gi = dout + i * C;
-        const float r = rstd[i];
-        // sum_j g_j w_j xhat_j
-        const double dot = sum8(C, [&](long j) { return (double)gi[j] * w[j] * (xi[j] * r); });
-        const float c = (float)(dot / C);
-        float* di = dx + i * C;
-        for (long j = 0; j < C; ++j) di[j] = r * (gi[j] * w[j] - (xi[j] * r) * c);
-      }
-    });
-  }
-  if (dw) {
-    parallel_rows(C, 16, [&](long c0, long c1) {
-      for (long i = 0; i < M; ++i) {
-        const float r = rstd[i];
-        for (long j = c0; j < c1; ++j) dw[j] += dout[i * C + j] * (x[i * C + j] * r);
-      }
-    });
-  }
+  float* const outs[1] = {dw};
+  rows_with_colsums(M, C, 1, outs, [&](long i, float* acc) {
+    const float *xi = x + i * C, *gi = dout + i * C;
+    const float r = rstd[i];
+    if (dx) {
+      // sum_j g_j w_j xhat_j
+      const double dot = sum8(C, [&](long j) { return (double)gi[j] * w[j] * (xi[j] * r); });
+      const float c = (float)(dot / C);
+      float* di = dx + i * C;
+      for (long j = 0; j < C; ++j) di[j] = r * (gi[j] * w[j] - (xi[j] * r) * c);
+    }
+    if (acc)
+      for (long j = 0; j < C; ++j) acc[j] += gi[j] * (xi[j] * r);
+  });
 }
 
 void layernorm_fwd(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, long M, long C,
@@ -137,35 +167,28 @@ void layernorm_fwd(float* out, float* mean, float* rstd, const float* x, const f
 
 void layernorm_bwd(float* dx, float* dw, float* db, const float* dout, const float* x, const float* mean,
                    const float* rstd, const float* w, long M, long C) {
-  if (dx) {
-    parallel_rows(M, 1, [&](long r0, long r1) {
-      for (long i = r0; i < r1; ++i) {
-        const float *xi = x + i * C, *gi = dout + i * C;
-        const float m = mean[i], r = rstd[i];
-        // mean(g·w), mean(g·w·xhat)
-        const double s1 = sum8(C, [&](long j) { return (double)(w ? gi[j] * w[j] : gi[j]); });
-        const double s2 = sum8(C, [&](long j) { return (double)(w ? gi[j] * w[j] : gi[j]) * ((xi[j] - m) * r); });
-        const float a = (float)(s1 / C), c = (float)(s2 / C);
-        float* di = dx + i * C;
-        for (long j = 0; j < C; ++j) {
-          float gw = w ? gi[j] * w[j] : gi[j];
-          di[j] = r * (gw - a - ((xi[j] - m) * r) * c);
-        }
+  float* const outs[2] = {dw, db};
+  rows_with_colsums(M, C, 2, outs, [&](long i, float* acc) {
+    const float *xi = x + i * C, *gi = dout + i * C;
+    const float m = mean[i], r = rstd[i];
+    if (dx) {
+      // mean(g·w), mean(g·w·xhat)
+      const double s1 = sum8(C, [&](long j) { return (double)(w ? gi[j] * w[j] : gi[j]); });
+      const double s2 = sum8(C, [&](long j) { return (double)(w ? gi[j] * w[j] : gi[j]) * ((xi[j] - m) * r); });
+      const float a = (float)(s1 / C), c = (float)(s2 / C);
+      float* di = dx + i * C;
+      for (long j = 0; j < C; ++j) {
+        float gw = w ? gi[j] * w[j] : gi[j];
+        di[j] = r * (gw - a - ((xi[j] - m) * r) * c);
       }
-    });
-  }
-  if (dw || db) {
-    parallel_rows(C, 16, [&](long c0, long c1) {
-      for (long i = 0; i < M; ++i) {
-        const float m = mean[i], r = rstd[i];
-        for (long j = c0; j < c1; ++j) {
-          const float g = dout[i * C + j];
-          if (dw) dw[j] += g * ((x[i * C + j] - m) * r);
-          if (db) db[j] += g;
-        }
-      }
-    });
-  }
+    }
+    if (acc) {
+      if (dw)
+        for (long j = 0; j < C; ++j) acc[j] += gi[j] * ((xi[j] - m) * r);
+      if (db)
+        for (long j = 0; j < C; ++j) acc[C + j] += gi[j];
+    }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------- RoPE
