@@ -217,9 +217,8 @@ export function add(a: Tensor, b: Tensor): Tensor {
   K.ew(EW_ADD, y.data, a.data, b.data, 0);
   return record(y, [a, b], (g) => {
     addGrad(a, g);
-    // b gets its own copy when a's pending gradient may be accumulated into in place; an arena buffer, not a slice()
-    // (a fresh 1.5 MB array per residual add was the step's ~9K page faults)
-    if (b.requiresGrad) addGrad(b, a.requiresGrad && !a.isLeaf ? copyOf(g) : g);
+    // a and b hold the same buffer: copy on write (a slice() per residual add was the step's ~9K page faults)
+    if (b.requiresGrad) addGrad(b, g, a.requiresGrad && !a.isLeaf);
   });
 }
 

@@ -1,6 +1,6 @@
 // A small tape autograd: ops append nodes in execution order, backward walks them in reverse. requiresGrad is per
 // tensor; an op whose inputs need no gradient records nothing, so frozen weights never get weight-gradient GEMMs.
-import { activeArena } from "../tensor/arena.js";
+import { activeArena, allocRaw } from "../tensor/arena.js";
 import { K } from "../tensor/native.js";
 import { type GradNode, Tensor } from "../tensor/tensor.js";
 
@@ -41,9 +41,15 @@ export function record(out: Tensor, inputs: Tensor[], backward: (gOut: Float32Ar
 
 // Gradients of non-leaf tensors during one backward pass.
 let pending: Map<Tensor, Float32Array> | null = null;
+// Buffers of that map that more than one tensor holds (see addGrad's `share`): accumulating into one makes a new buffer.
+let shared: Set<Float32Array> = new Set();
 
-/** Adds g to the gradient of t (a leaf accumulates into .grad; an intermediate into the pass's map). */
-export function addGrad(t: Tensor, g: Float32Array): void {
+/**
+ * Adds g to the gradient of t (a leaf accumulates into .grad; an intermediate into the pass's map). `share`: g is also
+ * the gradient of another tensor (add()'s two inputs), so it is never accumulated into in place: the first sum goes to
+ * a new buffer (copy on write, instead of copying g up front).
+ */
+export function addGrad(t: Tensor, g: Float32Array, share = false): void {
   if (!t.requiresGrad) return;
   if (t.isLeaf) {
     const { buf, beta } = t.gradSlot();
@@ -53,8 +59,16 @@ export function addGrad(t: Tensor, g: Float32Array): void {
   }
   const m = pending as Map<Tensor, Float32Array>;
   const prev = m.get(t);
-  if (prev) K.ew(2, prev, g, null, 1);
-  else m.set(t, g);
+  if (!prev) {
+    m.set(t, g);
+    if (share) shared.add(g);
+  } else if (shared.has(prev)) {
+    const sum = allocRaw(prev.length);
+    K.ew(0, sum, prev, g, 0);
+    m.set(t, sum);
+  } else {
+    K.ew(2, prev, g, null, 1);
+  }
 }
 
 /** The .grad buffer of a leaf that needs a gradient (allocated on first use), for kernels that accumulate in place. */
@@ -76,7 +90,9 @@ export function backward(loss: Tensor, seed?: Float32Array): void {
   if (!loss.requiresGrad) throw new Error("backward: the loss does not depend on any tensor that requires grad");
   const tape = current;
   const outer = pending;
+  const outerShared = shared;
   pending = new Map();
+  shared = new Set();
   try {
     const g0 = seed ? seed.slice() : new Float32Array(loss.size).fill(1);
     if (loss.isLeaf) {
@@ -94,6 +110,7 @@ export function backward(loss: Tensor, seed?: Float32Array): void {
   } finally {
     tape.nodes.length = 0;
     pending = outer;
+    shared = outerShared;
   }
 }
 
