@@ -702,13 +702,23 @@ describe("threads", () => {
       const k = randF32(T * KV * D, 4);
       const o = new Float32Array(q.length);
       K.attentionFwd(o, null, q, k, k, 1, T, H, KV, D, 0.25);
+      // with P, and the backward (work split by KV head, dK/dV summed over the group's query heads)
+      const P = new Float32Array(H * T * T);
+      const o2 = new Float32Array(q.length);
+      K.attentionFwd(o2, P, q, k, k, 1, T, H, KV, D, 0.25);
+      const [dq, dk, dv] = [new Float32Array(q.length), new Float32Array(k.length), new Float32Array(k.length)];
+      K.attentionBwd(dq, dk, dv, randF32(q.length, 7), q, k, k, P, 1, T, H, KV, D, 0.25);
       const x = randF32(M * N, 5);
       const rs = new Float32Array(M * N);
       const dw = new Float32Array(N);
       K.rmsnormFwd(rs, null, x, randF32(N, 6), M, N, 1e-5);
       const rstd = new Float32Array(M).fill(1);
       K.rmsnormBwd(null, dw, x, x, randF32(N, 6), rstd, M, N);
-      return [c, o, rs, dw];
+      // norm and bias gradients: per-column sums over rows, in fixed row chunks
+      const [lw, lb, bg] = [new Float32Array(N), new Float32Array(N), new Float32Array(N)];
+      K.layernormBwd(null, lw, lb, x, x, new Float32Array(M).fill(0.1), rstd, randF32(N, 8), M, N);
+      K.biasGrad(bg, x, M, N);
+      return [c, o, o2, dq, dk, dv, rs, dw, lw, lb, bg];
     };
     const a1 = run(1);
     const a2 = run(2);
