@@ -1,6 +1,6 @@
 // Coarse kernels (norms, RoPE, attention, activations, cross-entropy, AdamW, masks, selection, Cholesky).
-// Work is split with pool_run; reductions over rows are split by column ranges, so results do not depend on the
-// number of threads. Attention drives the GEMM micro-kernel itself; Cholesky uses the packed GEMM.
+// Work is split with pool_run; sums over rows go in fixed row chunks (or by column ranges), so results do not depend on
+// the number of threads. Attention drives the GEMM micro-kernel itself; Cholesky uses the packed GEMM.
 #include "kernels.h"
 
 #include <algorithm>
@@ -55,8 +55,6 @@ void bias_add(float* y, const float* b, long M, long N) {
       for (long j = 0; j < N; ++j) y[i * N + j] += b[j];
   });
 }
-
-
 
 // ---------------------------------------------------------------------------------------------- norms
 namespace {
