@@ -33,6 +33,14 @@ function toF16(x: Float32Array): Uint16Array {
 }
 
 /** Random operands of one GEMM (A, B and its bf16 copy, a K2 second product, C), seeds from `seed` on. */
+/** Every (transA, transB) combination. */
+const TRANSPOSES = [
+  [false, false],
+  [false, true],
+  [true, false],
+  [true, true],
+] as const;
+
 function gemmOperands(M: number, N: number, Kd: number, K2: number, btype: "f32" | "bf16", seed: number) {
   const B = randF32(Kd * N, seed + 1);
   return {
@@ -43,6 +51,18 @@ function gemmOperands(M: number, N: number, Kd: number, K2: number, btype: "f32"
     B2: randF32(Math.max(K2, 1) * N, seed + 3),
     C0: randF32(M * N, seed + 4),
   };
+}
+
+/** Runs fn, then restores the GEMM blocking and the thread count it may have changed. */
+function withGemmBlocking(fn: () => void): void {
+  const saved = K.gemmBlocking();
+  const threads = K.threads();
+  try {
+    fn();
+  } finally {
+    K.setThreads(threads);
+    K.gemmBlocking(saved.kc, -1, saved.mcp);
+  }
 }
 
 describe.each(paths)("cpu path %s", (path) => {
@@ -99,12 +119,7 @@ describe.each(paths)("cpu path %s", (path) => {
       [300, 1, 33],
       [96, 16, 16],
     ]) {
-      for (const [ta, tb] of [
-        [false, false],
-        [false, true],
-        [true, false],
-        [true, true],
-      ]) {
+      for (const [ta, tb] of TRANSPOSES) {
         for (const beta of [0, -0.5]) {
           // leading dimensions with 3 floats of padding per row
           const lda = (ta ? M : Kd) + 3;
@@ -136,13 +151,13 @@ describe.each(paths)("cpu path %s", (path) => {
     "gemm: large products share packed B blocks among threads (rows split, one barrier a block)",
     () => {
       K.setCpu(path);
-      const saved = K.gemmBlocking();
-      // Small blocks so these sizes cross several K blocks (both halves of the double buffer) and column blocks.
-      const blockings = [
-        [saved.kc, -1, saved.mcp],
-        [64, 96, 4],
-      ];
-      try {
+      withGemmBlocking(() => {
+        // Small blocks so these sizes cross several K blocks (both halves of the double buffer) and column blocks.
+        const saved = K.gemmBlocking();
+        const blockings = [
+          [saved.kc, -1, saved.mcp],
+          [64, 96, 4],
+        ];
         for (const blocking of blockings) {
           K.gemmBlocking(blocking[0], blocking[1], blocking[2]);
           for (const [M, N, Kd, ta, tb, K2, btype] of [
@@ -184,9 +199,7 @@ describe.each(paths)("cpu path %s", (path) => {
             expectClose(two, r, 1e-5 * Math.sqrt(Kd + K2), 1e-5, label);
           }
         }
-      } finally {
-        K.gemmBlocking(saved.kc, -1, saved.mcp);
-      }
+      });
     },
   );
 
@@ -194,8 +207,7 @@ describe.each(paths)("cpu path %s", (path) => {
     "gemm: every packing path (k-major and transposing; narrow A and wide B panels; ragged edges; K blocks that end mid-group)",
     () => {
       K.setCpu(path);
-      const saved = K.gemmBlocking();
-      try {
+      withGemmBlocking(() => {
         // KC 40 leaves K blocks of 40 and a last one of 17/21 rows (not a multiple of 16); M 37 leaves a ragged A panel,
         // N 70 a ragged B panel; the B row stride (N or K) is not a multiple of a cache line.
         for (const kc of [40]) {
@@ -204,12 +216,7 @@ describe.each(paths)("cpu path %s", (path) => {
             [37, 70, 97],
             [130, 45, 101],
           ]) {
-            for (const [ta, tb] of [
-              [false, false],
-              [false, true],
-              [true, false],
-              [true, true],
-            ]) {
+            for (const [ta, tb] of TRANSPOSES) {
               for (const btype of ["f32", "bf16"] as const) {
                 const A = randF32(M * Kd, M + Kd);
                 const B = randF32(Kd * N, N + 3);
@@ -236,9 +243,7 @@ describe.each(paths)("cpu path %s", (path) => {
             }
           }
         }
-      } finally {
-        K.gemmBlocking(saved.kc, -1, saved.mcp);
-      }
+      });
     },
   );
 
@@ -246,9 +251,7 @@ describe.each(paths)("cpu path %s", (path) => {
     "gemm: a pre-packed B gives the same bits as packing at the call, and a stale one is ignored",
     () => {
       K.setCpu(path);
-      const saved = K.gemmBlocking();
-      const before = K.threads();
-      try {
+      withGemmBlocking(() => {
         // kc 64 / nc 96: several K blocks and column blocks; N 70 leaves a ragged last panel; K2 16 a LoRA term.
         K.gemmBlocking(64, 96, 4);
         for (const [M, N, Kd, ta, tb, K2, btype] of [
@@ -285,10 +288,7 @@ describe.each(paths)("cpu path %s", (path) => {
           expect(bitsEqual(stale, run(2)), `${label}: stale pack, same bits`).toBe(true);
           K.gemmBlocking(64, 0, 0);
         }
-      } finally {
-        K.setThreads(before);
-        K.gemmBlocking(saved.kc, -1, saved.mcp);
-      }
+      });
     },
   );
 
