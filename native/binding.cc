@@ -454,11 +454,13 @@ Napi::Value GemmBlocking(const Napi::CallbackInfo& info) {
   long nc = 0;  // < 0: back to the default
   if (info.Length() > 1 && info[1].IsNumber()) nc = info[1].As<Napi::Number>().DoubleValue() < 0 ? -1 : a.dim(1, "nc");
   long mcp = info.Length() > 2 && info[2].IsNumber() ? a.dim(2, "mcp") : 0;
-  gemm_blocking(&kc, &nc, &mcp);
+  long jg = info.Length() > 3 && info[3].IsNumber() ? a.dim(3, "jg") : 0;
+  gemm_blocking(&kc, &nc, &mcp, &jg);
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("kc", (double)kc);
   o.Set("nc", (double)nc);
   o.Set("mcp", (double)mcp);
+  o.Set("jg", (double)jg);
   o.Set("coopGemms", (double)gemm_coop_count());
   o.Set("packedGemms", (double)gemm_packed_count());
   return o;

@@ -61,7 +61,7 @@ function withGemmBlocking(fn: () => void): void {
     fn();
   } finally {
     K.setThreads(threads);
-    K.gemmBlocking(saved.kc, -1, saved.mcp);
+    K.gemmBlocking(saved.kc, -1, saved.mcp, saved.jg);
   }
 }
 
@@ -152,14 +152,15 @@ describe.each(paths)("cpu path %s", (path) => {
     () => {
       K.setCpu(path);
       withGemmBlocking(() => {
-        // Small blocks so these sizes cross several K blocks (both halves of the double buffer) and column blocks.
+        // Small blocks so these sizes cross several K blocks (both halves of the double buffer) and column blocks;
+        // groups of 2 B panels leave a partial group in every 3-panel column block.
         const saved = K.gemmBlocking();
         const blockings = [
-          [saved.kc, -1, saved.mcp],
-          [64, 96, 4],
+          [saved.kc, -1, saved.mcp, saved.jg],
+          [64, 96, 4, 2],
         ];
         for (const blocking of blockings) {
-          K.gemmBlocking(blocking[0], blocking[1], blocking[2]);
+          K.gemmBlocking(blocking[0], blocking[1], blocking[2], blocking[3]);
           for (const [M, N, Kd, ta, tb, K2, btype] of [
             [200, 260, 500, false, false, 0, "f32"],
             [260, 200, 500, true, true, 0, "f32"],

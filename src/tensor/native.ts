@@ -50,7 +50,7 @@ export interface Kernels
   peakGflops(seconds?: number): number;
   /** GEMM cache blocking (values > 0 replace the current ones; nc < 0 restores the default) and how many GEMMs ran
    * the cooperative shared-B path: a benchmarking and test hook. */
-  gemmBlocking(kc?: number, nc?: number, mcp?: number): GemmBlocking;
+  gemmBlocking(kc?: number, nc?: number, mcp?: number, jg?: number): GemmBlocking;
   /** op(B) (K x N) packed once for later `gemm` calls (their last argument), with k2 spare rows for a second product
    * along K: a frozen weight then skips the packing every GEMM does. A pack that does not match a call (another CPU
    * path or blocking) is ignored by it. The TS kernels return an empty array (and ignore it). */
@@ -68,6 +68,8 @@ export interface GemmBlocking {
   kc: number;
   nc: number;
   mcp: number;
+  /** B panels per column group of the macro-kernel. */
+  jg: number;
   coopGemms: number;
   /** GEMMs that used a pre-packed B (gemmPack). */
   packedGemms: number;
@@ -84,7 +86,7 @@ const refKernels: Kernels = {
   cpu: () => ({ active: "scalar", best: "scalar", supported: ["scalar"], mr: 1, nr: 1 }),
   setCpu: (p: CpuPath) => p === "scalar",
   peakGflops: () => Number.NaN,
-  gemmBlocking: () => ({ kc: 0, nc: 0, mcp: 0, coopGemms: 0, packedGemms: 0 }),
+  gemmBlocking: () => ({ kc: 0, nc: 0, mcp: 0, jg: 0, coopGemms: 0, packedGemms: 0 }),
   gemmPack: () => new Float32Array(0),
 };
 
