@@ -77,6 +77,7 @@ export function runEngineBench(
 
   const threads = K.threads();
   const cpu = K.cpu();
+  const blocking = K.gemmBlocking();
   let peak = 0;
   for (let i = 0; i < 5; i++) peak = Math.max(peak, K.peakGflops(0.2));
   log(`cpu path ${cpu.active}, ${threads} threads, FMA peak ${peak.toFixed(1)} GFLOP/s`);
@@ -178,6 +179,8 @@ export function runEngineBench(
     peak_gflops: +peak.toFixed(1),
     sgemm_gflops_4096: +sgemm.toFixed(1),
     sgemm_pct_peak: +(100 * sgemmShare).toFixed(1),
+    // GEMM cache blocking in force (K block, row block in MR panels, B panels per group; PERP_KC / PERP_MCP / PERP_JG)
+    gemm_blocking: isNative ? `${blocking.kc}/${blocking.mcp}/${blocking.jg}` : "none",
     fwd_tok_s: +fwdTok.toFixed(1),
     fwdbwd_full_tok_s: +fullTok.toFixed(1),
     fwdbwd_peft_tok_s: +peftTok.toFixed(1),
