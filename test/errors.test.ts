@@ -32,6 +32,20 @@ describe.skipIf(!isNative)("native argument checks", () => {
     }
   });
 
+  it("gemmBlocking: values that would make the pack buffers unallocatable are refused, the blocking kept", () => {
+    const before = K.gemmBlocking();
+    expect(() => K.gemmBlocking(5000)).toThrow(/gemmBlocking: kc must be at most 4096/);
+    expect(() => K.gemmBlocking(0, 20000)).toThrow(/gemmBlocking: nc must be at most 16384/);
+    expect(() => K.gemmBlocking(0, 0, 600)).toThrow(/gemmBlocking: mcp must be at most 512/);
+    expect(() => K.gemmBlocking(0, 0, 0, 2000)).toThrow(/gemmBlocking: jg must be at most 1024/);
+    expect(() => K.gemmBlocking(0, 0, 0, -1)).toThrow(/gemmBlocking: jg must be a non-negative integer/);
+    const after = K.gemmBlocking();
+    expect([after.kc, after.nc, after.mcp, after.jg]).toEqual([before.kc, before.nc, before.mcp, before.jg]);
+    // column blocks are whole 32-wide panels (a narrower one overflowed its pack buffer)
+    expect(K.gemmBlocking(0, 1).nc).toBe(32);
+    expect(K.gemmBlocking(0, -1).nc).toBe(before.nc);
+  });
+
   it("gemm: wrong lengths, wrong types, bad dims", () => {
     const a = new Float32Array(6);
     expect(() => K.gemm(new Float32Array(4), a, new Float32Array(6), 2, 2, 3, false, false, 1, 0)).not.toThrow();
