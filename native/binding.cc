@@ -455,11 +455,12 @@ Napi::Value GemmBlocking(const Napi::CallbackInfo& info) {
   if (info.Length() > 1 && info[1].IsNumber()) nc = info[1].As<Napi::Number>().DoubleValue() < 0 ? -1 : a.dim(1, "nc");
   long mcp = info.Length() > 2 && info[2].IsNumber() ? a.dim(2, "mcp") : 0;
   long jg = info.Length() > 3 && info[3].IsNumber() ? a.dim(3, "jg") : 0;
-  // Bounds that keep the per-thread pack buffers (MR x MCP x KC and NC x KC floats) to a few hundred MB.
-  if (kc > 4096) a.fail("kc must be at most 4096");
-  if (nc > 16384) a.fail("nc must be at most 16384");
-  if (mcp > 512) a.fail("mcp must be at most 512");
-  if (jg > 1024) a.fail("jg must be at most 1024");
+  const struct {
+    long v, max;
+    const char* name;
+  } bounds[] = {{kc, kMaxKC, "kc"}, {nc, kMaxNC, "nc"}, {mcp, kMaxMCP, "mcp"}, {jg, kMaxJG, "jg"}};
+  for (const auto& b : bounds)
+    if (b.v > b.max) a.fail(std::string(b.name) + " must be at most " + std::to_string(b.max));
   gemm_blocking(&kc, &nc, &mcp, &jg);
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("kc", (double)kc);

@@ -23,8 +23,7 @@ namespace perp {
 namespace {
 
 long env_or(const char* k, long d) { const char* v = std::getenv(k); return v ? std::atol(v) : d; }
-// A blocking from the environment, clamped to [lo, hi] (the bounds gemmBlocking enforces: 0 would divide by zero,
-// huge values make the pack buffers unallocatable).
+// A blocking from the environment, clamped to [lo, hi] (0 would divide by zero, the upper bounds are gemm.h's).
 long env_in(const char* k, long d, long lo, long hi) {
   const long v = env_or(k, d);
   return v < lo ? lo : v > hi ? hi : v;
@@ -34,19 +33,20 @@ long env_in(const char* k, long d, long lo, long hi) {
 // of 1-8 B panels): KC 1024 with 48-panel row blocks and 3-panel groups (and its neighbours, KC 896-1280, 40-56
 // panels, groups of 3-4) beat the earlier 512 / 24 / 8 by 1-2 points of peak on sgemm 4096^3 (medians of 10-15), the
 // AVX2 path by 4; llama768 training steps and pruning blocks came out the same within noise (PEFT +1%).
-long KC = env_in("PERP_KC", 1024, 8, 4096);
-// (whole 32-column panels: a column block narrower than a panel would overflow its pack buffer)
-const long kDefaultNC = (env_in("PERP_NC", 4096, 32, 16384) + 31) / 32 * 32;
+long KC = env_in("PERP_KC", 1024, 8, kMaxKC);
+// Column blocks are whole 32-column panels (the widest NR): a block narrower than a panel overflowed its pack buffer.
+long whole_panels(long nc) { return (nc + 31) / 32 * 32; }
+const long kDefaultNC = whole_panels(env_in("PERP_NC", 4096, 32, kMaxNC));
 long NC = kDefaultNC;
 // A rows per block, in MR panels: 48 x 12 = 576, so a 512-row product split over any number of threads is one row
 // block per thread, and each B block is streamed once per thread (a pre-packed frozen weight comes from DRAM). For
 // large M the A block (2.3 MB at KC 1024) does not stay in L2: each A micro-panel comes from L3 once per column group.
-long MC_PANELS = env_in("PERP_MCP", 48, 1, 512);
+long MC_PANELS = env_in("PERP_MCP", 48, 1, kMaxMCP);
 // B panels per column group of macro(): the group (3 x 32 x KC floats = 384 KB) stays in L2 while every A micro-panel
 // of the row block runs over it, instead of each A micro-panel streaming the whole B block from L3. The first A
 // micro-panel brings the group in from L3 (measured: that call takes about twice as long), so a group should serve
 // many A panels. The order of the FMAs per element is the same whatever the group size.
-long JG = env_in("PERP_JG", 3, 0, 1024);
+long JG = env_in("PERP_JG", 3, 0, kMaxJG);
 const bool kCoop = env_or("PERP_COOP", 1) != 0;
 const bool kPackedAhead = env_or("PERP_AHEAD", 1) != 0;
 
@@ -419,7 +419,7 @@ void pack_panels(float* dst, int W, const float* src, long ld, bool trans, long 
 
 void gemm_blocking(long* kc, long* nc, long* mcp, long* jg) {
   if (*kc > 0) KC = *kc;
-  if (*nc != 0) NC = *nc < 0 ? kDefaultNC : (*nc + 31) / 32 * 32;  // whole panels (see kDefaultNC)
+  if (*nc != 0) NC = *nc < 0 ? kDefaultNC : whole_panels(*nc);
   if (*mcp > 0) MC_PANELS = *mcp;
   if (*jg > 0) JG = *jg;
   *kc = KC;

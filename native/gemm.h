@@ -44,6 +44,9 @@ void gemm_st(const GemmArgs& g);
 // Cache blocking (KC x NC panels of B, MCP x MR rows of A, B panels in column groups of JG); values > 0 replace the
 // current ones (benchmarking hook, also PERP_KC / PERP_NC / PERP_MCP / PERP_JG); the values in force are written back.
 void gemm_blocking(long* kc, long* nc, long* mcp, long* jg);
+// Largest blockings accepted (gemmBlocking refuses more, PERP_* values are clamped): they keep the per-thread pack
+// buffers (MR x MCP x KC and NC x KC floats) to a few hundred MB.
+constexpr long kMaxKC = 4096, kMaxNC = 16384, kMaxMCP = 512, kMaxJG = 1024;
 // Pre-packed op(B) (K x N; from B as stored, transposed when transB): the panels every call would pack, in the active
 // ISA's layout and the current blocking, with k2 spare rows per panel of the last K block for a second product.
 // gemm_pack_size gives the length in floats (a header included); gemm_pack_b fills dst.

@@ -3,6 +3,7 @@
 // turn product by product in one process, each product paired with an FMA-peak reading taken just before it. A
 // shared VM drifts by 10-20% within a minute, and separate processes per candidate mostly measure that drift: this is
 // how the default blocking (native/gemm.cc) was chosen. Prints the median and mean share of peak per candidate.
+import { median, sgemmVsPeak } from "../src/bench/engine.js";
 import { K } from "../src/tensor/native.js";
 import { Rng } from "../src/tensor/rng.js";
 
@@ -28,18 +29,13 @@ for (const c of cands) {
 for (let r = 0; r < rounds; r++) {
   cands.forEach((c, i) => {
     use(c);
-    const peak = K.peakGflops(0.1);
-    const t = process.hrtime.bigint();
-    K.gemm(C, A, B, n, n, n, false, false, 1, 0);
-    const s = Number(process.hrtime.bigint() - t) / 1e9;
-    shares[i].push((2 * n ** 3) / s / 1e9 / peak);
+    shares[i].push(sgemmVsPeak(C, A, B, n).share);
   });
 }
 cands.forEach((c, i) => {
-  const s = [...shares[i]].sort((a, b) => a - b);
-  const mean = s.reduce((a, b) => a + b, 0) / s.length;
+  const mean = shares[i].reduce((a, b) => a + b, 0) / rounds;
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
   console.log(
-    `kc ${c[0]} mcp ${c[1]} jg ${c[2]}: median ${pct(s[s.length >> 1])}, mean ${pct(mean)} of peak (${rounds})`,
+    `kc ${c[0]} mcp ${c[1]} jg ${c[2]}: median ${pct(median(shares[i]))}, mean ${pct(mean)} of peak (${rounds})`,
   );
 });

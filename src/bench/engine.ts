@@ -27,9 +27,26 @@ function now(): number {
   return Number(process.hrtime.bigint()) / 1e9;
 }
 
-function median(xs: number[]): number {
+export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
+}
+
+/**
+ * One square sgemm C = A·B (n x n) timed right after an FMA-peak reading: its rate (GFLOP/s) and share of that peak.
+ * A shared VM's speed drifts by 10-20% within a minute, which a single peak reading would fold into the share.
+ */
+export function sgemmVsPeak(
+  C: Float32Array,
+  A: Float32Array,
+  B: Float32Array,
+  n: number,
+): { rate: number; share: number } {
+  const peak = K.peakGflops(0.1);
+  const t = now();
+  K.gemm(C, A, B, n, n, n, false, false, 1, 0);
+  const rate = (2 * n ** 3) / (now() - t) / 1e9;
+  return { rate, share: rate / peak };
 }
 
 /** Median seconds of each function, run in turn (f0, f1, f0, f1, ...) so slow phases of the machine hit all alike. */
@@ -88,19 +105,14 @@ export function runEngineBench(
   const A = rng.fillNormal(new Float32Array(n * n)) as Float32Array;
   const Bm = rng.fillNormal(new Float32Array(n * n)) as Float32Array;
   const Cm = new Float32Array(n * n);
-  // Each timed product is paired with an FMA-peak reading taken just before it, and the share of peak is the median
-  // of those ratios: a shared VM's speed drifts by 10-20% within a minute, which a single peak reading would fold
-  // into the ratio.
+  // The share of peak is the median of the products' shares, each against the peak read just before it.
   K.gemm(Cm, A, Bm, n, n, n, false, false, 1, 0);
   const rates: number[] = [];
   const shares: number[] = [];
   for (let r = 0; r < (quick ? 3 : 7); r++) {
-    const p = K.peakGflops(0.1);
-    const t = now();
-    K.gemm(Cm, A, Bm, n, n, n, false, false, 1, 0);
-    const rate = (2 * n ** 3) / (now() - t) / 1e9;
+    const { rate, share } = sgemmVsPeak(Cm, A, Bm, n);
     rates.push(rate);
-    shares.push(rate / p);
+    shares.push(share);
   }
   const sgemm = median(rates);
   const sgemmShare = median(shares);

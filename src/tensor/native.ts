@@ -48,8 +48,9 @@ export interface Kernels
   cpu(): CpuInfo;
   setCpu(path: CpuPath): boolean;
   peakGflops(seconds?: number): number;
-  /** GEMM cache blocking (values > 0 replace the current ones; nc < 0 restores the default) and how many GEMMs ran
-   * the cooperative shared-B path: a benchmarking and test hook. */
+  /** GEMM cache blocking (values > 0 replace the current ones; nc < 0 restores the default, nc is rounded up to whole
+   * 32-column panels; above kc 4096, nc 16384, mcp 512 or jg 1024 it throws) and how many GEMMs ran the cooperative
+   * shared-B path: a benchmarking and test hook. */
   gemmBlocking(kc?: number, nc?: number, mcp?: number, jg?: number): GemmBlocking;
   /** op(B) (K x N) packed once for later `gemm` calls (their last argument), with k2 spare rows for a second product
    * along K: a frozen weight then skips the packing every GEMM does. A pack that does not match a call (another CPU
