@@ -297,7 +297,7 @@ void attention_fwd(float* out, float* P, const float* q, const float* k, const f
           // s0 get probability exactly 0, so the backward needs no window of its own.
           const long t = t0 + r, s0 = window > 0 && t + 1 > window ? t + 1 - window : 0;
           float* row = S + r * T;
-          softmax(row + s0, t + 1 - s0, (P ? T : cols) - s0);
+          softmax(row + s0, t + 1 - s0, cols - s0);
           if (s0 > 0) std::memset(row, 0, s0 * sizeof(float));
         }
         pack_panels(Pp, MR, S, T, true, mr, cols, MR * cols);

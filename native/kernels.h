@@ -22,7 +22,9 @@ void rope(float* out, const float* x, const float* cos, const float* sin, long B
           bool interleaved, bool inverse);
 
 // Causal attention. q, out: (B, T, H, D); k, v: (B, T, KV, D); P (B, H, T, T) stores the probabilities for backward
-// (may be null in inference). scale multiplies q·k.
+// (may be null in inference): row t is written up to the end of its query panel's diagonal key panel, which covers
+// every key <= t and every entry attention_bwd reads; the rest of the row (zeros by causality) is left as it was.
+// scale multiplies q·k.
 void attention_fwd(float* out, float* P, const float* q, const float* k, const float* v, long B, long T, long H,
                    long KV, long D, float scale, long window = 0);
 void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,

@@ -450,6 +450,39 @@ describe("step arena", () => {
 });
 
 describe("lazy gradient zeroing", () => {
+  it("an embedding gradient is zeroed only where earlier steps wrote, and any other writer stops the row tracking", () => {
+    const [V, C] = [9, 3];
+    const table = new Tensor(randF32(V * C, 7), [V, C], true);
+    const g = randF32(4 * C, 8);
+    const step = (ids: number[]) => backward(F.embedding(Int32Array.from(ids), table), g);
+    // the gradient of one step from scratch: row id accumulates the rows of g that read it
+    const expected = (ids: number[]) => {
+      const e = new Float32Array(V * C);
+      ids.forEach((id, i) => {
+        for (let j = 0; j < C; j++) e[id * C + j] += g[i * C + j];
+      });
+      return Array.from(e);
+    };
+    step([1, 4, 1, 8]);
+    expect(Array.from(table.readGrad() as Float32Array)).toEqual(expected([1, 4, 1, 8]));
+    table.clearGrad();
+    step([0, 2, 2, 5]); // rows 1, 4, 8 of the last step must read 0 now
+    expect(Array.from(table.readGrad() as Float32Array)).toEqual(expected([0, 2, 2, 5]));
+    const scaled = table.readGrad() as Float32Array; // scaling in place (gradient clipping) keeps the tracking valid
+    for (let i = 0; i < scaled.length; i++) scaled[i] *= 0.5;
+    table.clearGrad();
+    step([3, 3, 3, 3]);
+    expect(Array.from(table.readGrad() as Float32Array)).toEqual(expected([3, 3, 3, 3]));
+    // a write through .grad (any element) ends the tracking: the next clear zeroes everything
+    (table.grad as Float32Array)[7 * C] = 42;
+    table.clearGrad();
+    step([6, 6, 0, 1]);
+    expect(Array.from(table.readGrad() as Float32Array)).toEqual(expected([6, 6, 0, 1]));
+    step([6, 6, 0, 1]); // no clear: accumulates
+    const twice = Float32Array.from(expected([6, 6, 0, 1]), (v) => 2 * v);
+    expectClose(table.readGrad() as Float32Array, twice, 1e-6, 1e-6, "accumulated");
+  });
+
   it("zeroGrad is O(1) yet a backward after it equals a fresh one, accumulation still adds, untouched grads read 0", () => {
     const x = new Tensor(randF32(6 * 5, 1), [6, 5]);
     const W = new Tensor(randF32(4 * 5, 2), [4, 5], true);

@@ -4,7 +4,17 @@ import { alloc, allocRaw } from "../tensor/arena.js";
 import { K } from "../tensor/native.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import { assertShape, type PackedWeight, Tensor } from "../tensor/tensor.js";
-import { addGrad, gradStats, isGradEnabled, leafGrad, leafGradSlot, record } from "./tape.js";
+import {
+  addGrad,
+  commitGrad,
+  gradStats,
+  gradTarget,
+  isGradEnabled,
+  leafGrad,
+  leafGradRows,
+  leafGradSlot,
+  record,
+} from "./tape.js";
 
 const EW_ADD = 0;
 const EW_MUL = 1;
@@ -72,12 +82,13 @@ function weightGemm(
   transW: boolean,
   packed: Float32Array | undefined,
   lora?: { A2: Float32Array; B2: Float32Array; r: number; transB2: boolean },
+  beta: 0 | 1 = 0,
 ): void {
   const half = W.half;
   const u = undefined;
   const [A2, B2, r, tB2] = lora ? [lora.A2, lora.B2, lora.r, lora.transB2] : [u, u, 0, false];
   const wb = (half ? half.bits : W.data) as never;
-  K.gemm(C, A, wb, M, N, Kd, false, transW, 1, 0, half ? half.dtype : "f32", u, u, u, A2, B2, r, false, tB2, packed);
+  K.gemm(C, A, wb, M, N, Kd, false, transW, 1, beta, half ? half.dtype : "f32", u, u, u, A2, B2, r, false, tB2, packed);
 }
 
 /**
@@ -96,11 +107,11 @@ export function linear(x: Tensor, W: Tensor, b?: Tensor | null, inOut = false): 
   const inputs = b ? [x, W, b] : [x, W];
   return record(y, inputs, (g) => {
     if (x.requiresGrad) {
-      // dX = dY · W : (M, out) x (out, in)  (beta 0: every element written)
-      const dx = allocRaw(x.size);
-      weightGemm(dx, g, W, M, inp, out, inOut, pk?.bwd);
+      // dX = dY · W : (M, out) x (out, in), added to x's gradient so far when it has one (see gradTarget)
+      const dx = gradTarget(x, x.size);
+      weightGemm(dx.buf, g, W, M, inp, out, inOut, pk?.bwd, undefined, dx.beta);
       gradStats.dXGemms++;
-      addGrad(x, dx);
+      commitGrad(x, dx);
     }
     weightGrads(x, W, b, g, M, out, inp, inOut);
   });
@@ -148,11 +159,11 @@ export function loraLinear(
     }
     gradStats.dWGemms += (A.requiresGrad ? 1 : 0) + (Bm.requiresGrad ? 1 : 0);
     if (x.requiresGrad) {
-      const dx = allocRaw(x.size);
+      const dx = gradTarget(x, x.size);
       // dx = g W + gxa A, again as one GEMM with the rank-r product appended along K
-      weightGemm(dx, g, W, M, inp, out, inOut, pk?.bwd, { A2: gxa, B2: A.data, r, transB2: false });
+      weightGemm(dx.buf, g, W, M, inp, out, inOut, pk?.bwd, { A2: gxa, B2: A.data, r, transB2: false }, dx.beta);
       gradStats.dXGemms++;
-      addGrad(x, dx);
+      commitGrad(x, dx);
     }
     weightGrads(x, W, b, g, M, out, inp, inOut);
   });
@@ -395,7 +406,7 @@ export function embedding(ids: Int32Array, table: Tensor): Tensor {
     y.data.set(table.data.subarray(id * C, (id + 1) * C), i * C);
   }
   return record(y, [table], (g) => {
-    const lg = leafGrad(table);
+    const lg = leafGradRows(table, ids, C);
     const dt = lg ?? alloc(table.size);
     for (let i = 0; i < ids.length; i++) {
       const o = ids[i] * C;

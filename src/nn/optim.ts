@@ -37,7 +37,7 @@ export class AdamW {
     this.step++;
     // Check every gradient first, so a bad step leaves all parameters untouched.
     for (const [name, p] of this.params) {
-      const g = p.grad;
+      const g = p.readGrad();
       if (!g) continue;
       for (let i = 0; i < g.length; i++)
         if (!Number.isFinite(g[i])) {
@@ -46,9 +46,10 @@ export class AdamW {
         }
     }
     for (const [name, p] of this.params) {
-      if (!p.grad) continue;
+      const g = p.readGrad();
+      if (!g) continue;
       const s = this.state.get(name) as { m: Float32Array; v: Float32Array };
-      K.adamw(p.data, p.grad, s.m, s.v, lr, this.beta1, this.beta2, this.eps, this.weightDecay, this.step);
+      K.adamw(p.data, g, s.m, s.v, lr, this.beta1, this.beta2, this.eps, this.weightDecay, this.step);
     }
   }
 

@@ -71,11 +71,34 @@ export function addGrad(t: Tensor, g: Float32Array, share = false): void {
   }
 }
 
+/**
+ * Where a kernel that writes a whole gradient of intermediate `t` (n values) should write it: into the pass's pending
+ * gradient of t (beta 1: the kernel accumulates, as a GEMM's C = AB + C) when t already has one of its own, else into a
+ * new buffer (beta 0) that `commitGrad` then records. When several ops read one tensor (q, k and v all read the normed
+ * input), their gradients are summed by the GEMMs themselves instead of by a separate pass over a new buffer each.
+ */
+export function gradTarget(t: Tensor, n: number): { buf: Float32Array; beta: 0 | 1; fresh: boolean } {
+  const prev = !t.isLeaf && pending ? pending.get(t) : undefined;
+  if (prev && !shared.has(prev) && prev.length === n) return { buf: prev, beta: 1, fresh: false };
+  return { buf: allocRaw(n), beta: 0, fresh: true };
+}
+
+/** Records the gradient written to a `gradTarget` slot (a no-op when the kernel accumulated into t's own). */
+export function commitGrad(t: Tensor, slot: { buf: Float32Array; fresh: boolean }): void {
+  if (slot.fresh) addGrad(t, slot.buf);
+}
+
 /** The .grad buffer of a leaf that needs a gradient (allocated on first use), for kernels that accumulate in place. */
 export function leafGrad(t: Tensor): Float32Array | null {
   if (!t.requiresGrad || !t.isLeaf) return null;
   if (!t.grad) t.grad = new Float32Array(t.size);
   return t.grad;
+}
+
+/** The .grad buffer of a leaf for scatter-adding into whole rows `rows` (row length C); null if it needs none. */
+export function leafGradRows(t: Tensor, rows: Int32Array, C: number): Float32Array | null {
+  if (!t.requiresGrad || !t.isLeaf) return null;
+  return t.gradForRows(rows, C);
 }
 
 /** For kernels that write a leaf's whole gradient: its buffer and beta (0: overwrite, 1: accumulate); null if none. */

@@ -26,6 +26,12 @@ export class Tensor {
   private gradBuf: Float32Array | null = null;
   /** The buffer holds last step's values that count as zeros (see clearGrad): zeroed lazily, or overwritten. */
   private gradStale = false;
+  /**
+   * For a gradient written only by whole-row scatter-adds (an embedding table, see gradForRows): which rows may be
+   * non-zero, so that zeroing it touches those rows only (512 of 32000 for a 512-token step) instead of all of it.
+   * null: not tracked (any row may be non-zero).
+   */
+  private gradRows: Uint8Array | null = null;
   /** The tape node that produced this tensor; null for leaves. */
   node: GradNode | null = null;
   /** Optional bf16/f16 storage of a frozen weight (then `data` may be empty until widened). */
@@ -72,15 +78,58 @@ export class Tensor {
 
   /** Accumulated gradient of a leaf tensor (parameter); null until a backward pass writes one. */
   get grad(): Float32Array | null {
-    if (this.gradStale && this.gradBuf) {
-      this.gradBuf.fill(0);
-      this.gradStale = false;
-    }
+    this.zeroStale();
+    this.gradRows = null; // the caller may write any element
     return this.gradBuf;
   }
 
   set grad(g: Float32Array | null) {
     this.gradBuf = g;
+    this.gradStale = false;
+    this.gradRows = null;
+  }
+
+  /**
+   * The gradient for code that only reads it or scales it in place (an optimizer step, gradient clipping): like
+   * `grad`, but a row-tracked gradient stays tracked (scaling keeps zero rows zero).
+   */
+  readGrad(): Float32Array | null {
+    this.zeroStale();
+    return this.gradBuf;
+  }
+
+  /**
+   * The gradient buffer for scatter-adding into whole rows (row r: elements [r·C, (r+1)·C)) of `rows`, which are
+   * marked as possibly non-zero. Cleared lazily like any gradient, but only the marked rows are zeroed.
+   */
+  gradForRows(rows: Int32Array, C: number): Float32Array {
+    const nRows = Math.floor(this.size / C);
+    if (!this.gradBuf) {
+      this.gradBuf = new Float32Array(this.size);
+      this.gradRows = new Uint8Array(nRows);
+    } else if (this.gradStale) {
+      this.zeroStale();
+      if (!this.gradRows) this.gradRows = new Uint8Array(nRows); // all zero now: tracking can start
+    }
+    const marks = this.gradRows;
+    if (marks) for (let i = 0; i < rows.length; i++) marks[rows[i]] = 1;
+    return this.gradBuf;
+  }
+
+  private zeroStale(): void {
+    const buf = this.gradBuf;
+    if (!this.gradStale || !buf) return;
+    const marks = this.gradRows;
+    if (marks && marks.length > 0) {
+      const C = buf.length / marks.length;
+      for (let r = 0; r < marks.length; r++)
+        if (marks[r]) {
+          buf.fill(0, r * C, (r + 1) * C);
+          marks[r] = 0;
+        }
+    } else {
+      buf.fill(0);
+    }
     this.gradStale = false;
   }
 
@@ -103,6 +152,7 @@ export class Tensor {
    * contents do not count (fresh or stale), 1 to accumulate. The caller must write every element.
    */
   gradSlot(): { buf: Float32Array; beta: 0 | 1 } {
+    this.gradRows = null; // written densely
     if (!this.gradBuf) {
       this.gradBuf = new Float32Array(this.size);
       return { buf: this.gradBuf, beta: 0 };

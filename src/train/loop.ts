@@ -198,11 +198,17 @@ export async function retrain(m: LoadedModel, o: RetrainOptions): Promise<Retrai
         });
       if (o.clip && o.clip > 0) {
         let sq = 0;
-        for (const [, p] of params) if (p.grad) for (const g of p.grad) sq += g * g;
+        // readGrad: read and scaled in place, which keeps a row-tracked (embedding) gradient tracked
+        for (const [, p] of params) {
+          const g = p.readGrad();
+          if (g) for (let i = 0; i < g.length; i++) sq += g[i] * g[i];
+        }
         const norm = Math.sqrt(sq);
         if (norm > o.clip)
-          for (const [, p] of params)
-            if (p.grad) for (let i = 0; i < p.grad.length; i++) p.grad[i] *= o.clip / (norm + 1e-6);
+          for (const [, p] of params) {
+            const g = p.readGrad();
+            if (g) for (let i = 0; i < g.length; i++) g[i] *= o.clip / (norm + 1e-6);
+          }
       }
       try {
         opt.update(lrAt(step, o.steps, warm, o.lr));
