@@ -67,6 +67,10 @@ struct IsaKernels {
   // Fused elementwise kernels; nullptr: the generic loops in kernels.cc (over this table's expsum).
   swiglu_fwd_fn swiglu_fwd;
   swiglu_bwd_fn swiglu_bwd;
+  // The main micro-kernel over a row-major A: row i of the MR-row tile at A + i * sa, element k at [k] (sa is the row
+  // stride, not the k stride). The same FMAs in the same order as `micro` over the packed panel, so the same bits.
+  // nullptr: pack the rows (the callers fall back to `pack` + `micro`).
+  micro_fn micro_rowa;
 };
 
 enum Isa { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };

@@ -11,7 +11,9 @@ namespace {
 
 constexpr int MR = 6, NR = 16;
 
-void micro(long K, const float* A, long sa, const float* B, long sb, float* C, long ldc, float alpha, float beta) {
+// ROWS: A row-major in place (row i at A + i * sa), else a k-major panel (k stride sa); the same FMAs either way.
+template <bool ROWS>
+void micro_t(long K, const float* A, long sa, const float* B, long sb, float* C, long ldc, float alpha, float beta) {
   __m256 c[MR][2];
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = _mm256_setzero_ps();
@@ -20,11 +22,11 @@ void micro(long K, const float* A, long sa, const float* B, long sb, float* C, l
     const __m256 b1 = _mm256_loadu_ps(B + 8);
 #pragma GCC unroll 6
     for (int i = 0; i < MR; ++i) {
-      const __m256 a = _mm256_broadcast_ss(A + i);
+      const __m256 a = _mm256_broadcast_ss(ROWS ? A + i * sa + k : A + i);
       c[i][0] = _mm256_fmadd_ps(a, b0, c[i][0]);
       c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
     }
-    A += sa;
+    if (!ROWS) A += sa;
     B += sb;
   }
   const __m256 va = _mm256_set1_ps(alpha);
@@ -43,6 +45,15 @@ void micro(long K, const float* A, long sa, const float* B, long sb, float* C, l
       _mm256_storeu_ps(r + 8, _mm256_fmadd_ps(vb, _mm256_loadu_ps(r + 8), _mm256_mul_ps(va, c[i][1])));
     }
   }
+}
+
+void micro(long K, const float* A, long sa, const float* B, long sb, float* C, long ldc, float alpha, float beta) {
+  micro_t<false>(K, A, sa, B, sb, C, ldc, alpha, beta);
+}
+
+void micro_rowa(long K, const float* A, long lda, const float* B, long sb, float* C, long ldc, float alpha,
+                float beta) {
+  micro_t<true>(K, A, lda, B, sb, C, ldc, alpha, beta);
 }
 
 inline __m256 vexp(__m256 x) {
@@ -107,9 +118,10 @@ double peak(long iters, float* sink) {
   return 2.0 * 12 * 8 * (double)iters;
 }
 
-// name, MR, NR, micro, MR16, micro16, pack, dot, expsum, softmax, softmax_bwd, xent_row, adamw, nonfinite, peak
-const IsaKernels kTable = {"avx2",  MR,      NR,      micro,   0,       nullptr, nullptr, nullptr,
-                           expsum,  nullptr, nullptr, nullptr, nullptr, nullptr, peak, nullptr, nullptr};
+// name, MR, NR, micro, MR16, micro16, pack, dot, expsum, softmax, softmax_bwd, xent_row, adamw, nonfinite, peak,
+// swiglu_fwd, swiglu_bwd, micro_rowa
+const IsaKernels kTable = {"avx2",  MR,      NR,      micro,   0,       nullptr, nullptr, nullptr,    expsum,
+                           nullptr, nullptr, nullptr, nullptr, nullptr, peak,    nullptr, nullptr, micro_rowa};
 
 }  // namespace
 

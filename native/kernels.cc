@@ -236,26 +236,43 @@ constexpr long kAttDirectMaxT = 1024;
 thread_local AttScratch t_att_k, t_att_v, t_att_q, t_att_o, t_att_a, t_att_s;
 
 // The ISA's register tile for (mr x nr) of C (mr <= MR, nr <= NR): a full tile in place, a partial one through a padded
-// copy (the same FMAs, as in the GEMM's edge path). A: an MR-wide k-major panel, B: an NR-wide one, K of both.
+// copy (the same FMAs, as in the GEMM's edge path). A: an MR-wide k-major panel (k stride sa, default MR), or with
+// `rowa` MR full rows read in place (row stride sa, the ISA's micro_rowa); B: an NR-wide panel, K of both.
 void att_tile(const IsaKernels* isa, long K, const float* A, const float* B, float* C, long ldc, long mr, long nr,
-              float alpha, float beta, long sa = 0) {
+              float alpha, float beta, long sa = 0, bool rowa = false) {
+  const micro_fn micro = rowa ? isa->micro_rowa : isa->micro;
+  if (!sa) sa = isa->MR;
   if (mr == isa->MR && nr == isa->NR) {
-    isa->micro(K, A, sa ? sa : isa->MR, B, isa->NR, C, ldc, alpha, beta);
+    micro(K, A, sa, B, isa->NR, C, ldc, alpha, beta);
     return;
   }
   alignas(64) float t[32 * 32];
   if (beta != 0.0f)
     for (long r = 0; r < mr; ++r) std::memcpy(t + r * isa->NR, C + r * ldc, nr * sizeof(float));
-  isa->micro(K, A, sa ? sa : isa->MR, B, isa->NR, t, isa->NR, alpha, beta);
+  micro(K, A, sa, B, isa->NR, t, isa->NR, alpha, beta);
   for (long r = 0; r < mr; ++r) std::memcpy(C + r * ldc, t + r * isa->NR, nr * sizeof(float));
 }
 
 // C[0:mr, 0:n] = alpha * A-panel (K deep) x the B panels (each K x NR, `bps` apart, starting `boff` rows in) + beta C.
 void att_row(const IsaKernels* isa, long K, const float* Ap, const float* Bp, long bps, long boff, float* C, long ldc,
-             long mr, long n, float alpha, float beta, long sa = 0) {
+             long mr, long n, float alpha, float beta, long sa = 0, bool rowa = false) {
   const long NR = isa->NR;
   for (long j = 0; j * NR < n; ++j)
-    att_tile(isa, K, Ap, Bp + j * bps + boff * NR, C + j * NR, ldc, mr, std::min(NR, n - j * NR), alpha, beta, sa);
+    att_tile(isa, K, Ap, Bp + j * bps + boff * NR, C + j * NR, ldc, mr, std::min(NR, n - j * NR), alpha, beta, sa,
+             rowa);
+}
+
+// The A operand of a product over MR rows of a row-major matrix (row stride ld, K columns from src): read in place
+// when the ISA has micro_rowa and the panel is whole (no padding rows to invent), else packed into `buf`.
+struct RowsA {
+  const float* a;
+  long sa;
+  bool rowa;
+};
+inline RowsA rows_a(const IsaKernels* isa, float* buf, const float* src, long ld, long mr, long K) {
+  if (isa->micro_rowa && mr == isa->MR) return {src, ld, true};
+  pack_panels(buf, isa->MR, src, ld, true, mr, K, isa->MR * K);
+  return {buf, 0, false};
 }
 
 // Columns of query panel [t0, t0 + mr) that are computed: up to its last row's diagonal, rounded up to whole panels.
@@ -290,8 +307,8 @@ void attention_fwd(float* out, float* P, const float* q, const float* k, const f
       for (long t0 = 0; t0 < T; t0 += MR) {
         const long mr = std::min(MR, T - t0), cols = att_cols(t0, mr, NR, T);
         float* S = P ? P + bh * T * T + t0 * T : Sbuf;
-        pack_panels(Qp, MR, qb + t0 * ldq, ldq, true, mr, D, MR * D);
-        att_row(isa, D, Qp, Kt, NR * D, 0, S, T, mr, cols, scale, 0.0f);
+        const RowsA qa = rows_a(isa, Qp, qb + t0 * ldq, ldq, mr, D);
+        att_row(isa, D, qa.a, Kt, NR * D, 0, S, T, mr, cols, scale, 0.0f, qa.sa, qa.rowa);
         for (long r = 0; r < mr; ++r) {
           // Query t sees keys [s0, t]: s0 = 0, or t + 1 - window under a sliding window (Mistral). The keys before
           // s0 get probability exactly 0, so the backward needs no window of its own.
@@ -300,8 +317,8 @@ void attention_fwd(float* out, float* P, const float* q, const float* k, const f
           softmax(row + s0, t + 1 - s0, cols - s0);
           if (s0 > 0) std::memset(row, 0, s0 * sizeof(float));
         }
-        pack_panels(Pp, MR, S, T, true, mr, cols, MR * cols);
-        att_row(isa, cols, Pp, Vc, NR * T, 0, ob + t0 * ldq, ldq, mr, D, 1.0f, 0.0f);
+        const RowsA pa = rows_a(isa, Pp, S, T, mr, cols);
+        att_row(isa, cols, pa.a, Vc, NR * T, 0, ob + t0 * ldq, ldq, mr, D, 1.0f, 0.0f, pa.sa, pa.rowa);
       }
     }
   });
@@ -341,11 +358,11 @@ void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const flo
         for (long t0 = 0; t0 < T; t0 += MR) {
           const long mr = std::min(MR, T - t0), cols = att_cols(t0, mr, NR, T);
           float* dSr = dS + t0 * T;
-          pack_panels(Ap, MR, dob + t0 * ldq, ldq, true, mr, D, MR * D);
-          att_row(isa, D, Ap, Vt, NR * D, 0, dSr, T, mr, cols, 1.0f, 0.0f);
+          const RowsA oa = rows_a(isa, Ap, dob + t0 * ldq, ldq, mr, D);
+          att_row(isa, D, oa.a, Vt, NR * D, 0, dSr, T, mr, cols, 1.0f, 0.0f, oa.sa, oa.rowa);
           for (long r = 0; r < mr; ++r) softmax_bwd(dSr + r * T, pb + (t0 + r) * T, t0 + r + 1, cols);
-          pack_panels(Ap, MR, dSr, T, true, mr, cols, MR * cols);
-          att_row(isa, cols, Ap, Kc, NR * T, 0, dqb + t0 * ldq, ldq, mr, D, scale, 0.0f);
+          const RowsA sa = rows_a(isa, Ap, dSr, T, mr, cols);
+          att_row(isa, cols, sa.a, Kc, NR * T, 0, dqb + t0 * ldq, ldq, mr, D, scale, 0.0f, sa.sa, sa.rowa);
         }
         // Key panels [s0, s0 + mr): the queries that see them are s0.. T - 1 (P and dS are 0 above the diagonal, and
         // every entry read here was written by the query panels above). Pᵀ and dSᵀ are k-major already: full groups of
