@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <napi.h>
 #include <string>
@@ -120,6 +121,33 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Asks the kernel to back the 2 MiB-aligned interior of [p, p + bytes) with 2 MiB pages (transparent huge pages in
+// "madvise" mode): pages first touched afterwards come 2 MiB at a time, so a GEMM streaming a large operand misses the
+// TLB far less often (sgemm 4096^3 with its three matrices advised, alternated in one process: 90.7 -> 91.5% of peak).
+// Returns the bytes advised: 0 off Linux, for a buffer without a whole aligned 2 MiB page, or if the kernel refuses.
+static size_t advise_huge(void* p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kPage = 2u << 20;
+  const uintptr_t b = ((uintptr_t)p + kPage - 1) & ~(kPage - 1), e = ((uintptr_t)p + bytes) & ~(kPage - 1);
+  if (e <= b) return 0;
+  return madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE) == 0 ? e - b : 0;
+#else
+  (void)p;
+  (void)bytes;
+  return 0;
+#endif
+}
+
+// adviseHuge(array) -> bytes advised (see advise_huge); for large buffers not yet written.
+Napi::Value AdviseHuge(const Napi::CallbackInfo& info) {
+  Args a{info, "adviseHuge"};
+  a.need(1);
+  if (!info[0].IsTypedArray()) a.fail("array must be a TypedArray");
+  auto ta = info[0].As<Napi::TypedArray>();
+  void* p = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  return Napi::Number::New(info.Env(), (double)advise_huge(p, ta.ByteLength()));
+}
+
 // gemmPack(B, K, N, transB, btype, k2) -> Float32Array: op(B) packed for later gemm calls (see gemm.h).
 Napi::Value GemmPack(const Napi::CallbackInfo& info) {
   Args a{info, "gemmPack"};
@@ -140,6 +168,7 @@ Napi::Value GemmPack(const Napi::CallbackInfo& info) {
   }
   const long len = gemm_pack_size(K, N, k2);
   Napi::Float32Array out = Napi::Float32Array::New(info.Env(), (size_t)len);
+  advise_huge(out.Data(), (size_t)len * sizeof(float));  // before the packing below first touches it
   gemm_pack_b(out.Data(), B, btype, cols, transB, K, N, k2);
   return out;
 }
@@ -517,6 +546,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cholesky", Napi::Function::New(env, Cholesky));
   exports.Set("trtriLower", Napi::Function::New(env, TrtriLower));
   exports.Set("mmapFile", Napi::Function::New(env, MmapFile));
+  exports.Set("adviseHuge", Napi::Function::New(env, AdviseHuge));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("cpu", Napi::Function::New(env, Cpu));

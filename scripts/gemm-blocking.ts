@@ -4,6 +4,7 @@
 // shared VM drifts by 10-20% within a minute, and separate processes per candidate mostly measure that drift: this is
 // how the default blocking (native/gemm.cc) was chosen. Prints the median and mean share of peak per candidate.
 import { median, sgemmVsPeak } from "../src/bench/engine.js";
+import { newF32 } from "../src/tensor/arena.js";
 import { K } from "../src/tensor/native.js";
 import { Rng } from "../src/tensor/rng.js";
 
@@ -17,9 +18,9 @@ if (!cands.length) {
   cands.push([b.kc, b.mcp, b.jg], [512, 24, 8]);
 }
 const rng = new Rng(0);
-const A = rng.fillNormal(new Float32Array(n * n)) as Float32Array;
-const B = rng.fillNormal(new Float32Array(n * n)) as Float32Array;
-const C = new Float32Array(n * n);
+const A = rng.fillNormal(newF32(n * n)) as Float32Array;
+const B = rng.fillNormal(newF32(n * n)) as Float32Array;
+const C = newF32(n * n);
 const use = (c: number[]) => K.gemmBlocking(c[0], -1, c[1], c[2]);
 const shares = cands.map(() => [] as number[]);
 for (const c of cands) {

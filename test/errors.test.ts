@@ -1,12 +1,22 @@
 // Bad input: the addon throws a JS error naming the op and the problem, never crashes the process.
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import * as F from "../src/nn/functional.js";
 import { AdamW } from "../src/nn/optim.js";
+import { newF32 } from "../src/tensor/arena.js";
 import { isNative, K } from "../src/tensor/native.js";
 import { Tensor } from "../src/tensor/tensor.js";
+
+// Transparent huge pages offered to madvise (Linux with THP "always" or "madvise" selected).
+function thpAvailable(): boolean {
+  try {
+    return /\[(always|madvise)\]/.test(readFileSync("/sys/kernel/mm/transparent_hugepage/enabled", "utf8"));
+  } catch {
+    return false;
+  }
+}
 
 describe.skipIf(!isNative)("native argument checks", () => {
   it("gemmPack and a pre-packed B: clear errors; a pack that does not fit the call is ignored", () => {
@@ -115,6 +125,20 @@ describe.skipIf(!isNative)("native argument checks", () => {
     expect(() => K.mmapFile(join(dir, "nope.bin"))).toThrow(/cannot open .*nope\.bin/);
     writeFileSync(join(dir, "empty"), "");
     expect(K.mmapFile(join(dir, "empty")).byteLength).toBe(0);
+  });
+
+  it("adviseHuge: whole 2 MiB pages only, contents untouched; a non-array is a clear error", () => {
+    const small = Float32Array.from([1, 2, 3]);
+    expect(K.adviseHuge(small)).toBe(0);
+    expect(Array.from(small)).toEqual([1, 2, 3]);
+    const big = newF32(3 << 20); // 12 MiB: at least five aligned 2 MiB pages inside
+    const advised = K.adviseHuge(big);
+    expect(advised % (2 << 20)).toBe(0);
+    if (thpAvailable()) expect(advised).toBeGreaterThanOrEqual(5 * (2 << 20));
+    expect(big.every((v) => v === 0)).toBe(true);
+    big[big.length - 1] = 7;
+    expect(big[big.length - 1]).toBe(7);
+    expect(() => K.adviseHuge(42 as never)).toThrow(/adviseHuge: array must be a TypedArray/);
   });
 });
 

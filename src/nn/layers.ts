@@ -1,4 +1,5 @@
 // Layers: Linear (optional sparsity mask and LoRA adapter slot), RMSNorm, LayerNorm, Embedding.
+import { newF32 } from "../tensor/arena.js";
 import { K } from "../tensor/native.js";
 import type { Rng } from "../tensor/rng.js";
 import type { Tensor } from "../tensor/tensor.js";
@@ -43,7 +44,7 @@ export class Linear extends Module {
     this.weight = this.registerParam(
       "weight",
       parameter(
-        opts.weight ?? new Float32Array(inFeatures * outFeatures),
+        opts.weight ?? newF32(inFeatures * outFeatures),
         this.inOut ? [inFeatures, outFeatures] : [outFeatures, inFeatures],
         "weight",
       ),
@@ -182,7 +183,7 @@ export class Embedding extends Module {
     weight?: Float32Array,
   ) {
     super();
-    this.weight = this.registerParam("weight", parameter(weight ?? new Float32Array(num * dim), [num, dim], "weight"));
+    this.weight = this.registerParam("weight", parameter(weight ?? newF32(num * dim), [num, dim], "weight"));
   }
   forward(ids: Int32Array): Tensor {
     return F.embedding(ids, this.weight);

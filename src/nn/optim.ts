@@ -1,4 +1,5 @@
 // AdamW (decoupled weight decay, bias correction; PyTorch torch.optim.AdamW semantics) over named parameters.
+import { newF32 } from "../tensor/arena.js";
 import { K } from "../tensor/native.js";
 import type { Tensor } from "../tensor/tensor.js";
 
@@ -29,7 +30,7 @@ export class AdamW {
     this.beta2 = opts.beta2 ?? 0.999;
     this.eps = opts.eps ?? 1e-8;
     this.weightDecay = opts.weightDecay ?? 0;
-    for (const [name, p] of params) this.state.set(name, { m: new Float32Array(p.size), v: new Float32Array(p.size) });
+    for (const [name, p] of params) this.state.set(name, { m: newF32(p.size), v: newF32(p.size) });
   }
 
   /** One update with the current .grad of every parameter (a parameter without .grad is skipped). */

@@ -1,6 +1,6 @@
 // A small tape autograd: ops append nodes in execution order, backward walks them in reverse. requiresGrad is per
 // tensor; an op whose inputs need no gradient records nothing, so frozen weights never get weight-gradient GEMMs.
-import { activeArena, allocRaw } from "../tensor/arena.js";
+import { activeArena, allocRaw, newF32 } from "../tensor/arena.js";
 import { K } from "../tensor/native.js";
 import { type GradNode, Tensor } from "../tensor/tensor.js";
 
@@ -91,7 +91,7 @@ export function commitGrad(t: Tensor, slot: { buf: Float32Array; fresh: boolean 
 /** The .grad buffer of a leaf that needs a gradient (allocated on first use), for kernels that accumulate in place. */
 export function leafGrad(t: Tensor): Float32Array | null {
   if (!t.requiresGrad || !t.isLeaf) return null;
-  if (!t.grad) t.grad = new Float32Array(t.size);
+  if (!t.grad) t.grad = newF32(t.size);
   return t.grad;
 }
 

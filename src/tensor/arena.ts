@@ -2,6 +2,21 @@
 // instead of freshly allocated (a fresh multi-megabyte Float32Array costs a zeroing pass and a page fault per 4 KiB
 // on first touch, inside the GEMM that writes it). Buffers are handed out zeroed, like new Float32Array(n). Only for
 // code whose results do not outlive the scope (a training step, an evaluation window).
+import { K } from "./native.js";
+
+/** Buffers from this many floats up (4 MiB) are asked to live on 2 MiB pages (see newF32). */
+const HUGE_MIN = 1 << 20;
+
+/**
+ * A zeroed Float32Array of n elements, like new Float32Array(n); a large one is first asked to live on 2 MiB pages
+ * (K.adviseHuge), while its zero pages are still untouched: GEMMs streaming it then miss the TLB far less often.
+ */
+export function newF32(n: number): Float32Array {
+  const a = new Float32Array(n);
+  if (n >= HUGE_MIN) K.adviseHuge(a);
+  return a;
+}
+
 export class Arena {
   private readonly free = new Map<number, Float32Array[]>();
   private used: Float32Array[] = [];
@@ -9,7 +24,7 @@ export class Arena {
   take(n: number, zero = true): Float32Array {
     const list = this.free.get(n);
     const b = list?.pop();
-    const out = b ? (zero ? b.fill(0) : b) : new Float32Array(n);
+    const out = b ? (zero ? b.fill(0) : b) : newF32(n);
     this.used.push(out);
     return out;
   }
@@ -52,12 +67,12 @@ export function activeArena(): Arena | null {
 
 /** A zeroed Float32Array of n elements, from the active arena if there is one. */
 export function alloc(n: number): Float32Array {
-  return active && n >= 4096 ? active.take(n) : new Float32Array(n);
+  return active && n >= 4096 ? active.take(n) : newF32(n);
 }
 
 /** Like alloc, but a recycled buffer keeps stale contents: only for outputs a kernel overwrites entirely. */
 export function allocRaw(n: number): Float32Array {
-  return active && n >= 4096 ? active.take(n, false) : new Float32Array(n);
+  return active && n >= 4096 ? active.take(n, false) : newF32(n);
 }
 
 /** Runs fn with `arena` active; afterwards every buffer it handed out is free for reuse (do not keep them). */

@@ -43,6 +43,9 @@ export interface Kernels
     | "trtriLower"
   > {
   mmapFile(path: string): ArrayBuffer;
+  /** Asks for 2 MiB pages (transparent huge pages) behind the array's aligned interior, for a large buffer not yet
+   * written; returns the bytes advised (0: none, e.g. off Linux or under 2 MiB). Never changes the contents. */
+  adviseHuge(a: Float32Array): number;
   setThreads(n: number): number;
   threads(): number;
   cpu(): CpuInfo;
@@ -82,6 +85,7 @@ const refKernels: Kernels = {
     const b = readFileSync(path);
     return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
   },
+  adviseHuge: () => 0,
   setThreads: () => 1,
   threads: () => 1,
   cpu: () => ({ active: "scalar", best: "scalar", supported: ["scalar"], mr: 1, nr: 1 }),

@@ -1,6 +1,6 @@
 // Tensor: a Float32Array plus a shape (row-major). Frozen weights may keep bf16/f16 storage (`half`), widened by the
 // GEMM while packing. Autograd state (requiresGrad, grad, the creating tape node) lives here; the tape is in nn/tape.ts.
-import { allocRaw } from "./arena.js";
+import { allocRaw, newF32 } from "./arena.js";
 
 export type Half = { dtype: "bf16" | "f16"; bits: Uint16Array };
 
@@ -105,7 +105,7 @@ export class Tensor {
   gradForRows(rows: Int32Array, C: number): Float32Array {
     const nRows = Math.floor(this.size / C);
     if (!this.gradBuf) {
-      this.gradBuf = new Float32Array(this.size);
+      this.gradBuf = newF32(this.size);
       this.gradRows = new Uint8Array(nRows);
     } else if (this.gradStale) {
       this.zeroStale();
@@ -154,7 +154,7 @@ export class Tensor {
   gradSlot(): { buf: Float32Array; beta: 0 | 1 } {
     this.gradRows = null; // written densely
     if (!this.gradBuf) {
-      this.gradBuf = new Float32Array(this.size);
+      this.gradBuf = newF32(this.size);
       return { buf: this.gradBuf, beta: 0 };
     }
     const beta = this.gradStale ? 0 : 1;
