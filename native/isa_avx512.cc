@@ -19,15 +19,43 @@ constexpr int MR = 12, NR = 32;
 #define PF 48
 #endif
 
-// MR_ x (16 NV) register tile.
+// C (MR_ x 16 NV, row stride ldc) = alpha * acc + beta * C; with beta 0, C is only written.
 template <int MR_, int NV>
+inline void store_tile(const __m512 (&c)[MR_][NV], float* C, long ldc, float alpha, float beta) {
+  const __m512 va = _mm512_set1_ps(alpha);
+  if (beta == 0.0f) {
+#pragma GCC unroll 32
+    for (int i = 0; i < MR_; ++i)
+#pragma GCC unroll 2
+      for (int j = 0; j < NV; ++j) _mm512_storeu_ps(C + i * ldc + 16 * j, _mm512_mul_ps(va, c[i][j]));
+  } else {
+    const __m512 vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 32
+    for (int i = 0; i < MR_; ++i)
+#pragma GCC unroll 2
+      for (int j = 0; j < NV; ++j) {
+        float* r = C + i * ldc + 16 * j;
+        _mm512_storeu_ps(r, _mm512_fmadd_ps(vb, _mm512_loadu_ps(r), _mm512_mul_ps(va, c[i][j])));
+      }
+  }
+}
+
+// MR_ x (16 NV) register tile. A: a k-major panel (MR_ values per k, k stride sa), or with ROWS MR_ rows read in place
+// (row i at A + i * sa, element k at [k]; addressed from bases three rows apart plus 0-2 row strides, so twelve rows
+// take five registers). The same FMAs in the same order either way, so the same bits.
+template <int MR_, int NV, bool ROWS = false>
 inline void micro_t(long K, const float* A, long sa, const float* B, long sb, float* C, long ldc, float alpha,
                     float beta) {
+  static_assert(!ROWS || MR_ % 3 == 0, "row bases are three rows apart");
   __m512 c[MR_][NV];
 #pragma GCC unroll 32
   for (int i = 0; i < MR_; ++i)
 #pragma GCC unroll 2
     for (int j = 0; j < NV; ++j) c[i][j] = _mm512_setzero_ps();
+  const float* base[ROWS ? MR_ / 3 : 1];
+  if (ROWS)
+    for (int q = 0; q < MR_ / 3; ++q) base[q] = A + 3 * q * sa;
+  const long l2 = 2 * sa;
   for (long k = 0; k < K; ++k) {
     __m512 b[NV];
 #pragma GCC unroll 2
@@ -37,85 +65,25 @@ inline void micro_t(long K, const float* A, long sa, const float* B, long sb, fl
     }
 #pragma GCC unroll 32
     for (int i = 0; i < MR_; ++i) {
-      const __m512 a = _mm512_set1_ps(A[i]);
+      const float* ai = ROWS ? base[i / 3] + k + (i % 3 == 0 ? 0 : i % 3 == 1 ? sa : l2) : A + i;
+      const __m512 a = _mm512_set1_ps(*ai);
 #pragma GCC unroll 2
       for (int j = 0; j < NV; ++j) c[i][j] = _mm512_fmadd_ps(a, b[j], c[i][j]);
     }
-    A += sa;
+    if (!ROWS) A += sa;
     B += sb;
   }
-  const __m512 va = _mm512_set1_ps(alpha);
-  if (beta == 0.0f) {
-#pragma GCC unroll 32
-    for (int i = 0; i < MR_; ++i)
-#pragma GCC unroll 2
-      for (int j = 0; j < NV; ++j) _mm512_storeu_ps(C + i * ldc + 16 * j, _mm512_mul_ps(va, c[i][j]));
-  } else {
-    const __m512 vb = _mm512_set1_ps(beta);
-#pragma GCC unroll 32
-    for (int i = 0; i < MR_; ++i)
-#pragma GCC unroll 2
-      for (int j = 0; j < NV; ++j) {
-        float* r = C + i * ldc + 16 * j;
-        _mm512_storeu_ps(r, _mm512_fmadd_ps(vb, _mm512_loadu_ps(r), _mm512_mul_ps(va, c[i][j])));
-      }
-  }
+  store_tile<MR_, NV>(c, C, ldc, alpha, beta);
 }
 
 void micro(long K, const float* A, long sa, const float* B, long sb, float* C, long ldc, float alpha, float beta) {
   micro_t<MR, 2>(K, A, sa, B, sb, C, ldc, alpha, beta);
 }
 
-// micro_t<12, 2> with A read row-major in place: row i at A + i * lda. Rows are addressed from four bases three rows
-// apart plus 0, 1 or 2 row strides, so the twelve rows need five registers, not twelve.
+// micro_t<12, 2> with A read row-major in place: row i at A + i * lda.
 void micro_rowa(long K, const float* A, long lda, const float* B, long sb, float* C, long ldc, float alpha,
                 float beta) {
-  constexpr int NV = 2;
-  __m512 c[MR][NV];
-#pragma GCC unroll 32
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 2
-    for (int j = 0; j < NV; ++j) c[i][j] = _mm512_setzero_ps();
-  const float *a0 = A, *a3 = A + 3 * lda, *a6 = A + 6 * lda, *a9 = A + 9 * lda;
-  const long l2 = 2 * lda;
-  for (long k = 0; k < K; ++k) {
-    __m512 b[NV];
-#pragma GCC unroll 2
-    for (int j = 0; j < NV; ++j) {
-      b[j] = _mm512_loadu_ps(B + 16 * j);
-      _mm_prefetch((const char*)(B + PF * sb + 16 * j), _MM_HINT_T0);
-    }
-    const float* base[4] = {a0, a3, a6, a9};
-#pragma GCC unroll 4
-    for (int q = 0; q < 4; ++q) {
-      const __m512 x0 = _mm512_set1_ps(base[q][k]);
-#pragma GCC unroll 2
-      for (int j = 0; j < NV; ++j) c[3 * q][j] = _mm512_fmadd_ps(x0, b[j], c[3 * q][j]);
-      const __m512 x1 = _mm512_set1_ps(base[q][k + lda]);
-#pragma GCC unroll 2
-      for (int j = 0; j < NV; ++j) c[3 * q + 1][j] = _mm512_fmadd_ps(x1, b[j], c[3 * q + 1][j]);
-      const __m512 x2 = _mm512_set1_ps(base[q][k + l2]);
-#pragma GCC unroll 2
-      for (int j = 0; j < NV; ++j) c[3 * q + 2][j] = _mm512_fmadd_ps(x2, b[j], c[3 * q + 2][j]);
-    }
-    B += sb;
-  }
-  const __m512 va = _mm512_set1_ps(alpha);
-  if (beta == 0.0f) {
-#pragma GCC unroll 32
-    for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 2
-      for (int j = 0; j < NV; ++j) _mm512_storeu_ps(C + i * ldc + 16 * j, _mm512_mul_ps(va, c[i][j]));
-  } else {
-    const __m512 vb = _mm512_set1_ps(beta);
-#pragma GCC unroll 32
-    for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 2
-      for (int j = 0; j < NV; ++j) {
-        float* r = C + i * ldc + 16 * j;
-        _mm512_storeu_ps(r, _mm512_fmadd_ps(vb, _mm512_loadu_ps(r), _mm512_mul_ps(va, c[i][j])));
-      }
-  }
+  micro_t<MR, 2, true>(K, A, lda, B, sb, C, ldc, alpha, beta);
 }
 
 // Narrow tile for N <= 16 (LoRA ranks): 24 accumulators, one B vector per k.
