@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <napi.h>
 #include <string>
@@ -168,7 +169,8 @@ Napi::Value GemmPack(const Napi::CallbackInfo& info) {
   }
   const long len = gemm_pack_size(K, N, k2);
   Napi::Float32Array out = Napi::Float32Array::New(info.Env(), (size_t)len);
-  advise_huge(out.Data(), (size_t)len * sizeof(float));  // before the packing below first touches it
+  static const bool huge = !(std::getenv("PERP_HUGEPAGES") && std::string(std::getenv("PERP_HUGEPAGES")) == "0");
+  if (huge) advise_huge(out.Data(), (size_t)len * sizeof(float));  // before the packing below first touches it
   gemm_pack_b(out.Data(), B, btype, cols, transB, K, N, k2);
   return out;
 }
