@@ -125,9 +125,12 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
 // Asks the kernel to back the 2 MiB-aligned interior of [p, p + bytes) with 2 MiB pages (transparent huge pages in
 // "madvise" mode): pages first touched afterwards come 2 MiB at a time, so a GEMM streaming a large operand misses the
 // TLB far less often (sgemm 4096^3 with its three matrices advised, alternated in one process: 90.7 -> 91.5% of peak).
-// Returns the bytes advised: 0 off Linux, for a buffer without a whole aligned 2 MiB page, or if the kernel refuses.
+// Returns the bytes advised: 0 off Linux, with PERP_HUGEPAGES=0, for a buffer without a whole aligned 2 MiB page, or
+// if the kernel refuses.
 static size_t advise_huge(void* p, size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
+  static const bool off = std::getenv("PERP_HUGEPAGES") && std::string(std::getenv("PERP_HUGEPAGES")) == "0";
+  if (off) return 0;
   constexpr uintptr_t kPage = 2u << 20;
   const uintptr_t b = ((uintptr_t)p + kPage - 1) & ~(kPage - 1), e = ((uintptr_t)p + bytes) & ~(kPage - 1);
   if (e <= b) return 0;
@@ -169,8 +172,7 @@ Napi::Value GemmPack(const Napi::CallbackInfo& info) {
   }
   const long len = gemm_pack_size(K, N, k2);
   Napi::Float32Array out = Napi::Float32Array::New(info.Env(), (size_t)len);
-  static const bool huge = !(std::getenv("PERP_HUGEPAGES") && std::string(std::getenv("PERP_HUGEPAGES")) == "0");
-  if (huge) advise_huge(out.Data(), (size_t)len * sizeof(float));  // before the packing below first touches it
+  advise_huge(out.Data(), (size_t)len * sizeof(float));  // before the packing below first touches it
   gemm_pack_b(out.Data(), B, btype, cols, transB, K, N, k2);
   return out;
 }

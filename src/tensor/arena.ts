@@ -4,12 +4,13 @@
 // code whose results do not outlive the scope (a training step, an evaluation window).
 import { K } from "./native.js";
 
-/** Buffers from this many floats up (4 MiB) are asked to live on 2 MiB pages (see newF32); PERP_HUGEPAGES=0: never. */
-const HUGE_MIN = process.env.PERP_HUGEPAGES === "0" ? Number.POSITIVE_INFINITY : 1 << 20;
+/** Buffers from this many floats up (4 MiB) are asked to live on 2 MiB pages (see newF32). */
+const HUGE_MIN = 1 << 20;
 
 /**
  * A zeroed Float32Array of n elements, like new Float32Array(n); a large one is first asked to live on 2 MiB pages
- * (K.adviseHuge), while its zero pages are still untouched: GEMMs streaming it then miss the TLB far less often.
+ * (K.adviseHuge; PERP_HUGEPAGES=0 turns that off), while its zero pages are still untouched: GEMMs streaming it then miss
+ * the TLB far less often.
  */
 export function newF32(n: number): Float32Array {
   const a = new Float32Array(n);

@@ -44,7 +44,8 @@ export interface Kernels
   > {
   mmapFile(path: string): ArrayBuffer;
   /** Asks for 2 MiB pages (transparent huge pages) behind the array's aligned interior, for a large buffer not yet
-   * written; returns the bytes advised (0: none, e.g. off Linux or under 2 MiB). Never changes the contents. */
+   * written; returns the bytes advised (0: none, e.g. off Linux, under 2 MiB or PERP_HUGEPAGES=0). Never changes the
+   * contents. */
   adviseHuge(a: Float32Array): number;
   setThreads(n: number): number;
   threads(): number;

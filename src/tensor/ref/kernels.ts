@@ -212,6 +212,11 @@ export function rope(
   }
 }
 
+/**
+ * Causal attention (GQA, optional sliding window). P (B, H, T, T), when given, receives the probabilities for the
+ * backward: every row's entries for keys up to the query itself are written; the native kernel leaves the rest of a
+ * row (zeros by causality) past its query panel's diagonal key panel as it was, and its backward never reads it.
+ */
 export function attentionFwd(
   out: Arr,
   P: Arr | null,
