@@ -114,6 +114,7 @@ describe.each(paths)("cpu path %s", (path) => {
       [64, 16, 64],
       [200, 17, 100],
       [130, 32, 768],
+      [70, 5, 600], // K in chunks of 256 with a masked tail
       [16, 300, 70],
       [13, 65, 40],
       [300, 1, 33],
