@@ -287,8 +287,10 @@ void dot(long M, long N, long K, const float* A, long lda, const float* B, long 
       const bool last = ke >= kfull;
       // While the first column group runs over this chunk, the rows' next chunk (or the next tile's first) is
       // prefetched: A streams from L3 or DRAM (an activation gradient written moments ago, often by the other core).
+      // Offset o of this chunk maps to offset o of the next one; only addresses inside a row are formed.
       const float* pf[R];
-      for (int r = 0; r < R; ++r) pf[r] = last ? an[r] - k0 : a[r] + kChunk;
+      for (int r = 0; r < R; ++r) pf[r] = last ? an[r] : a[r] + ke;
+      const long pf_end = last ? (kfull < kChunk ? kfull : kChunk) : (ke + kChunk < kfull ? ke + kChunk : kfull) - ke;
       for (long cb = 0; cb < ncb && cb < 8; ++cb) {
         const long j0 = 4 * cb;
         const float* b[4];
@@ -299,8 +301,8 @@ void dot(long M, long N, long K, const float* A, long lda, const float* B, long 
 #pragma GCC unroll 4
           for (int c = 0; c < 4; ++c) acc[r][c] = k0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(park[cb][r][c]);
         for (long k = k0; k < ke; k += 16) {
-          if (cb == 0)
-            for (int r = 0; r < R; ++r) _mm_prefetch((const char*)(pf[r] + k), _MM_HINT_T0);
+          if (cb == 0 && k - k0 < pf_end)
+            for (int r = 0; r < R; ++r) _mm_prefetch((const char*)(pf[r] + (k - k0)), _MM_HINT_T0);
           const __m512 b0 = _mm512_loadu_ps(b[0] + k), b1 = _mm512_loadu_ps(b[1] + k);
           const __m512 b2 = _mm512_loadu_ps(b[2] + k), b3 = _mm512_loadu_ps(b[3] + k);
 #pragma GCC unroll 6
