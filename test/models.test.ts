@@ -76,9 +76,9 @@ function ropeF64(x: F64, T: number, H: number, D: number, Rd: number, inv: numbe
   R.rope(y, x, cos, sin, 1, T, H, D, Rd, false, false);
   return y;
 }
-function attn(q: F64, k: F64, v: F64, T: number, H: number, KV: number, D: number, window = 0): F64 {
+function attn(q: F64, k: F64, v: F64, T: number, H: number, KV: number, D: number, window = 0, scale = 0): F64 {
   const y = new Float64Array(q.length);
-  R.attentionFwd(y, null, q, k, v, 1, T, H, KV, D, 1 / Math.sqrt(D), window);
+  R.attentionFwd(y, null, q, k, v, 1, T, H, KV, D, scale || 1 / Math.sqrt(D), window);
   return y;
 }
 function act(x: F64, kind: string): F64 {
@@ -113,7 +113,8 @@ interface Family {
   ref(sd: SD): F64;
 }
 
-function llama(tied: boolean, scaling: object | null, window = 0): Family {
+// v5: the config as transformers 5 writes it (rope_theta and the scaling inside rope_parameters).
+function llama(tied: boolean, scaling: object | null, window = 0, v5 = false): Family {
   const [C, I, H, KV, L] = [16, 24, 4, 2, 2];
   const D = C / H;
   const spec: [string, number[]][] = [["model.embed_tokens.weight", [V, C]]];
@@ -143,13 +144,16 @@ function llama(tied: boolean, scaling: object | null, window = 0): Family {
     vocab_size: V,
     max_position_embeddings: 32,
     rms_norm_eps: 1e-6,
-    rope_theta: 500,
     tie_word_embeddings: tied,
-    rope_scaling: scaling,
+    ...(v5
+      ? { rope_parameters: { rope_type: "default", ...scaling, rope_theta: 500 } }
+      : { rope_theta: 500, rope_scaling: scaling }),
     ...(window ? { sliding_window: window } : {}),
   };
   return {
-    name: window ? `mistral sliding_window ${window}` : `llama${tied ? " tied" : ""}${scaling ? " rope_scaling" : ""}`,
+    name:
+      (window ? `mistral sliding_window ${window}` : `llama${tied ? " tied" : ""}${scaling ? " rope_scaling" : ""}`) +
+      (v5 ? " (transformers 5 rope_parameters)" : ""),
     config,
     spec,
     ref(sd) {
@@ -173,7 +177,8 @@ function llama(tied: boolean, scaling: object | null, window = 0): Family {
   };
 }
 
-function opt(pre: boolean, proj: number): Family {
+// affine false: LayerNorms without weight and bias (layer_norm_elementwise_affine); bias false: enable_bias false.
+function opt(pre: boolean, proj: number, affine = true, bias = true): Family {
   const [C, F_, H, L, P] = [16, 24, 4, 2, proj];
   const D = C / H;
   const spec: [string, number[]][] = [
@@ -181,21 +186,23 @@ function opt(pre: boolean, proj: number): Family {
     ["model.decoder.embed_positions.weight", [32 + 2, C]],
   ];
   if (P !== C) spec.push(["model.decoder.project_in.weight", [C, P]], ["model.decoder.project_out.weight", [P, C]]);
-  if (pre) spec.push(["model.decoder.final_layer_norm.weight", [C]], ["model.decoder.final_layer_norm.bias", [C]]);
+  const norm = (n: string): [string, number[]][] =>
+    affine
+      ? [
+          [`${n}.weight`, [C]],
+          [`${n}.bias`, [C]],
+        ]
+      : [];
+  if (pre) spec.push(...norm("model.decoder.final_layer_norm"));
   for (let l = 0; l < L; l++) {
     const p = `model.decoder.layers.${l}.`;
-    for (const n of ["q_proj", "k_proj", "v_proj", "out_proj"])
-      spec.push([`${p}self_attn.${n}.weight`, [C, C]], [`${p}self_attn.${n}.bias`, [C]]);
-    spec.push(
-      [`${p}self_attn_layer_norm.weight`, [C]],
-      [`${p}self_attn_layer_norm.bias`, [C]],
-      [`${p}fc1.weight`, [F_, C]],
-      [`${p}fc1.bias`, [F_]],
-      [`${p}fc2.weight`, [C, F_]],
-      [`${p}fc2.bias`, [C]],
-      [`${p}final_layer_norm.weight`, [C]],
-      [`${p}final_layer_norm.bias`, [C]],
-    );
+    for (const n of ["q_proj", "k_proj", "v_proj", "out_proj"]) {
+      spec.push([`${p}self_attn.${n}.weight`, [C, C]]);
+      if (bias) spec.push([`${p}self_attn.${n}.bias`, [C]]);
+    }
+    spec.push(...norm(`${p}self_attn_layer_norm`), [`${p}fc1.weight`, [F_, C]], [`${p}fc2.weight`, [C, F_]]);
+    if (bias) spec.push([`${p}fc1.bias`, [F_]], [`${p}fc2.bias`, [C]]);
+    spec.push(...norm(`${p}final_layer_norm`));
   }
   const config = {
     model_type: "opt",
@@ -208,13 +215,35 @@ function opt(pre: boolean, proj: number): Family {
     do_layer_norm_before: pre,
     word_embed_proj_dim: P,
     activation_function: "relu",
-    enable_bias: true,
+    enable_bias: bias,
+    ...(affine ? {} : { layer_norm_elementwise_affine: false }),
   };
   return {
-    name: `opt ${pre ? "pre-LN" : "post-LN"}${P !== C ? " project_in/out" : ""}`,
+    name: `opt ${pre ? "pre-LN" : "post-LN"}${P !== C ? " project_in/out" : ""}${affine ? "" : " no LN affine"}${bias ? "" : " no biases"}`,
     config,
     spec,
-    ref(sd) {
+    ref(sd0) {
+      // Missing LayerNorm weights act as ones, missing biases as zeros.
+      const sd: SD = { ...sd0 };
+      for (const n of [
+        "model.decoder.final_layer_norm",
+        ...[0, 1].flatMap((l) =>
+          ["self_attn_layer_norm", "final_layer_norm"].map((k) => `model.decoder.layers.${l}.${k}`),
+        ),
+      ]) {
+        sd[`${n}.weight`] ??= { shape: [C], data: new Float32Array(C).fill(1) };
+        sd[`${n}.bias`] ??= { shape: [C], data: new Float32Array(C) };
+      }
+      for (let l = 0; l < L; l++)
+        for (const [n, w] of [
+          ["self_attn.q_proj", C],
+          ["self_attn.k_proj", C],
+          ["self_attn.v_proj", C],
+          ["self_attn.out_proj", C],
+          ["fc1", F_],
+          ["fc2", C],
+        ] as const)
+          sd[`model.decoder.layers.${l}.${n}.bias`] ??= { shape: [w], data: new Float32Array(w) };
       let x = emb(f(sd, "model.decoder.embed_tokens.weight"), IDS, P);
       if (P !== C) x = lin(x, f(sd, "model.decoder.project_in.weight"), null, T, C, P);
       x = add(
@@ -258,7 +287,8 @@ function opt(pre: boolean, proj: number): Family {
   };
 }
 
-function neox(parallel: boolean): Family {
+// v5: rotary settings as transformers 5 writes them (rope_parameters: partial_rotary_factor, rope_theta).
+function neox(parallel: boolean, v5 = false): Family {
   const [C, I, H, L] = [16, 24, 4, 2];
   const D = C / H;
   const Rd = 2; // rotary_pct 0.5 of D = 4
@@ -292,8 +322,9 @@ function neox(parallel: boolean): Family {
     num_hidden_layers: L,
     num_attention_heads: H,
     intermediate_size: I,
-    rotary_pct: 0.5,
-    rotary_emb_base: 10000,
+    ...(v5
+      ? { rope_parameters: { rope_type: "default", rope_theta: 1000, partial_rotary_factor: 0.5 } }
+      : { rotary_pct: 0.5, rotary_emb_base: 10000 }),
     max_position_embeddings: 32,
     layer_norm_eps: 1e-5,
     use_parallel_residual: parallel,
@@ -301,11 +332,12 @@ function neox(parallel: boolean): Family {
     tie_word_embeddings: false,
   };
   return {
-    name: `gpt_neox ${parallel ? "parallel" : "sequential"} residual`,
+    name: `gpt_neox ${parallel ? "parallel" : "sequential"} residual${v5 ? " (transformers 5 rope_parameters)" : ""}`,
     config,
     spec,
     ref(sd) {
-      const inv = Array.from({ length: Rd / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / Rd));
+      const base = v5 ? 1000 : 10000;
+      const inv = Array.from({ length: Rd / 2 }, (_, i) => 1 / base ** ((2 * i) / Rd));
       let x = emb(f(sd, "gpt_neox.embed_in.weight"), IDS, C);
       for (let l = 0; l < L; l++) {
         const p = `gpt_neox.layers.${l}.`;
@@ -342,7 +374,8 @@ function neox(parallel: boolean): Family {
   };
 }
 
-function gpt2(): Family {
+// layerScale: scale_attn_by_inverse_layer_idx (scores further divided by layer index + 1).
+function gpt2(layerScale = false): Family {
   const [C, H, L] = [16, 4, 2];
   const D = C / H;
   const spec: [string, number[]][] = [
@@ -375,9 +408,10 @@ function gpt2(): Family {
     n_head: H,
     n_positions: 32,
     activation_function: "gelu_new",
+    ...(layerScale ? { scale_attn_by_inverse_layer_idx: true } : {}),
   };
   return {
-    name: "gpt2",
+    name: layerScale ? "gpt2 scale_attn_by_inverse_layer_idx" : "gpt2",
     config,
     spec,
     ref(sd) {
@@ -398,7 +432,7 @@ function gpt2(): Family {
         x = add(
           x,
           lin(
-            attn(part(0), part(1), part(2), T, H, H, D),
+            attn(part(0), part(1), part(2), T, H, H, D, 0, 1 / Math.sqrt(D) / (layerScale ? l + 1 : 1)),
             w("attn.c_proj.weight"),
             w("attn.c_proj.bias"),
             T,
@@ -428,11 +462,15 @@ const FAMILIES: Family[] = [
   }),
   llama(false, { type: "linear", factor: 2 }),
   llama(false, null, 4),
+  llama(false, { rope_type: "linear", factor: 2 }, 0, true),
   opt(true, 16),
   opt(false, 12),
+  opt(true, 16, false, false),
   neox(true),
   neox(false),
+  neox(false, true),
   gpt2(),
+  gpt2(true),
 ];
 
 describe.each(FAMILIES)("$name", (fam) => {
@@ -499,6 +537,21 @@ describe("dtypes, sharding and bad input", () => {
     writeModel(bad, { ...fam.config, num_attention_heads: 5 }, sd);
     await expect(loadModel(bad)).rejects.toThrow(/config.json: hidden_size 16, num_attention_heads 5 .* inconsistent/);
     await expect(loadModel(join(tmp(), "nope"))).rejects.toThrow(/not a Hugging Face model id|no such folder/);
+    // RoPE settings perp cannot honour are refused, never silently replaced by the defaults.
+    const rope = async (extra: object) => {
+      const d = tmp();
+      writeModel(d, { ...fam.config, rope_theta: undefined, rope_scaling: undefined, ...extra }, sd);
+      return loadModel(d);
+    };
+    await expect(rope({ rope_parameters: { rope_type: "dynamic", factor: 2, rope_theta: 500 } })).rejects.toThrow(
+      /unsupported rope_scaling type 'dynamic'/,
+    );
+    await expect(
+      rope({ rope_parameters: { full_attention: { rope_type: "default", rope_theta: 500 } } }),
+    ).rejects.toThrow(/rope_parameters given per layer type \(full_attention\) are not supported/);
+    await expect(
+      rope({ rope_parameters: { rope_type: "default", rope_theta: 500, partial_rotary_factor: 0.5 } }),
+    ).rejects.toThrow(/partial_rotary_factor 0.5 is not supported/);
   });
 });
 

@@ -6,7 +6,7 @@ import { Module, ModuleList } from "../nn/module.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { headDims, headFromEmbedding, lmHead, perHeadCols, requirePositiveInts, runBlocks } from "./common.js";
-import { ropeTables } from "./llama.js";
+import { invFreq, type RopeScaling, ropeSettings, ropeTables } from "./llama.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
 
 interface NeoxConfig extends HfConfig {
@@ -19,6 +19,8 @@ interface NeoxConfig extends HfConfig {
   rotary_pct?: number;
   rotary_emb_base?: number;
   rope_theta?: number;
+  rope_scaling?: RopeScaling | null;
+  rope_parameters?: RopeScaling | null;
   layer_norm_eps?: number;
   use_parallel_residual?: boolean;
   hidden_act?: string;
@@ -137,6 +139,7 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
   tiedNames: string[];
   readonly config: NeoxConfig;
   private readonly rotDim: number;
+  private readonly ropeCfg: ReturnType<typeof ropeSettings>;
 
   constructor(config: HfConfig) {
     super();
@@ -150,8 +153,13 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
       "max_position_embeddings",
     ]);
     const D = headDims(cfg.hidden_size, cfg.num_attention_heads);
-    this.rotDim = Math.floor(D * (cfg.rotary_pct ?? 0.25));
+    // transformers v5 writes rotary_pct / rotary_emb_base as rope_parameters.partial_rotary_factor / rope_theta.
+    this.ropeCfg = ropeSettings(cfg, { theta: cfg.rotary_emb_base, partial: cfg.rotary_pct ?? 0.25 });
+    const partial = this.ropeCfg.partial ?? 0.25;
+    if (!(partial > 0 && partial <= 1)) throw new RangeError(`rotary_pct must be in (0, 1], got ${partial}`);
+    this.rotDim = Math.floor(D * partial);
     if (this.rotDim % 2) this.rotDim -= 1;
+    invFreq(this.rotDim, this.ropeCfg.theta, this.ropeCfg.scaling); // validates the scaling type
     this.config = cfg;
     this.maxContext = cfg.max_position_embeddings;
     this.vocabSize = cfg.vocab_size;
@@ -171,7 +179,7 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
   }
 
   private rope(T: number): F.RopeTables {
-    return ropeTables(T, this.rotDim, this.config.rope_theta ?? this.config.rotary_emb_base ?? 10000);
+    return ropeTables(T, this.rotDim, this.ropeCfg.theta, false, this.ropeCfg.scaling);
   }
 
   embed(ids: Int32Array): Tensor {

@@ -18,6 +18,8 @@ interface Gpt2Config extends HfConfig {
   layer_norm_epsilon?: number;
   activation_function?: string;
   scale_attn_weights?: boolean;
+  /** Scores further divided by layer index + 1 (as transformers does when set). */
+  scale_attn_by_inverse_layer_idx?: boolean;
 }
 
 function actOf(name = "gelu_new"): ActKind {
@@ -36,6 +38,7 @@ class Gpt2Attention extends Module {
     C: number,
     readonly H: number,
     private readonly scaled: boolean,
+    private readonly layerScale: number,
   ) {
     super();
     this.c_attn = this.registerModule("c_attn", new Linear(C, 3 * C, { bias: true, inOut: true }));
@@ -46,7 +49,8 @@ class Gpt2Attention extends Module {
     const qkv = this.c_attn.forward(x);
     const [q, k, v] = this.cols.map((c) => F.gatherCols(qkv, c));
     const D = q.shape[q.shape.length - 1] / this.H;
-    return this.c_proj.forward(F.attention(q, k, v, B, T, this.H, this.H, D, this.scaled ? 1 / Math.sqrt(D) : 1));
+    const scale = (this.scaled ? 1 / Math.sqrt(D) : 1) * this.layerScale;
+    return this.c_proj.forward(F.attention(q, k, v, B, T, this.H, this.H, D, scale));
   }
 }
 
@@ -72,12 +76,20 @@ class Gpt2Block extends Module {
   readonly attn: Gpt2Attention;
   readonly ln_2: LayerNorm;
   readonly mlp: Gpt2MLP;
-  constructor(cfg: Gpt2Config) {
+  constructor(cfg: Gpt2Config, layer: number) {
     super();
     const C = cfg.n_embd;
     const eps = cfg.layer_norm_epsilon ?? 1e-5;
     this.ln_1 = this.registerModule("ln_1", new LayerNorm(C, eps));
-    this.attn = this.registerModule("attn", new Gpt2Attention(C, cfg.n_head, cfg.scale_attn_weights ?? true));
+    this.attn = this.registerModule(
+      "attn",
+      new Gpt2Attention(
+        C,
+        cfg.n_head,
+        cfg.scale_attn_weights ?? true,
+        cfg.scale_attn_by_inverse_layer_idx ? 1 / (layer + 1) : 1,
+      ),
+    );
     this.ln_2 = this.registerModule("ln_2", new LayerNorm(C, eps));
     this.mlp = this.registerModule("mlp", new Gpt2MLP(C, cfg.n_inner ?? 4 * C, actOf(cfg.activation_function)));
   }
@@ -105,7 +117,7 @@ class Gpt2Model extends Module {
     this.wte = this.registerModule("wte", new Embedding(cfg.vocab_size, cfg.n_embd));
     this.wpe = this.registerModule("wpe", new Embedding(cfg.n_positions, cfg.n_embd));
     const blocks: Gpt2Block[] = [];
-    for (let i = 0; i < cfg.n_layer; i++) blocks.push(new Gpt2Block(cfg));
+    for (let i = 0; i < cfg.n_layer; i++) blocks.push(new Gpt2Block(cfg, i));
     this.h = this.registerModule("h", new ModuleList(blocks));
     this.ln_f = this.registerModule("ln_f", new LayerNorm(cfg.n_embd, cfg.layer_norm_epsilon ?? 1e-5));
   }

@@ -26,6 +26,9 @@ export interface LlamaConfig {
   attention_bias?: boolean;
   mlp_bias?: boolean;
   rope_scaling?: RopeScaling | null;
+  /** transformers v5 writes rope_theta and the scaling here instead (see ropeSettings). */
+  rope_parameters?: RopeScaling | null;
+  partial_rotary_factor?: number;
   /** Mistral: each query attends to the last `sliding_window` keys up to itself (null: all). */
   sliding_window?: number | null;
 }
@@ -43,6 +46,32 @@ export interface RopeScaling {
   low_freq_factor?: number;
   high_freq_factor?: number;
   original_max_position_embeddings?: number;
+  /** transformers v5 `rope_parameters` only: */
+  rope_theta?: number;
+  partial_rotary_factor?: number;
+}
+
+/**
+ * A config's RoPE settings as transformers reads them. Version 5 writes `rope_parameters` (rope_type, rope_theta,
+ * the scaling factors and, for partial rotary, partial_rotary_factor); version 4 wrote `rope_scaling` and flat keys.
+ * As in transformers, `rope_scaling` wins over `rope_parameters` when both are there, values inside the dict win over
+ * the flat ones, and the family's legacy keys and defaults come last. Per-layer-type dicts (nested) are rejected.
+ */
+export function ropeSettings(
+  cfg: { rope_theta?: number; rope_scaling?: RopeScaling | null; rope_parameters?: RopeScaling | null },
+  legacy: { theta?: number; partial?: number } = {},
+): { theta: number; scaling: RopeScaling | null; partial: number | undefined } {
+  const dict = cfg.rope_scaling ?? cfg.rope_parameters ?? null;
+  if (dict !== null && (typeof dict !== "object" || Array.isArray(dict)))
+    throw new RangeError("config.json: rope_parameters / rope_scaling must be an object");
+  if (dict && Object.values(dict).some((v) => v !== null && typeof v === "object"))
+    throw new RangeError(
+      `config.json: rope_parameters given per layer type (${Object.keys(dict).join(", ")}) are not supported`,
+    );
+  const theta = dict?.rope_theta ?? legacy.theta ?? cfg.rope_theta ?? 10000;
+  if (!(typeof theta === "number" && theta > 0))
+    throw new RangeError(`config.json: rope_theta must be > 0, got ${theta}`);
+  return { theta, scaling: dict, partial: dict?.partial_rotary_factor ?? legacy.partial };
 }
 
 /** HF inv_freq with `rope_scaling` (linear: ÷factor; llama3: per-wavelength interpolation); others are rejected. */
@@ -204,6 +233,7 @@ export class LlamaForCausalLM extends Module implements CausalLM {
   tiedNames: string[];
   lm_head: Linear | null;
   private ropeCache: F.RopeTables | null = null;
+  private readonly ropeCfg: ReturnType<typeof ropeSettings>;
   readonly headDim: number;
 
   readonly config: LlamaConfig & HfConfig;
@@ -229,7 +259,10 @@ export class LlamaForCausalLM extends Module implements CausalLM {
     this.maxContext = config.max_position_embeddings ?? 2048;
     this.vocabSize = config.vocab_size;
     this.tiedNames = config.tie_word_embeddings ? ["lm_head.weight"] : [];
-    invFreq(this.headDim, config.rope_theta ?? 10000, config.rope_scaling); // validates rope_scaling
+    this.ropeCfg = ropeSettings(config, { partial: config.partial_rotary_factor });
+    if (this.ropeCfg.partial !== undefined && this.ropeCfg.partial !== 1)
+      throw new RangeError(`partial_rotary_factor ${this.ropeCfg.partial} is not supported for LLaMA-family models`);
+    invFreq(this.headDim, this.ropeCfg.theta, this.ropeCfg.scaling); // validates the scaling type
     this.model = this.registerModule("model", new LlamaModel(config));
     this.lm_head = config.tie_word_embeddings
       ? null
@@ -251,7 +284,7 @@ export class LlamaForCausalLM extends Module implements CausalLM {
 
   rope(T: number): F.RopeTables {
     if (!this.ropeCache || this.ropeCache.cos.length < (T * this.headDim) / 2) {
-      this.ropeCache = ropeTables(T, this.headDim, this.config.rope_theta ?? 10000, false, this.config.rope_scaling);
+      this.ropeCache = ropeTables(T, this.headDim, this.ropeCfg.theta, false, this.ropeCfg.scaling);
     }
     const c = this.ropeCache;
     const n = (T * this.headDim) / 2;

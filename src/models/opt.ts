@@ -79,10 +79,16 @@ class OptDecoderLayer extends Module {
     const C = cfg.hidden_size;
     const bias = cfg.enable_bias ?? true;
     this.self_attn = this.registerModule("self_attn", new OptAttention(C, cfg.num_attention_heads, bias));
-    this.self_attn_layer_norm = this.registerModule("self_attn_layer_norm", new LayerNorm(C, 1e-5));
+    this.self_attn_layer_norm = this.registerModule(
+      "self_attn_layer_norm",
+      new LayerNorm(C, 1e-5, cfg.layer_norm_elementwise_affine ?? true),
+    );
     this.fc1 = this.registerModule("fc1", new Linear(C, cfg.ffn_dim, { bias }));
     this.fc2 = this.registerModule("fc2", new Linear(cfg.ffn_dim, C, { bias }));
-    this.final_layer_norm = this.registerModule("final_layer_norm", new LayerNorm(C, 1e-5));
+    this.final_layer_norm = this.registerModule(
+      "final_layer_norm",
+      new LayerNorm(C, 1e-5, cfg.layer_norm_elementwise_affine ?? true),
+    );
   }
   forward(x: Tensor, B: number, T: number): Tensor {
     const pre = this.cfg.do_layer_norm_before ?? true;
@@ -126,7 +132,9 @@ class OptDecoder extends Module {
     );
     const pre = cfg.do_layer_norm_before ?? true;
     this.final_layer_norm =
-      pre && !cfg._remove_final_layer_norm ? this.registerModule("final_layer_norm", new LayerNorm(C, 1e-5)) : null;
+      pre && !cfg._remove_final_layer_norm
+        ? this.registerModule("final_layer_norm", new LayerNorm(C, 1e-5, cfg.layer_norm_elementwise_affine ?? true))
+        : null;
     this.project_out = P !== C ? this.registerModule("project_out", new Linear(C, P)) : null;
     this.project_in = P !== C ? this.registerModule("project_in", new Linear(P, C)) : null;
     const layers: OptDecoderLayer[] = [];

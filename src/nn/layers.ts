@@ -2,7 +2,7 @@
 import { newF32 } from "../tensor/arena.js";
 import { K } from "../tensor/native.js";
 import type { Rng } from "../tensor/rng.js";
-import type { Tensor } from "../tensor/tensor.js";
+import { Tensor } from "../tensor/tensor.js";
 import * as F from "./functional.js";
 import { Module, parameter } from "./module.js";
 import { noGrad } from "./tape.js";
@@ -162,13 +162,20 @@ export class RMSNorm extends Module {
 export class LayerNorm extends Module {
   readonly weight: Tensor;
   readonly bias: Tensor;
+  /** `affine` false: no weight or bias parameters (PyTorch's elementwise_affine=False); it normalises only. */
   constructor(
     readonly dim: number,
     readonly eps = 1e-5,
+    readonly affine = true,
   ) {
     super();
-    this.weight = this.registerParam("weight", parameter(new Float32Array(dim).fill(1), [dim], "weight"));
-    this.bias = this.registerParam("bias", parameter(new Float32Array(dim), [dim], "bias"));
+    const ones = new Float32Array(dim).fill(1);
+    this.weight = affine
+      ? this.registerParam("weight", parameter(ones, [dim], "weight"))
+      : new Tensor(ones, [dim], false);
+    this.bias = affine
+      ? this.registerParam("bias", parameter(new Float32Array(dim), [dim], "bias"))
+      : new Tensor(new Float32Array(dim), [dim], false);
   }
   forward(x: Tensor): Tensor {
     return F.layernorm(x, this.weight, this.bias, this.eps);

@@ -1,0 +1,56 @@
+# Cross-check of perp's model families against transformers (dev machine only, never CI). Builds tiny random models
+# of every family and config variant perp supports with transformers itself (every weight random, biases and norm
+# weights included), saves them with save_pretrained (so config.json is in the writing version's format: 5.x puts
+# rope_theta / scaling / partial rotary into rope_parameters), reads each folder back with from_pretrained in float32
+# and stores its logits. scripts/xcheck/hf-logits.mts then loads the folders with perp and compares.
+#   python -m venv /tmp/tfenv && /tmp/tfenv/bin/pip install torch transformers safetensors numpy
+#   /tmp/tfenv/bin/python scripts/xcheck/hf_models.py /tmp/xc [case ...]
+#   node --import tsx scripts/xcheck/hf-logits.mts /tmp/xc
+import json, os, sys, torch
+import transformers as tf
+torch.manual_seed(0)
+out = sys.argv[1]
+V = 97
+def llama(**kw):
+    c = dict(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5, tie_word_embeddings=False)
+    c.update(kw); return tf.LlamaConfig(**c)
+cases = {
+  "llama": llama(),
+  "llama_tied_theta": llama(tie_word_embeddings=True, rope_theta=500000.0),
+  "llama_bias": llama(attention_bias=True, mlp_bias=True),
+  "llama_headdim": llama(head_dim=32),
+  "llama_rope_linear": llama(rope_scaling={"type": "linear", "factor": 2.0}),
+  "llama_rope_llama3": llama(rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}),
+  "mistral_window": tf.MistralConfig(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, sliding_window=5, max_position_embeddings=64, tie_word_embeddings=False),
+  "opt_pre": tf.OPTConfig(vocab_size=V, hidden_size=64, ffn_dim=96, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=64, do_layer_norm_before=True),
+  "opt_post_proj": tf.OPTConfig(vocab_size=V, hidden_size=64, ffn_dim=96, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=32, do_layer_norm_before=False),
+  "neox_parallel": tf.GPTNeoXConfig(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64, rotary_pct=0.25, use_parallel_residual=True),
+  "neox_seq": tf.GPTNeoXConfig(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64, rotary_pct=1.0, use_parallel_residual=False, rotary_emb_base=1000),
+  "neox_rope_linear": tf.GPTNeoXConfig(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64, rotary_pct=0.5, rope_scaling={"rope_type": "linear", "factor": 3.0}),
+  "gpt2": tf.GPT2Config(vocab_size=V, n_embd=64, n_layer=2, n_head=4, n_positions=64),
+  "gpt2_inner_relu": tf.GPT2Config(vocab_size=V, n_embd=64, n_layer=2, n_head=4, n_positions=64, n_inner=80, activation_function="relu", scale_attn_by_inverse_layer_idx=True),
+  "opt_nobias_noaffine": tf.OPTConfig(vocab_size=V, hidden_size=64, ffn_dim=96, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=64, enable_bias=False, layer_norm_elementwise_affine=False),
+  "neox_nobias_tied": tf.GPTNeoXConfig(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64, attention_bias=False, tie_word_embeddings=True, hidden_act="gelu_new"),
+  "gpt2_noscale": tf.GPT2Config(vocab_size=V, n_embd=64, n_layer=3, n_head=4, n_positions=64, scale_attn_weights=False, activation_function="gelu"),
+  "mistral_nowindow_headdim": tf.MistralConfig(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, sliding_window=None, head_dim=8, max_position_embeddings=64, tie_word_embeddings=True),
+}
+DT = {"llama_bf16": torch.bfloat16, "opt_f16": torch.float16}
+cases["llama_bf16"] = llama(num_key_value_heads=4)
+cases["opt_f16"] = tf.OPTConfig(vocab_size=V, hidden_size=64, ffn_dim=96, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=64)
+only = sys.argv[2:] 
+ids = torch.randint(0, V, (1, 24), generator=torch.Generator().manual_seed(1))
+for name, cfg in cases.items():
+    if only and name not in only: continue
+    m = tf.AutoModelForCausalLM.from_config(cfg).float().eval()
+    with torch.no_grad():
+        for n, p in m.named_parameters():  # everything random, biases and norm weights included
+            p.copy_(torch.randn_like(p) * (0.3 if p.dim() == 1 else 0.08) + (1.0 if ("norm" in n or "ln" in n) and n.endswith("weight") and p.dim() == 1 else 0.0))
+    d = os.path.join(out, name)
+    (m.to(DT[name]) if name in DT else m).save_pretrained(d, safe_serialization=True)
+    # The reference: the saved folder as transformers reads it back, in float32 (half-precision files widened).
+    r = tf.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits = r(ids).logits[0]
+    json.dump({"ids": ids[0].tolist(), "logits": logits.tolist()}, open(os.path.join(d, "ref.json"), "w"))
+    print(name, "saved", tuple(logits.shape))
