@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { dataPath } from "../src/io/data.js";
 import { ImportError, importLlama2c } from "../src/io/llama2c.js";
+import { Tokenizer } from "../src/io/tokenizer.js";
 import { generate, nextLogits } from "../src/models/generate.js";
 import { loadModel } from "../src/models/load.js";
 
@@ -68,6 +69,11 @@ describe.skipIf(!have)("stories260K", () => {
     const prompt = tok.encode("Once upon a time");
     const text = tok.decode([...prompt, ...generate(m.model, prompt, { maxNewTokens: 30 })]);
     expect(text.startsWith("Once upon a time, there was a little girl named Lily.")).toBe(true);
+    // Decoding as transformers does: no space clean-up unless tokenizer_config.json asks for it; nothing gives "".
+    const spaced = 'Lily said , "yes !" and ran .';
+    expect(tok.decode(tok.encode(spaced))).toBe(spaced);
+    expect(new Tokenizer(tok.json, {}).decode(tok.encode(spaced))).toBe(spaced); // key absent: no clean-up either
+    expect(tok.decode([])).toBe("");
   });
 
   it("the CLI imports and generates (streaming)", () => {

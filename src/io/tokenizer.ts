@@ -50,7 +50,13 @@ export class Tokenizer {
     return this.tok.encode(text, { add_special_tokens: addSpecialTokens }).ids;
   }
 
+  /** Text of `ids` as transformers decodes it (no space clean-up unless tokenizer_config.json asks for it, the
+   * default since transformers 4.45); an empty list gives "". */
   decode(ids: number[], skipSpecialTokens = true): string {
-    return this.tok.decode(ids, { skip_special_tokens: skipSpecialTokens });
+    if (!ids.length) return "";
+    return this.tok.decode(ids, {
+      skip_special_tokens: skipSpecialTokens,
+      clean_up_tokenization_spaces: this.config.clean_up_tokenization_spaces === true,
+    });
   }
 }

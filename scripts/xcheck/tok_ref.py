@@ -1,0 +1,48 @@
+# Tokenizers of the families' kinds, trained here with the Rust `tokenizers` library, and their encodings of test
+# texts (expected ids), for tok-check.mts to compare with perp's Tokenizer (the JS @huggingface/tokenizers).
+# Dev check, never CI: python tok_ref.py <out dir>   (PERP_DATA: the data folder; runs/demo/dense: the demo's model)
+import json, os, sys
+from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders, normalizers, processors
+import pyarrow.parquet as pq
+out = sys.argv[1]; os.makedirs(out, exist_ok=True)
+D = os.environ.get("PERP_DATA", "../shared/data")
+docs = pq.read_table(f"{D}/datasets/c4/c4-validation-2k.parquet").column("text").to_pylist()
+wiki = open(f"{D}/datasets/wikitext-2-raw-v1/test.txt", encoding="utf8").read()
+train = docs[:800]
+tests = docs[1500:1600] + [wiki[i:i + 3000] for i in range(0, 300000, 30000)] + [
+    "Hello world", " leading space", "trailing space ", "  two  spaces", "\n\nnewlines\n\n\n", "tab\tsep",
+    "naïve café résumé", "日本語のテキスト", "emoji 🤗🚀 done", "Ünïcödé ŝtrîng", "@-@ 1 @,@ 000", "a" * 300, "",
+    "don't won't it's", "3.14159 + 2.71828 = 5.85987", "<s> not special </s>", "mixed\r\nline\rendings"]
+for line in open(f"{D}/tasks/hellaswag/validation.jsonl", encoding="utf8").readlines()[:50]:
+    d = json.loads(line); tests += [d["activity_label"] + ": " + d["ctx"]] + [" " + e for e in d["endings"]]
+
+# GPT-2 / OPT / NeoX style: byte-level BPE
+bl = Tokenizer(models.BPE())
+bl.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+bl.decoder = decoders.ByteLevel()
+bl.train_from_iterator(train, trainers.BpeTrainer(vocab_size=2000, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+bl.post_processor = processors.ByteLevel(trim_offsets=False)
+# OPT style: the same, with </s> prepended by the post-processor
+opt = Tokenizer.from_str(bl.to_str())
+opt.add_special_tokens(["</s>"])
+opt.post_processor = processors.TemplateProcessing(single="</s> $A", pair="</s> $A </s> $B", special_tokens=[("</s>", opt.token_to_id("</s>"))])
+# LLaMA (sentencepiece) style: BPE with byte fallback, ▁ for spaces, <s> prepended
+sp = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+sp.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+sp.pre_tokenizer = None
+sp.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+sp.train_from_iterator(train, trainers.BpeTrainer(vocab_size=2000, special_tokens=["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]))
+sp.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", sp.token_to_id("<s>"))])
+for name, t, cfg in [("bytelevel", bl, {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}),
+                     ("opt", opt, {"bos_token": "</s>", "eos_token": "</s>"}),
+                     ("spbpe", sp, {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}),
+                     ("stories260k", Tokenizer.from_file("runs/demo/dense/tokenizer.json"), None)]:
+    d = os.path.join(out, name); os.makedirs(d, exist_ok=True)
+    if cfg is not None:
+        t.save(os.path.join(d, "tokenizer.json")); json.dump(cfg, open(os.path.join(d, "tokenizer_config.json"), "w"))
+    else:
+        import shutil
+        for f in ["tokenizer.json", "tokenizer_config.json"]: shutil.copy(f"runs/demo/dense/{f}", d)
+    exp = [{"text": s, "ids": t.encode(s).ids, "ids_nospecial": t.encode(s, add_special_tokens=False).ids, "decoded": t.decode(t.encode(s).ids)} for s in tests]
+    json.dump(exp, open(os.path.join(d, "expected.json"), "w"))
+    print(name, len(exp), "texts, vocab", t.get_vocab_size())
