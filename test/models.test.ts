@@ -501,6 +501,25 @@ describe.each(FAMILIES)("$name", (fam) => {
 });
 
 describe("dtypes, sharding and bad input", () => {
+  it("checkpoints saved from the base model (no 'transformer.' / 'model.' prefix, as gpt2's and facebook/opt's) load", async () => {
+    for (const fam of [gpt2(), opt(true, 16)]) {
+      const sd = randomSD(fam.spec, 4);
+      const prefix = fam.spec[0][0].split(".")[0];
+      const bare: SD = {};
+      for (const [n, t] of Object.entries(sd)) bare[n.slice(prefix.length + 1)] = t;
+      if (prefix === "transformer") bare["h.0.attn.bias"] = { shape: [1, 1, 32, 32], data: new Float32Array(1024) };
+      const dir = tmp();
+      writeModel(dir, fam.config, bare);
+      const m = await loadModel(dir);
+      expect(m.unused).toEqual([]);
+      const logits = noGrad(() => m.model.forward(Int32Array.from(IDS), 1, T));
+      expectClose(logits.data, fam.ref(sd), 1e-5, 1e-5, `${fam.name} from base-model names`);
+      const out = tmp();
+      saveModel(out, m); // written with the full names, as transformers saves the LM
+      expect(new SafetensorsStore(out).names.sort()).toEqual(Object.keys(sd).sort());
+    }
+  });
+
   it("BF16 checkpoints load (widened exactly) and save back as BF16, bit-exact", async () => {
     const fam = FAMILIES[0];
     const dir = tmp();

@@ -38,6 +38,12 @@ cases = {
 DT = {"llama_bf16": torch.bfloat16, "opt_f16": torch.float16}
 cases["llama_bf16"] = llama(num_key_value_heads=4)
 cases["opt_f16"] = tf.OPTConfig(vocab_size=V, hidden_size=64, ffn_dim=96, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=64)
+SHARDED = {"llama_sharded", "neox_sharded"}
+cases["llama_sharded"] = llama()
+cases["neox_sharded"] = tf.GPTNeoXConfig(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64)
+BASE_ONLY = {"gpt2_base_names", "opt_base_names"}
+cases["gpt2_base_names"] = tf.GPT2Config(vocab_size=V, n_embd=64, n_layer=2, n_head=4, n_positions=64)
+cases["opt_base_names"] = tf.OPTConfig(vocab_size=V, hidden_size=64, ffn_dim=96, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=64)
 only = sys.argv[2:] 
 ids = torch.randint(0, V, (1, 24), generator=torch.Generator().manual_seed(1))
 for name, cfg in cases.items():
@@ -47,7 +53,12 @@ for name, cfg in cases.items():
         for n, p in m.named_parameters():  # everything random, biases and norm weights included
             p.copy_(torch.randn_like(p) * (0.3 if p.dim() == 1 else 0.08) + (1.0 if ("norm" in n or "ln" in n) and n.endswith("weight") and p.dim() == 1 else 0.0))
     d = os.path.join(out, name)
-    (m.to(DT[name]) if name in DT else m).save_pretrained(d, safe_serialization=True)
+    if name in BASE_ONLY:  # saved from the base model: names without the LM's prefix (as gpt2's and facebook/opt's)
+        getattr(m, m.base_model_prefix).save_pretrained(d, safe_serialization=True)
+        c = json.load(open(os.path.join(d, "config.json"))); c["architectures"] = [type(m).__name__]
+        json.dump(c, open(os.path.join(d, "config.json"), "w"))
+    else:
+      (m.to(DT[name]) if name in DT else m).save_pretrained(d, safe_serialization=True, **({"max_shard_size": "40KB"} if name in SHARDED else {}))
     # The reference: the saved folder as transformers reads it back, in float32 (half-precision files widened).
     r = tf.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
     with torch.no_grad():

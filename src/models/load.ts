@@ -46,17 +46,29 @@ export function loadWeights(
 ): { dtypes: Map<string, DType>; unused: string[] } {
   const dtypes = new Map<string, DType>();
   const used = new Set<string>();
-  for (const [name, p] of model.namedParameters()) {
-    if (!store.has(name))
+  const params = [...model.namedParameters()];
+  // A checkpoint saved from the base model (gpt2's, facebook/opt's) names its tensors without the base model's prefix
+  // ("h.0.attn.c_attn.weight" for "transformer.h.0.attn.c_attn.weight"); transformers adds it, and so do we.
+  const counts = new Map<string, number>();
+  for (const [name] of params) counts.set(name.split(".")[0], (counts.get(name.split(".")[0]) ?? 0) + 1);
+  const base = [...counts.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? "";
+  const unprefixed = !store.names.some((n) => n.startsWith(`${base}.`));
+  const fileName = (name: string) =>
+    unprefixed && name.startsWith(`${base}.`) && store.has(name.slice(base.length + 1))
+      ? name.slice(base.length + 1)
+      : name;
+  for (const [name, p] of params) {
+    const f = fileName(name);
+    if (!store.has(f))
       throw new ConfigError(
         `${dir}: tensor '${name}' required by config.json (model_type ${model.config.model_type}) is missing from the checkpoint`,
       );
-    const info = store.info(name);
+    const info = store.info(f);
     if (info.shape.length !== p.shape.length || info.shape.some((d, i) => d !== p.shape[i]))
-      throw new ConfigError(`${dir}: tensor '${name}' has shape [${info.shape}] but config.json implies [${p.shape}]`);
-    p.data = store.f32(name);
+      throw new ConfigError(`${dir}: tensor '${f}' has shape [${info.shape}] but config.json implies [${p.shape}]`);
+    p.data = store.f32(f);
     dtypes.set(name, info.dtype);
-    used.add(name);
+    used.add(f);
   }
   const unused = store.names.filter(
     (n) => !used.has(n) && !model.tiedNames.includes(n) && !IGNORED.some((r) => r.test(n)),
