@@ -9,6 +9,7 @@ import { dataPath } from "../src/io/data.js";
 import { llama2cTokenizerJson, readLlama2cTokenizer } from "../src/io/llama2c.js";
 import { saveCheckpoint as saveST } from "../src/io/safetensors.js";
 import { loadModel } from "../src/models/load.js";
+import { buildModel } from "../src/models/registry.js";
 import * as F from "../src/nn/functional.js";
 import { Linear, LORA_TYPES, type LoraType } from "../src/nn/layers.js";
 import { backward, gradStats, noGrad } from "../src/nn/tape.js";
@@ -376,5 +377,35 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
     const wa = readFileSync(join(full, "model.safetensors"));
     const wb = readFileSync(join(cut, "model.safetensors"));
     expect(Buffer.compare(wa, wb)).toBe(0);
+  });
+});
+
+describe("the bias subset on Mistral (transformers' Mistral has no biases)", () => {
+  const cfg = (window: number | null) => ({
+    model_type: "mistral",
+    hidden_size: 8,
+    intermediate_size: 12,
+    num_hidden_layers: 1,
+    num_attention_heads: 2,
+    num_key_value_heads: 1,
+    vocab_size: 11,
+    max_position_embeddings: 16,
+    sliding_window: window,
+    attention_bias: true, // ignored for Mistral, as transformers does
+  });
+  it("without a binding window the model is exported as LLaMA with attention_bias / mlp_bias", () => {
+    const m = buildModel(cfg(null));
+    expect(m.namedParameters().some(([n]) => n.endsWith(".bias"))).toBe(false);
+    const ps = configureTrainable(m, { params: ["bias"] });
+    expect(ps.length).toBe(7);
+    const c = m.config as Record<string, unknown>;
+    expect([c.model_type, c.attention_bias, c.mlp_bias, c.sliding_window]).toEqual(["llama", true, true, undefined]);
+    expect(buildModel(cfg(16)).config.model_type).toBe("mistral");
+    configureTrainable(buildModel(cfg(16)), { params: ["bias"] }); // window = context: never binds
+  });
+  it("with a window shorter than the context: a clear error", () => {
+    expect(() => configureTrainable(buildModel(cfg(4)), { params: ["norm", "bias"] })).toThrow(
+      /'bias' subset cannot be used on this Mistral model.*sliding window of 4 tokens/,
+    );
   });
 });

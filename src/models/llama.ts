@@ -179,13 +179,15 @@ export class LlamaDecoderLayer extends Module {
     const KV = cfg.num_key_value_heads ?? H;
     const D = cfg.head_dim ?? C / H;
     const eps = cfg.rms_norm_eps ?? 1e-6;
+    // transformers' Mistral has no biases (it ignores attention_bias / mlp_bias), so neither does ours.
+    const mistral = cfg.model_type === "mistral";
     this.input_layernorm = this.registerModule("input_layernorm", new RMSNorm(C, eps));
     this.self_attn = this.registerModule(
       "self_attn",
-      new LlamaAttention(H, KV, D, C, !!cfg.attention_bias, slidingWindow(cfg)),
+      new LlamaAttention(H, KV, D, C, !!cfg.attention_bias && !mistral, slidingWindow(cfg)),
     );
     this.post_attention_layernorm = this.registerModule("post_attention_layernorm", new RMSNorm(C, eps));
-    this.mlp = this.registerModule("mlp", new LlamaMLP(C, cfg.intermediate_size, !!cfg.mlp_bias));
+    this.mlp = this.registerModule("mlp", new LlamaMLP(C, cfg.intermediate_size, !!cfg.mlp_bias && !mistral));
   }
   forward(x: Tensor, B: number, T: number, rope: F.RopeTables): Tensor {
     const h = F.add(x, this.self_attn.forward(this.input_layernorm.forward(x), B, T, rope));

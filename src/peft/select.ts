@@ -1,5 +1,6 @@
 // PERP's trainable subsets (combinable): bias (the biases of every pruned linear, created as zeros where the family
-// has none; LLaMA/Mistral then export attention_bias/mlp_bias = true so transformers creates and loads them), norm
+// has none; LLaMA then exports attention_bias/mlp_bias = true so transformers creates and loads them, Mistral is
+// exported as LLaMA (see checkBiasExportable), OPT sets enable_bias, NeoX attention_bias), norm
 // (every LayerNorm/RMSNorm weight and bias), head (the LM head; a tied head is untied: a copy of the embedding and
 // tie_word_embeddings = false), lora (an adapter of `loraType` on every pruned linear), full (every parameter; masks
 // are re-applied after each optimizer step).
@@ -50,6 +51,7 @@ export function prunableLinears(model: CausalLM): [string, Linear][] {
 /** Freezes everything, then enables the chosen subsets; returns the trainable parameters with stable names. */
 export function configureTrainable(model: CausalLM, o: PeftOptions): [string, Tensor][] {
   const subs = new Set(o.params);
+  if (subs.has("bias")) checkBiasExportable(model.config as Record<string, unknown>);
   model.requiresGrad(false);
   const lins = prunableLinears(model);
   if (subs.has("lora")) {
@@ -70,7 +72,13 @@ export function configureTrainable(model: CausalLM, o: PeftOptions): [string, Te
   if (subs.has("bias")) {
     for (const [, l] of lins) l.ensureBias().requiresGrad = true;
     const c = model.config as Record<string, unknown>;
-    if (c.model_type === "llama" || c.model_type === "mistral") {
+    if (c.model_type === "mistral") {
+      // transformers' Mistral has no bias parameters; without a window that binds it is LLaMA, which has them.
+      c.model_type = "llama";
+      c.architectures = ["LlamaForCausalLM"];
+      delete c.sliding_window;
+    }
+    if (c.model_type === "llama") {
       c.attention_bias = true;
       c.mlp_bias = true;
     }
@@ -83,6 +91,21 @@ export function configureTrainable(model: CausalLM, o: PeftOptions): [string, Te
       if (m instanceof LayerNorm || m instanceof RMSNorm) for (const p of m.parameters()) p.requiresGrad = true;
   if (subs.has("full")) for (const p of model.parameters()) p.requiresGrad = true;
   return model.namedParameters().filter(([, p]) => p.requiresGrad);
+}
+
+/**
+ * The `bias` subset creates biases where the family has none, and the exported config must make transformers create
+ * them too. Its Mistral class has no biases at all: a Mistral model is exported as LLaMA instead (the same network
+ * when its sliding window never binds), and refused when the window is shorter than its context.
+ */
+function checkBiasExportable(c: Record<string, unknown>): void {
+  if (c.model_type !== "mistral") return;
+  const w = c.sliding_window;
+  const ctx = c.max_position_embeddings;
+  if (typeof w === "number" && w > 0 && !(typeof ctx === "number" && w >= ctx))
+    throw new PeftError(
+      `the 'bias' subset cannot be used on this Mistral model: transformers' Mistral has no bias parameters, and with a sliding window of ${w} tokens (context ${ctx ?? "unknown"}) it cannot be exported as LLaMA either; choose subsets without 'bias' (e.g. norm,lora)`,
+    );
 }
 
 export function countParams(ps: [string, Tensor][]): number {
