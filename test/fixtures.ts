@@ -8,6 +8,18 @@ import { Rng } from "../src/tensor/rng.js";
 
 export const TOK = dataPath("models", "stories260K", "tok512.bin");
 
+/** The smallest LLaMA config the tests build in memory (1 layer, 2 heads sharing 1 KV head, vocab 11). */
+export const MICRO_LLAMA = {
+  model_type: "llama",
+  hidden_size: 8,
+  intermediate_size: 12,
+  num_hidden_layers: 1,
+  num_attention_heads: 2,
+  num_key_value_heads: 1,
+  vocab_size: 11,
+  max_position_embeddings: 16,
+};
+
 export function writeTokenizer(dir: string): void {
   writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(llama2cTokenizerJson(readLlama2cTokenizer(TOK, 512))));
   writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify({ bos_token: "<s>", eos_token: "</s>" }));

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cachedSnapshot, repoCacheDir, resolveModel } from "../src/io/hf-hub.js";
 import { saveCheckpoint } from "../src/io/safetensors.js";
 import { loadModel } from "../src/models/load.js";
+import { MICRO_LLAMA } from "./fixtures.js";
 import { randF32 } from "./helpers.js";
 
 const COMMIT = "0123456789abcdef0123456789abcdef01234567";
@@ -22,17 +23,7 @@ let shard2 = "";
 
 beforeAll(async () => {
   const src = mkdtempSync(join(tmpdir(), "perp-hubsrc-"));
-  const cfg = {
-    model_type: "llama",
-    hidden_size: 8,
-    intermediate_size: 12,
-    num_hidden_layers: 1,
-    num_attention_heads: 2,
-    num_key_value_heads: 1,
-    vocab_size: 11,
-    max_position_embeddings: 16,
-    tie_word_embeddings: true,
-  };
+  const cfg = { ...MICRO_LLAMA, tie_word_embeddings: true };
   const shapes: [string, number[]][] = [
     ["model.embed_tokens.weight", [11, 8]],
     ["model.layers.0.input_layernorm.weight", [8]],

@@ -20,7 +20,7 @@ import { Rng } from "../src/tensor/rng.js";
 import { Tensor } from "../src/tensor/tensor.js";
 import { retrainModel } from "../src/train/retrain-model.js";
 import { lrAt, warmupSteps } from "../src/train/schedule.js";
-import { writeTinyLlama } from "./fixtures.js";
+import { MICRO_LLAMA, writeTinyLlama } from "./fixtures.js";
 import { randF32 } from "./helpers.js";
 
 /** Finite-difference check of d(Σ y·R)/dθ for every trainable tensor of a Linear with an adapter. */
@@ -382,14 +382,8 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
 
 describe("the bias subset on Mistral (transformers' Mistral has no biases)", () => {
   const cfg = (window: number | null) => ({
+    ...MICRO_LLAMA,
     model_type: "mistral",
-    hidden_size: 8,
-    intermediate_size: 12,
-    num_hidden_layers: 1,
-    num_attention_heads: 2,
-    num_key_value_heads: 1,
-    vocab_size: 11,
-    max_position_embeddings: 16,
     sliding_window: window,
     attention_bias: true, // ignored for Mistral, as transformers does
   });
