@@ -3,7 +3,7 @@
 # calibration windows perp drew (prune-dump.mts), compared with perp's pruned folders. Dev check, never CI.
 # Block i is calibrated on the outputs of the already-pruned blocks < i: here by running the whole model with the
 # earlier blocks pruned and hooks on block i's linears (the same inputs as the references' per-layer loop).
-#   python scripts/xcheck/prune_ref.py <llama dir> <work dir>
+#   python scripts/xcheck/prune_ref.py <model dir> <work dir>   (REF_F32=1: float32 as the originals; REF_PLUS_ONE=1: their <=)
 import json, math, os, sys
 import torch
 import transformers as tf
@@ -12,22 +12,36 @@ from safetensors.torch import load_file
 src, work = sys.argv[1], sys.argv[2]
 cal = json.load(open(os.path.join(work, "calib.json")))
 ids = torch.tensor(cal["ids"]).reshape(cal["samples"], cal["seqlen"])
-NAMES = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+
+
+def blocks(model):  # the decoder blocks and their state-dict prefix (LLaMA / Mistral, OPT, GPT-NeoX)
+    for path in ["model.layers", "model.decoder.layers", "gpt_neox.layers"]:
+        obj = model
+        try:
+            for p in path.split("."):
+                obj = getattr(obj, p)
+            return obj, path
+        except AttributeError:
+            pass
+    raise SystemExit("unsupported model (the references handle LLaMA-like, OPT and NeoX blocks)")
+
+
+def linears(layer):  # wanda's find_layers: every nn.Linear of the block
+    return {n: m for n, m in layer.named_modules() if isinstance(m, torch.nn.Linear)}
 
 
 def lin(layer, n):
-    a, b = n.split(".")
-    return getattr(getattr(layer, a), b)
+    return linears(layer)[n]
 
 
 class Wanda:  # WrappedGPT
     def __init__(self, l):
-        self.scaler_row = torch.zeros(l.weight.shape[1], dtype=torch.float64); self.n = 0
+        self.scaler_row = torch.zeros(l.weight.shape[1], dtype=DT); self.n = 0
     def add_batch(self, inp):
         inp = inp.reshape(-1, inp.shape[-1]).t()
         tmp = 1
         self.scaler_row *= self.n / (self.n + tmp); self.n += tmp
-        self.scaler_row += torch.norm(inp.double(), p=2, dim=1) ** 2 / self.n
+        self.scaler_row += torch.norm(inp.to(DT), p=2, dim=1) ** 2 / self.n
     def prune(self, l, n, m):
         W = l.weight.data
         M = W.abs() * torch.sqrt(self.scaler_row.float().reshape(1, -1))
@@ -43,15 +57,15 @@ class Wanda:  # WrappedGPT
 
 class SparseGPT:
     def __init__(self, l):
-        c = l.weight.shape[1]; self.H = torch.zeros(c, c, dtype=torch.float64); self.n = 0
+        c = l.weight.shape[1]; self.H = torch.zeros(c, c, dtype=DT); self.n = 0
     def add_batch(self, inp):
-        inp = inp.reshape(-1, inp.shape[-1]).t().double()
+        inp = inp.reshape(-1, inp.shape[-1]).t().to(DT)
         tmp = 1
         self.H *= self.n / (self.n + tmp); self.n += tmp
         inp = math.sqrt(2 / self.n) * inp
         self.H += inp.matmul(inp.t())
     def prune(self, l, prunen, prunem, blocksize=128, percdamp=0.01):
-        W = l.weight.data.clone().double(); H = self.H.clone(); cols = W.shape[1]
+        W = l.weight.data.clone().to(DT); H = self.H.clone(); cols = W.shape[1]
         dead = torch.diag(H) == 0; H[dead, dead] = 1; W[:, dead] = 0
         H[range(cols), range(cols)] += percdamp * torch.mean(torch.diag(H))
         H = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True); Hinv = H
@@ -81,24 +95,26 @@ class SparseGPT:
 
 
 REF_PLUS_ONE = os.environ.get("REF_PLUS_ONE") == "1"
+DT = torch.float32 if os.environ.get("REF_F32") == "1" else torch.float64  # the originals run float32
 torch.set_grad_enabled(False)
 for method, cls in [("wanda", Wanda), ("sparsegpt", SparseGPT)]:
     for pat, (n, m) in [("unstructured", (0, 0)), ("2of4", (2, 4))]:
         model = tf.AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
-        layers = model.model.layers
+        layers, prefix = blocks(model)
         for li, layer in enumerate(layers):
+            NAMES = list(linears(layer))
             st = {nm: cls(lin(layer, nm)) for nm in NAMES}
             hs = [lin(layer, nm).register_forward_hook(lambda _m, inp, _o, nm=nm: st[nm].add_batch(inp[0].data)) for nm in NAMES]
             for j in range(ids.shape[0]):  # one sample per forward, as the references
-                model.model(ids[j : j + 1])
+                model(ids[j : j + 1])
             for h in hs: h.remove()
             for nm in NAMES: st[nm].prune(lin(layer, nm), n, m)
         ours = load_file(os.path.join(work, f"{method}-{pat}", "model.safetensors"))
         agree, total, werr, wnorm = 0, 0, 0.0, 0.0
         worst = (1.0, "")
         for li, layer in enumerate(layers):
-            for nm in NAMES:
-                key = f"model.layers.{li}.{nm}.weight"
+            for nm in linears(layer):
+                key = f"{prefix}.{li}.{nm}.weight"
                 Wr = lin(layer, nm).weight.data; Wo = ours[key]
                 a = ((Wr == 0) == (Wo == 0)).float().mean().item()
                 agree += a * Wr.numel(); total += Wr.numel()
@@ -106,4 +122,4 @@ for method, cls in [("wanda", Wanda), ("sparsegpt", SparseGPT)]:
                 if a < worst[0]: worst = (a, key)
         print(f"{method:9s} {pat:12s} masks agree on {agree / total:.6f} of weights (worst {worst[0]:.4f} {worst[1]}), "
               f"weights rel. diff {math.sqrt(werr / wnorm):.2e}, ref sparsity "
-              f"{sum((lin(l, nm).weight == 0).sum().item() for l in layers for nm in NAMES) / total:.5f}")
+              f"{sum((m.weight == 0).sum().item() for l in layers for m in linears(l).values()) / total:.5f}")
