@@ -2,6 +2,7 @@
 # texts (expected ids), for tok-check.mts to compare with perp's Tokenizer (the JS @huggingface/tokenizers).
 # Dev check, never CI: python tok_ref.py <out dir>   (PERP_DATA: the data folder; runs/demo/dense: the demo's model)
 import json, os, sys
+import tokenizers
 from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders, normalizers, processors
 import pyarrow.parquet as pq
 out = sys.argv[1]; os.makedirs(out, exist_ok=True)
@@ -33,7 +34,21 @@ sp.pre_tokenizer = None
 sp.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
 sp.train_from_iterator(train, trainers.BpeTrainer(vocab_size=2000, special_tokens=["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]))
 sp.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", sp.token_to_id("<s>"))])
-for name, t, cfg in [("bytelevel", bl, {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}),
+# LLaMA-2 / Mistral as newer transformers convert them (legacy false): Metaspace pre-tokenizer, "first" prepend scheme
+sm = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+sm.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+sm.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+sm.train_from_iterator(train, trainers.BpeTrainer(vocab_size=2000, special_tokens=["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]))
+sm.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", sm.token_to_id("<s>"))])
+# LLaMA-3: a regex Split then byte-level without its own regex, <|begin_of_text|> prepended
+L3 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+l3 = Tokenizer(models.BPE(ignore_merges=True))
+l3.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(tokenizers.Regex(L3), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+l3.decoder = decoders.ByteLevel()
+l3.train_from_iterator(train, trainers.BpeTrainer(vocab_size=2000, special_tokens=["<|begin_of_text|>", "<|end_of_text|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+l3.post_processor = processors.Sequence([processors.ByteLevel(trim_offsets=False), processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B", special_tokens=[("<|begin_of_text|>", l3.token_to_id("<|begin_of_text|>"))])])
+for name, t, cfg in [("spmeta", sm, {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}),
+                     ("llama3", l3, {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}),("bytelevel", bl, {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}),
                      ("opt", opt, {"bos_token": "</s>", "eos_token": "</s>"}),
                      ("spbpe", sp, {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}),
                      ("stories260k", Tokenizer.from_file("runs/demo/dense/tokenizer.json"), None)]:
