@@ -583,4 +583,40 @@ describe("tokenizer files", () => {
     expect((await loadModel(dir)).tokenizer).toBeNull();
     expect(() => Tokenizer.fromDir(dir)).toThrow(new RegExp(`${dir}: missing tokenizer.json`));
   });
+
+  it("GPT-2-style vocab.json + merges.txt (facebook/opt-* ship no tokenizer.json) convert as transformers does", async () => {
+    const { Tokenizer } = await import("../src/io/tokenizer.js");
+    // GPT-2's byte → printable character table
+    const bs: number[] = [];
+    for (const [a, b] of [
+      [33, 126],
+      [161, 172],
+      [174, 255],
+    ])
+      for (let i = a; i <= b; i++) bs.push(i);
+    const chars = new Map<number, string>(bs.map((b) => [b, String.fromCodePoint(b)]));
+    for (let b = 0, n = 0; b < 256; b++) if (!chars.has(b)) chars.set(b, String.fromCodePoint(256 + n++));
+    const vocab: Record<string, number> = {};
+    for (let b = 0; b < 256; b++) vocab[chars.get(b)!] = b;
+    const merges = ["h e", "l l", "he ll", "hell o", "Ġ w"];
+    for (const m of merges) vocab[m.replace(" ", "")] = Object.keys(vocab).length;
+    vocab["</s>"] = Object.keys(vocab).length;
+    const write = (config: object) => {
+      const d = tmp();
+      writeFileSync(join(d, "vocab.json"), JSON.stringify(vocab));
+      writeFileSync(join(d, "merges.txt"), `#version: 0.2\n${merges.join("\n")}\n`);
+      writeFileSync(join(d, "tokenizer_config.json"), JSON.stringify(config));
+      return Tokenizer.fromDir(d);
+    };
+    const gpt2 = write({ bos_token: "</s>", eos_token: "</s>" });
+    const ids = (s: string) => [...s].map((c) => vocab[c]);
+    expect(gpt2.encode("hello world")).toEqual([vocab.hello, vocab["Ġw"], ...ids("orld")]);
+    expect(gpt2.encode("hi</s>")).toEqual([...ids("hi"), vocab["</s>"]]); // special tokens match whole
+    expect(gpt2.decode(gpt2.encode("hello world"))).toBe("hello world");
+    const opt = write({ bos_token: "</s>", eos_token: "</s>", add_bos_token: true });
+    expect(opt.encode("hello")).toEqual([vocab["</s>"], vocab.hello]);
+    expect(opt.encode("hello", false)).toEqual([vocab.hello]);
+    expect(write({ add_prefix_space: true }).encode("world")).toEqual([vocab["Ġw"], ...ids("orld")]);
+    expect(() => write({ bos_token: "<s>", add_bos_token: true })).toThrow(/bos_token is not in vocab.json/);
+  });
 });

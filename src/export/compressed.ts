@@ -147,7 +147,14 @@ export function exportCompressed(dir: string, m: LoadedModel): ExportSizes {
     for (const p of parts) comp += bytesOf(p);
   }
   saveCheckpoint(dir, tensors);
-  for (const f of ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"])
+  for (const f of [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "vocab.json",
+    "merges.txt",
+  ])
     if (m.dir && existsSync(join(m.dir, f))) copyFileSync(join(m.dir, f), join(dir, f));
   const config = {
     ...m.config,

@@ -159,6 +159,8 @@ async function download(repo: string, revision: string, opts: ResolveOptions): P
     { file: "tokenizer_config.json", required: false },
     { file: "special_tokens_map.json", required: false },
     { file: "generation_config.json", required: false },
+    { file: "vocab.json", required: false }, // GPT-2-style tokenizers without tokenizer.json (facebook/opt-*)
+    { file: "merges.txt", required: false },
   ];
   let commit = "";
   const place = async (file: string, meta: FileMeta) => {

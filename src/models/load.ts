@@ -86,8 +86,7 @@ export async function loadModel(
   const model = buildModel(config, join(dir, "config.json"));
   const store = new SafetensorsStore(dir);
   const { dtypes, unused } = loadWeights(model, store, dir);
-  const tokenizer =
-    opts.tokenizer === false ? null : existsSync(join(dir, "tokenizer.json")) ? Tokenizer.fromDir(dir) : null;
+  const tokenizer = opts.tokenizer === false ? null : Tokenizer.existsIn(dir) ? Tokenizer.fromDir(dir) : null;
   return { model, config, tokenizer, dir, dtypes, unused };
 }
 
