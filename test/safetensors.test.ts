@@ -73,6 +73,15 @@ describe("safetensors", () => {
     expect(readdirSync(dir).some((f) => f.includes(".tmp-"))).toBe(false);
   });
 
+  it("a folder with only a pickled checkpoint says so and how to convert it", () => {
+    const dir = tmp();
+    expect(() => new SafetensorsStore(dir)).toThrow(/no model.safetensors or model.safetensors.index.json$/);
+    writeFileSync(join(dir, "pytorch_model.bin"), "");
+    expect(() => new SafetensorsStore(dir)).toThrow(
+      /it has pytorch_model.bin: perp reads safetensors only.*save_pretrained/,
+    );
+  });
+
   describe("bad input gives a clear error naming the file", () => {
     const cases: [string, Buffer | Uint8Array, RegExp][] = [
       ["truncated", Buffer.from([1, 2, 3]), /truncated file/],

@@ -307,8 +307,16 @@ export class SafetensorsStore {
       }
     } else {
       const single = join(dir, "model.safetensors");
-      if (!existsSync(single))
-        throw new SafetensorsError(`${dir}: no model.safetensors or model.safetensors.index.json`);
+      if (!existsSync(single)) {
+        const bin = ["pytorch_model.bin", "pytorch_model.bin.index.json"].find((f) => existsSync(join(dir, f)));
+        throw new SafetensorsError(
+          `${dir}: no model.safetensors or model.safetensors.index.json` +
+            (bin
+              ? ` (it has ${bin}: perp reads safetensors only, never pickled checkpoints; convert once with transformers: ` +
+                `AutoModelForCausalLM.from_pretrained(dir).save_pretrained(out))`
+              : ""),
+        );
+      }
       const f = this.open("model.safetensors");
       for (const name of f.names) this.weightMap.set(name, "model.safetensors");
       Object.assign(this.metadata, f.metadata);
