@@ -240,6 +240,18 @@ describe("op gradients vs float64 finite differences", () => {
         return y;
       },
     );
+    // padding_idx: lookups of that row pass no gradient to it (PyTorch's nn.Embedding(padding_idx=1), OPT's default)
+    gradcheck(
+      [table],
+      ([t]) => F.embedding(ids, t, 1),
+      ([t]) => {
+        const y = f64(ids.length * C);
+        ids.forEach((id, i) => {
+          for (let j = 0; j < C; j++) y[i * C + j] = id === 1 ? table.data[id * C + j] : t[id * C + j];
+        });
+        return y;
+      },
+    );
     const M = 6;
     const logits = { data: randF32(M * V, 18, 2), shape: [M, V] };
     const tg = Int32Array.from([0, 6, -100, 3, 3, 2]);

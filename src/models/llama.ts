@@ -29,6 +29,7 @@ export interface LlamaConfig {
   /** transformers v5 writes rope_theta and the scaling here instead (see ropeSettings). */
   rope_parameters?: RopeScaling | null;
   partial_rotary_factor?: number;
+  pad_token_id?: number | null;
   /** Mistral: each query attends to the last `sliding_window` keys up to itself (null: all). */
   sliding_window?: number | null;
 }
@@ -215,7 +216,11 @@ class LlamaModel extends Module {
   readonly norm: RMSNorm;
   constructor(cfg: LlamaConfig) {
     super();
-    this.embed_tokens = this.registerModule("embed_tokens", new Embedding(cfg.vocab_size, cfg.hidden_size));
+    // transformers' LLaMA / Mistral embed with padding_idx = pad_token_id (when the config sets one).
+    this.embed_tokens = this.registerModule(
+      "embed_tokens",
+      new Embedding(cfg.vocab_size, cfg.hidden_size, undefined, cfg.pad_token_id),
+    );
     const layers: LlamaDecoderLayer[] = [];
     for (let i = 0; i < cfg.num_hidden_layers; i++) layers.push(new LlamaDecoderLayer(cfg));
     this.layers = this.registerModule("layers", new ModuleList(layers));

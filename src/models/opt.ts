@@ -21,6 +21,7 @@ interface OptConfig extends HfConfig {
   activation_function?: string;
   _remove_final_layer_norm?: boolean;
   layer_norm_elementwise_affine?: boolean;
+  pad_token_id?: number | null;
 }
 
 const OFFSET = 2;
@@ -125,7 +126,11 @@ class OptDecoder extends Module {
     const C = cfg.hidden_size;
     const P = cfg.word_embed_proj_dim ?? C;
     const act = actOf(cfg.activation_function);
-    this.embed_tokens = this.registerModule("embed_tokens", new Embedding(cfg.vocab_size, P));
+    // transformers' OPT embeds with padding_idx = pad_token_id (1 by default): that row learns nothing from lookups.
+    this.embed_tokens = this.registerModule(
+      "embed_tokens",
+      new Embedding(cfg.vocab_size, P, undefined, cfg.pad_token_id === undefined ? 1 : cfg.pad_token_id),
+    );
     this.embed_positions = this.registerModule(
       "embed_positions",
       new Embedding(cfg.max_position_embeddings + OFFSET, C),

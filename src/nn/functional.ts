@@ -397,7 +397,8 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
 }
 
 /** Rows of `table` (V, C) for each id → (n, C). */
-export function embedding(ids: Int32Array, table: Tensor): Tensor {
+/** Rows of `table` for `ids`; the backward skips positions holding `paddingIdx` (PyTorch's padding_idx). */
+export function embedding(ids: Int32Array, table: Tensor, paddingIdx = -1): Tensor {
   const [V, C] = table.shape;
   const y = Tensor.alloc([ids.length, C]);
   for (let i = 0; i < ids.length; i++) {
@@ -409,6 +410,7 @@ export function embedding(ids: Int32Array, table: Tensor): Tensor {
     const lg = leafGradRows(table, ids, C);
     const dt = lg ?? alloc(table.size);
     for (let i = 0; i < ids.length; i++) {
+      if (ids[i] === paddingIdx) continue;
       const o = ids[i] * C;
       for (let j = 0; j < C; j++) dt[o + j] += g[i * C + j];
     }

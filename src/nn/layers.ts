@@ -184,15 +184,19 @@ export class LayerNorm extends Module {
 
 export class Embedding extends Module {
   readonly weight: Tensor;
+  /** The row that gets no gradient from lookups (PyTorch's padding_idx; -1: none). */
+  readonly paddingIdx: number;
   constructor(
     readonly num: number,
     readonly dim: number,
     weight?: Float32Array,
+    paddingIdx?: number | null,
   ) {
     super();
     this.weight = this.registerParam("weight", parameter(weight ?? newF32(num * dim), [num, dim], "weight"));
+    this.paddingIdx = typeof paddingIdx === "number" && paddingIdx >= 0 && paddingIdx < num ? paddingIdx : -1;
   }
   forward(ids: Int32Array): Tensor {
-    return F.embedding(ids, this.weight);
+    return F.embedding(ids, this.weight, this.paddingIdx);
   }
 }
