@@ -6,10 +6,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { compressWeight, decompressFolder, exportCompressed } from "../src/export/compressed.js";
+import { saveCheckpoint, type TensorOut } from "../src/io/safetensors.js";
 import { loadModel } from "../src/models/load.js";
 import { expandSweeps, loadRecipes } from "../src/recipe/load.js";
+import { run } from "../src/recipe/run.js";
 import { validateRecipe } from "../src/recipe/schema.js";
-import { TOK, writeTinyLlama } from "./fixtures.js";
+import { Rng } from "../src/tensor/rng.js";
+import { TOK, writeTinyLlama, writeTokenizer } from "./fixtures.js";
 
 const have = existsSync(TOK);
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), p));
@@ -79,6 +82,55 @@ describe("compressed-tensors export", () => {
     const p24 = compressWeight("m.k", w24, 2, 8, "sparse-24-bitmask", "F32");
     expect(p24[1].shape).toEqual([2, 4]);
     expect(p24[0].shape).toEqual([2, 1]);
+  });
+});
+
+describe.skipIf(!have)("perp run on GPT-2 (Conv1D layers)", () => {
+  it("skips the compressed export with the reason (compressed-tensors compresses nn.Linear only)", async () => {
+    const model = tmp("perp-run-g-");
+    const [C, L, V, P] = [16, 1, 512, 64];
+    const rng = new Rng(5);
+    const ts: TensorOut[] = [];
+    const add = (name: string, shape: number[]) =>
+      ts.push({
+        name,
+        dtype: "F32",
+        shape,
+        data: rng.fillNormal(new Float32Array(shape.reduce((a, b) => a * b)), 0.2) as Float32Array,
+      });
+    add("transformer.wte.weight", [V, C]);
+    add("transformer.wpe.weight", [P, C]);
+    for (const n of ["ln_1", "ln_2"]) for (const k of ["weight", "bias"]) add(`transformer.h.0.${n}.${k}`, [C]);
+    for (const [n, i, o] of [
+      ["attn.c_attn", C, 3 * C],
+      ["attn.c_proj", C, C],
+      ["mlp.c_fc", C, 4 * C],
+      ["mlp.c_proj", 4 * C, C],
+    ] as const) {
+      add(`transformer.h.0.${n}.weight`, [i, o]);
+      add(`transformer.h.0.${n}.bias`, [o]);
+    }
+    for (const k of ["weight", "bias"]) add(`transformer.ln_f.${k}`, [C]);
+    saveCheckpoint(model, ts);
+    writeFileSync(
+      join(model, "config.json"),
+      JSON.stringify({ model_type: "gpt2", vocab_size: V, n_embd: C, n_layer: L, n_head: 2, n_positions: P }),
+    );
+    writeTokenizer(model);
+    const out = join(tmp("perp-run-go-"), "run");
+    const dir = tmp("perp-run-gr-");
+    writeFileSync(
+      join(dir, "r.yaml"),
+      `name: g\nmodel:\n  id: ${model}\nprune:\n  goal_sparsity: 0.5\nretrain:\n  training_mode: none\neval:\n  ppl: [wikitext2]\n  max_tokens: 256\n  stages: [pruned]\n`,
+    );
+    const [rec] = loadRecipes(join(dir, "r.yaml"));
+    const res = await run(rec, { out });
+    expect(String((res.export as Record<string, unknown>).compressed_skipped)).toMatch(/Conv1D/);
+    expect(existsSync(join(out, "export-compressed"))).toBe(false);
+    expect(readFileSync(join(out, "report.html"), "utf8")).toMatch(/compressed export skipped/);
+    await expect(async () =>
+      exportCompressed(tmp("perp-run-gx-"), await loadModel(join(out, "pruned"))),
+    ).rejects.toThrow(/no nn.Linear among the pruned layers/);
   });
 });
 

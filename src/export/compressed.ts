@@ -117,6 +117,8 @@ export function exportCompressed(dir: string, m: LoadedModel): ExportSizes {
       .filter(([, l]) => !l.inOut)
       .map(([n, l]) => [`${n}.weight`, l]),
   );
+  if (!lins.size)
+    throw new Error("compressed export: no nn.Linear among the pruned layers (GPT-2's Conv1D weights stay dense)");
   let nm24 = true;
   let zeros = 0;
   let total = 0;

@@ -98,7 +98,7 @@ export function configureTrainable(model: CausalLM, o: PeftOptions): [string, Te
  * them too. Its Mistral class has no biases at all: a Mistral model is exported as LLaMA instead (the same network
  * when its sliding window never binds), and refused when the window is shorter than its context.
  */
-function checkBiasExportable(c: Record<string, unknown>): void {
+export function checkBiasExportable(c: Record<string, unknown>): void {
   if (c.model_type !== "mistral") return;
   const w = c.sliding_window;
   const ctx = c.max_position_embeddings;

@@ -5,10 +5,11 @@ import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSyn
 import { join } from "node:path";
 import { evaluate } from "../eval/evaluate.js";
 import { decompressFolder, exportCompressed } from "../export/compressed.js";
+import { resolveModel } from "../io/hf-hub.js";
 import { importLlama2c } from "../io/llama2c.js";
 import { writeFileAtomic } from "../io/safetensors.js";
-import { loadModel } from "../models/load.js";
-import { prunableLinears, type Subset } from "../peft/select.js";
+import { loadModel, readConfig } from "../models/load.js";
+import { checkBiasExportable, prunableLinears, type Subset } from "../peft/select.js";
 import { prune, savePruned } from "../prune/index.js";
 import { renderReport } from "../report/html.js";
 import { retrainModel } from "../train/retrain-model.js";
@@ -78,6 +79,9 @@ export async function run(recipe: Recipe, o: RunOptions): Promise<Json> {
     return { dir: recipe.model.id as string };
   });
   const denseDir = src.dir as string;
+  if (recipe.retrain.training_mode !== "none" && recipe.retrain.peft_use_bias)
+    // refused now rather than after pruning (see checkBiasExportable)
+    checkBiasExportable(readConfig(await resolveModel(denseDir, { revision: recipe.model.revision })));
   const ev = recipe.eval;
   const evalOf = async (dir: string) => {
     const m = await loadModel(dir, { revision: recipe.model.revision });
@@ -168,6 +172,12 @@ export async function run(recipe: Recipe, o: RunOptions): Promise<Json> {
     const cdir = join(out, "export-compressed");
     rmSync(cdir, { recursive: true, force: true });
     const m = await loadModel(finalDir);
+    if (!prunableLinears(m.model).some(([, l]) => !l.inOut)) {
+      // compressed-tensors compresses nn.Linear modules only; GPT-2's Conv1D weights would be left dense anyway.
+      const why = "no nn.Linear among the pruned layers (GPT-2's are Conv1D, which compressed-tensors leaves dense)";
+      event({ stage: "export", event: "note", detail: `compressed export skipped: ${why}` });
+      return { dense_dir: finalDir, compressed_skipped: why };
+    }
     const sizes = exportCompressed(cdir, m);
     // round trip: decompress → bit-identical dense weights
     const back = decompressFolder(cdir);
