@@ -86,6 +86,30 @@ describe.skipIf(!have)("evaluation on a tiny random LLaMA with the stories260K t
     expect(encodePair(tok, "Answer:", " yes", "none").ctx[0]).not.toBe(1);
     expect([...b.ctx, ...b.cont]).toEqual(tok.encode("Answer: yes"));
     expect(encodePair(tok, "", "hello").ctx).toEqual([1]);
+    // A merge across the boundary: lm-eval reads enc(ctx) + enc(ctx + cont)[len(enc(ctx)):], not enc(ctx + cont)
+    // (a BPE without pre-tokenizer, as sentencepiece files: "xa" + "bc" → whole [x, ab, c], context alone [x, a]).
+    const bpe = new Tokenizer(
+      {
+        version: "1.0",
+        added_tokens: [],
+        normalizer: null,
+        pre_tokenizer: null,
+        post_processor: null,
+        decoder: null,
+        model: {
+          type: "BPE",
+          dropout: null,
+          unk_token: null,
+          fuse_unk: false,
+          byte_fallback: false,
+          vocab: { x: 0, a: 1, b: 2, c: 3, ab: 4 },
+          merges: ["a b"],
+        },
+      },
+      {},
+    );
+    expect(bpe.encode("xabc")).toEqual([0, 4, 3]);
+    expect(encodePair(bpe, "xa", "bc")).toEqual({ ctx: [0, 1], cont: [3] });
   });
 
   it("shared inputs share a forward pass; long inputs are left-truncated and counted", () => {

@@ -1,5 +1,6 @@
 // Log-likelihood of continuations given contexts, as lm-evaluation-harness computes it: lm-eval's _encode_pair
-// (trailing context spaces move into the continuation; continuation tokens = enc(ctx + cont)[len(enc(ctx)):]),
+// (trailing context spaces move into the continuation; context tokens = enc(ctx), continuation tokens =
+// enc(ctx + cont)[len(enc(ctx)):]),
 // an empty context becomes the prefix token (BOS, else EOS), inputs are (ctx + cont)[-(L+1):][:-1] (left truncation).
 // Requests with the same input tokens share one forward pass; the rest are batched by length with right padding
 // (exact under causal attention), and the LM head runs only on the continuation rows.
@@ -45,9 +46,12 @@ export function encodePair(
     continuation = context.slice(context.length - nSpaces) + continuation;
     context = context.slice(0, context.length - nSpaces);
   }
+  // As lm-eval: the context is tokenized on its own and the continuation is the rest of the whole text's tokens, so
+  // the model reads enc(ctx) + enc(ctx + cont)[len(enc(ctx)):], not enc(ctx + cont): the two differ where a merge
+  // crosses the boundary (one-word sentencepiece pre-tokenization, e.g. "Answer:" + " no").
   const whole = tok.encode(context + continuation, add);
   const ctx = tok.encode(context, add);
-  return { ctx: whole.slice(0, ctx.length), cont: whole.slice(ctx.length) };
+  return { ctx, cont: whole.slice(ctx.length) };
 }
 
 export interface ScoreStats {
