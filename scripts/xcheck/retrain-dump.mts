@@ -1,8 +1,8 @@
-// Cross-check of `perp retrain` against an independent PyTorch replica (retrain_ref.py), for a dev machine with
-// torch (never CI): dumps the initial trainable tensors (same options as the run), the masks and the batches the
-// sampler draws, then runs the real retrainModel() into <work>/run. Usage:
-//   node --import tsx scripts/xcheck/retrain-dump.mts <pruned llama dir> <work dir> [params] [lora type]
-//   /usr/bin/python3 scripts/xcheck/retrain_ref.py <pruned llama dir> <work dir> [lora type]
+// Cross-check of `perp retrain` against PyTorch on transformers' own model (retrain_hf_ref.py), for a dev machine
+// with torch + transformers (never CI): dumps the initial trainable tensors (same options as the run), the masks and
+// the batches the sampler draws, then runs the real retrainModel() into <work>/run. Usage:
+//   node --import tsx scripts/xcheck/retrain-dump.mts <pruned dir> <work dir> [params] [lora type]
+//   python scripts/xcheck/retrain_hf_ref.py <pruned dir> <work dir> [lora type]
 import { mkdirSync, readFileSync } from "node:fs";
 import { documents } from "../../src/io/datasets.js";
 import { writeSafetensors } from "../../src/io/safetensors.js";
