@@ -5,16 +5,23 @@
 //   node --import tsx scripts/xcheck/hf-logits.mts <out dir>
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { generate } from "../../src/models/generate.js";
 import { loadModel } from "../../src/models/load.js";
 import { noGrad } from "../../src/nn/tape.js";
 
 const root = process.argv[2];
 if (!root) throw new Error("usage: hf-logits.mts <dir written by hf_models.py>");
 let worst = 0;
+let genDiffers = 0;
 for (const name of readdirSync(root).sort()) {
   const dir = join(root, name);
   if (!existsSync(join(dir, "ref.json"))) continue;
-  const ref = JSON.parse(readFileSync(join(dir, "ref.json"), "utf8")) as { ids: number[]; logits: number[][] };
+  const ref = JSON.parse(readFileSync(join(dir, "ref.json"), "utf8")) as {
+    ids: number[];
+    logits: number[][];
+    gen_prompt?: number[];
+    gen?: number[];
+  };
   const m = await loadModel(dir, { tokenizer: false });
   const T = ref.ids.length;
   const out = noGrad(() => m.model.forward(Int32Array.from(ref.ids), 1, T));
@@ -27,7 +34,14 @@ for (const name of readdirSync(root).sort()) {
       scale = Math.max(scale, Math.abs(ref.logits[t][v]));
     }
   worst = Math.max(worst, maxAbs / scale);
-  console.log(`${name.padEnd(20)} max |Δlogit| ${maxAbs.toExponential(2)} (logits up to ${scale.toFixed(2)})`);
+  let gen = "";
+  if (ref.gen && ref.gen_prompt) {
+    const ours = [...generate(m.model, ref.gen_prompt, { maxNewTokens: ref.gen.length })];
+    const same = JSON.stringify(ours) === JSON.stringify(ref.gen);
+    if (!same) genDiffers++;
+    gen = `, greedy ${ref.gen.length} tokens ${same ? "identical" : "DIFFER"}`;
+  }
+  console.log(`${name.padEnd(20)} max |Δlogit| ${maxAbs.toExponential(2)} (logits up to ${scale.toFixed(2)})${gen}`);
 }
 console.log(`worst relative difference ${worst.toExponential(2)}`);
-if (worst > 1e-4) process.exitCode = 1;
+if (worst > 1e-4 || genDiffers) process.exitCode = 1;

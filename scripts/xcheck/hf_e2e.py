@@ -33,7 +33,8 @@ else:
         ids = torch.randint(0, V - 10, (1, 64), generator=torch.Generator().manual_seed(2))
         with torch.no_grad():
             logits = m(ids).logits[0]
-        json.dump({"ids": ids[0].tolist(), "logits": logits.tolist()}, open(os.path.join(d, "ref.json"), "w"))
+            gen = m.generate(ids[:, :8], max_new_tokens=16, min_new_tokens=16, do_sample=False, eos_token_id=None, pad_token_id=0)
+        json.dump({"ids": ids[0].tolist(), "logits": logits.tolist(), "gen_prompt": ids[0, :8].tolist(), "gen": gen[0, 8:].tolist()}, open(os.path.join(d, "ref.json"), "w"))
         if name.endswith("-r-mask_lora"):
             toks = torch.tensor(Tokenizer.from_file(os.path.join(d, "tokenizer.json")).encode(raw).ids[:20000])
             nll, n, L = 0.0, 0, 128

@@ -63,5 +63,6 @@ for name, cfg in cases.items():
     r = tf.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
     with torch.no_grad():
         logits = r(ids).logits[0]
-    json.dump({"ids": ids[0].tolist(), "logits": logits.tolist()}, open(os.path.join(d, "ref.json"), "w"))
+        gen = r.generate(ids[:, :8], max_new_tokens=16, min_new_tokens=16, do_sample=False, eos_token_id=None, pad_token_id=0)
+    json.dump({"ids": ids[0].tolist(), "logits": logits.tolist(), "gen_prompt": ids[0, :8].tolist(), "gen": gen[0, 8:].tolist()}, open(os.path.join(d, "ref.json"), "w"))
     print(name, "saved", tuple(logits.shape))
