@@ -20,16 +20,16 @@ if (!m0.tokenizer) throw new Error(`${dir} has no tokenizer.json`);
 const cal = await calibrationWindows(m0.tokenizer, { samples, seqlen, seed: 0, source: "c4" });
 writeFileSync(join(work, "calib.json"), JSON.stringify({ samples, seqlen, ids: Array.from(cal.ids) }));
 for (const method of ["wanda", "sparsegpt"])
-  for (const pattern of ["unstructured", "2:4"]) {
+  for (const pattern of ["unstructured", "2:4", "4:8"]) {
     const m = await loadModel(dir);
-    const { report, masks } = await prune(m, {
-      method,
-      sparsity: 0.5,
-      pattern,
-      calibSamples: samples,
-      calibSeqlen: seqlen,
-      seed: 0,
-    });
+    let r: Awaited<ReturnType<typeof prune>>;
+    try {
+      r = await prune(m, { method, sparsity: 0.5, pattern, calibSamples: samples, calibSeqlen: seqlen, seed: 0 });
+    } catch (e) {
+      console.log(`${method} ${pattern}: ${(e as Error).message} (skipped)`); // e.g. 4:8 on a 172-wide input
+      continue;
+    }
+    const { report, masks } = r;
     const out = join(work, `${method}-${pattern.replace(":", "of")}`);
     savePruned(out, m, report, masks);
     console.log(`${method} ${pattern}: sparsity ${report.sparsity.toFixed(4)} -> ${out}`);

@@ -98,7 +98,9 @@ REF_PLUS_ONE = os.environ.get("REF_PLUS_ONE") == "1"
 DT = torch.float32 if os.environ.get("REF_F32") == "1" else torch.float64  # the originals run float32
 torch.set_grad_enabled(False)
 for method, cls in [("wanda", Wanda), ("sparsegpt", SparseGPT)]:
-    for pat, (n, m) in [("unstructured", (0, 0)), ("2of4", (2, 4))]:
+    for pat, (n, m) in [("unstructured", (0, 0)), ("2of4", (2, 4)), ("4of8", (4, 8))]:
+        if not os.path.exists(os.path.join(work, f"{method}-{pat}", "model.safetensors")):
+            continue  # perp refused the pattern (prune-dump says why)
         model = tf.AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
         layers, prefix = blocks(model)
         for li, layer in enumerate(layers):

@@ -50,7 +50,14 @@ function pruneLinear(
   // Methods see (out, in); GPT-2 Conv1D weights are stored (in, out).
   const [rows, cols] = lin.inOut ? [b, a] : [a, b];
   const W = lin.inOut ? transpose(lin.weight.data, a, b) : lin.weight.data.slice();
-  const out = o.method.prune(W, rows, cols, o.spec, stats, rng, name);
+  let out: ReturnType<PruneMethod["prune"]>;
+  try {
+    out = o.method.prune(W, rows, cols, o.spec, stats, rng, name);
+  } catch (e) {
+    const msg = (e as Error).message;
+    if (e instanceof Error && !msg.startsWith(`${name}:`)) e.message = `${name}: ${msg}`; // say which layer
+    throw e;
+  }
   const Wn = lin.inOut ? transpose(out.W, rows, cols) : out.W;
   const mask = lin.inOut ? transpose(out.mask, rows, cols) : out.mask;
   lin.weight.data = Wn;
