@@ -214,6 +214,16 @@ describe("lm-eval prompt rendering of the shipped task files", () => {
     expect(TASKS.hellaswag.toDoc(joined).context).toBe("Roof shingle removal: A man is sitting on a roof. he STARTS");
   });
 
+  it("rte and boolq rows in either HF schema (glue / super_glue, google/boolq / super_glue) give the same docs", () => {
+    const sg = TASKS.rte.toDoc({ premise: "P.", hypothesis: "H.", label: 1, idx: 0 });
+    expect(TASKS.rte.toDoc({ sentence1: "P.", sentence2: "H.", label: 1, idx: 0 })).toEqual(sg);
+    expect(sg.context).toBe("P.\nQuestion: H. True or False?\nAnswer:");
+    const b = TASKS.boolq.toDoc({ passage: "X", question: "is it", label: 1 });
+    expect(TASKS.boolq.toDoc({ passage: "X", question: "is it", answer: true })).toEqual(b);
+    expect(TASKS.boolq.toDoc({ passage: "X", question: "is it", answer: false }).gold).toBe(0);
+    expect(() => TASKS.rte.toDoc({ hypothesis: "H.", label: 1 })).toThrow(/missing or malformed field 'premise'/);
+  });
+
   it("a row missing a field names the file and line", () => {
     const dir = mkdtempSync(join(tmpdir(), "perp-task-"));
     const old = process.env.PERP_DATA;

@@ -1,5 +1,6 @@
 // lm-eval glue/rte: "{sentence1}\nQuestion: {sentence2} True or False?\nAnswer:" → " True" (0 = entailment) | " False".
-import { field, isInt, isStr, type Task } from "./types.js";
+// Rows in either schema: super_glue's premise / hypothesis or glue's sentence1 / sentence2 (same labels).
+import { field, fieldOf, isInt, isStr, type Task } from "./types.js";
 
 export const rte: Task = {
   name: "rte",
@@ -9,7 +10,7 @@ export const rte: Task = {
   toDoc(r) {
     const w = "rte";
     return {
-      context: `${field(r, "premise", isStr, w)}\nQuestion: ${field(r, "hypothesis", isStr, w)} True or False?\nAnswer:`,
+      context: `${fieldOf(r, ["premise", "sentence1"], isStr, w)}\nQuestion: ${fieldOf(r, ["hypothesis", "sentence2"], isStr, w)} True or False?\nAnswer:`,
       choices: ["True", "False"],
       gold: field<number>(r, "label", isInt, w),
     };

@@ -27,6 +27,17 @@ export function field<T>(row: Record<string, unknown>, name: string, check: (v: 
   return v as T;
 }
 
+/** The first of `names` the row has (the same field under another dataset's schema), else field()'s error on it. */
+export function fieldOf<T>(
+  row: Record<string, unknown>,
+  names: string[],
+  check: (v: unknown) => boolean,
+  where: string,
+): T {
+  const name = names.find((n) => row[n] !== undefined) ?? names[0];
+  return field<T>(row, name, check, where);
+}
+
 export const isStr = (v: unknown) => typeof v === "string";
 export const isInt = (v: unknown) => Number.isInteger(v);
 export const isStrList = (v: unknown) => Array.isArray(v) && v.every((x) => typeof x === "string");
