@@ -136,7 +136,7 @@ export class Tokenizer {
     const sp = join(dir, "special_tokens_map.json");
     const merged = { ...(existsSync(sp) ? readJson(sp) : {}), ...config };
     const merges = readFileSync(join(dir, "merges.txt"), "utf8")
-      .split("\n")
+      .split(/\r?\n/)
       .filter((l) => l.trim() && !l.startsWith("#version"));
     return new Tokenizer(
       byteLevelBpeJson(readJson(join(dir, "vocab.json")) as Record<string, number>, merges, merged),
