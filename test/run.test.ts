@@ -12,7 +12,7 @@ import { expandSweeps, loadRecipes } from "../src/recipe/load.js";
 import { run } from "../src/recipe/run.js";
 import { validateRecipe } from "../src/recipe/schema.js";
 import { Rng } from "../src/tensor/rng.js";
-import { TOK, writeTinyLlama, writeTokenizer } from "./fixtures.js";
+import { MICRO_LLAMA, TOK, writeTinyLlama, writeTokenizer } from "./fixtures.js";
 
 const have = existsSync(TOK);
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), p));
@@ -82,6 +82,22 @@ describe("compressed-tensors export", () => {
     const p24 = compressWeight("m.k", w24, 2, 8, "sparse-24-bitmask", "F32");
     expect(p24[1].shape).toEqual([2, 4]);
     expect(p24[0].shape).toEqual([2, 1]);
+  });
+});
+
+describe("perp run refuses before writing anything", () => {
+  it("the bias subset on a Mistral model whose window binds", async () => {
+    const model = tmp("perp-run-mi-");
+    writeFileSync(
+      join(model, "config.json"),
+      JSON.stringify({ ...MICRO_LLAMA, model_type: "mistral", sliding_window: 4, max_position_embeddings: 16 }),
+    );
+    const dir = tmp("perp-run-mr-");
+    writeFileSync(join(dir, "r.yaml"), `name: m\nmodel:\n  id: ${model}\nretrain:\n  peft_use_bias: true\n`);
+    const [rec] = loadRecipes(join(dir, "r.yaml"));
+    const out = join(tmp("perp-run-mo-"), "run");
+    await expect(run(rec, { out })).rejects.toThrow(/'bias' subset cannot be used on this Mistral model/);
+    expect(existsSync(out)).toBe(false);
   });
 });
 

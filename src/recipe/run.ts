@@ -46,6 +46,9 @@ export async function run(recipe: Recipe, o: RunOptions): Promise<Json> {
         `${out}: the recipe differs from the one this run started with (${recipePath}); refusing to resume`,
       );
   }
+  if (recipe.model.id && recipe.retrain.training_mode !== "none" && recipe.retrain.peft_use_bias)
+    // refused before anything is written (see checkBiasExportable)
+    checkBiasExportable(readConfig(await resolveModel(recipe.model.id, { revision: recipe.model.revision })));
   mkdirSync(stagesDir, { recursive: true });
   writeFileAtomic(recipePath, [`${JSON.stringify(recipe, null, 2)}\n`]);
   const logPath = join(out, "log.jsonl");
@@ -79,9 +82,6 @@ export async function run(recipe: Recipe, o: RunOptions): Promise<Json> {
     return { dir: recipe.model.id as string };
   });
   const denseDir = src.dir as string;
-  if (recipe.retrain.training_mode !== "none" && recipe.retrain.peft_use_bias)
-    // refused now rather than after pruning (see checkBiasExportable)
-    checkBiasExportable(readConfig(await resolveModel(denseDir, { revision: recipe.model.revision })));
   const ev = recipe.eval;
   const evalOf = async (dir: string) => {
     const m = await loadModel(dir, { revision: recipe.model.revision });
