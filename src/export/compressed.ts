@@ -5,11 +5,13 @@
 //   sparse-24-bitmask:  <p>.shape (I64 [2, 1]), <p>.compressed (rows x cols/2: the 2 largest-|w| of every 4), <p>.bitmask
 // and config.json gains quantization_config.sparsity_config. Everything else stays dense. Conv1D (GPT-2) weights are
 // not nn.Linear and stay dense.
-import { copyFileSync, existsSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type DType, SafetensorsStore, saveCheckpoint, type TensorOut, writeFileAtomic } from "../io/safetensors.js";
 import type { LoadedModel } from "../models/load.js";
-import { stateDict } from "../models/load.js";
+import { copyTokenizerFiles, stateDict } from "../models/load.js";
+import type { CausalLM } from "../models/registry.js";
+import type { Linear } from "../nn/layers.js";
 import { prunableLinears } from "../peft/select.js";
 import { detectNM, zerosOf } from "../prune/mask.js";
 
@@ -109,16 +111,19 @@ export interface ExportSizes {
   format: SparseFormat;
 }
 
+/** The pruned layers compressed-tensors compresses: nn.Linear ones (GPT-2's Conv1D weights stay dense). */
+export function compressibleLinears(model: CausalLM): [string, Linear][] {
+  return prunableLinears(model).filter(([, l]) => !l.inOut);
+}
+
+export const NOTHING_TO_COMPRESS =
+  "no nn.Linear among the pruned layers (GPT-2's are Conv1D, which compressed-tensors leaves dense)";
+
 /** Writes the compressed checkpoint + config (with sparsity_config) + tokenizer files into `dir`. */
 export function exportCompressed(dir: string, m: LoadedModel): ExportSizes {
   mkdirSync(dir, { recursive: true });
-  const lins = new Map(
-    prunableLinears(m.model)
-      .filter(([, l]) => !l.inOut)
-      .map(([n, l]) => [`${n}.weight`, l]),
-  );
-  if (!lins.size)
-    throw new Error("compressed export: no nn.Linear among the pruned layers (GPT-2's Conv1D weights stay dense)");
+  const lins = new Map(compressibleLinears(m.model).map(([n, l]) => [`${n}.weight`, l]));
+  if (!lins.size) throw new Error(`compressed export: ${NOTHING_TO_COMPRESS}`);
   let nm24 = true;
   let zeros = 0;
   let total = 0;
@@ -149,15 +154,7 @@ export function exportCompressed(dir: string, m: LoadedModel): ExportSizes {
     for (const p of parts) comp += bytesOf(p);
   }
   saveCheckpoint(dir, tensors);
-  for (const f of [
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "generation_config.json",
-    "vocab.json",
-    "merges.txt",
-  ])
-    if (m.dir && existsSync(join(m.dir, f))) copyFileSync(join(m.dir, f), join(dir, f));
+  copyTokenizerFiles(m.dir, dir);
   const config = {
     ...m.config,
     quantization_config: {

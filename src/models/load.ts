@@ -100,6 +100,11 @@ const TOKENIZER_FILES = [
   "merges.txt",
 ];
 
+/** Copies the tokenizer and generation files a model folder has (any of TOKENIZER_FILES) into `dir`. */
+export function copyTokenizerFiles(from: string | undefined, dir: string): void {
+  if (from) for (const f of TOKENIZER_FILES) if (existsSync(join(from, f))) copyFileSync(join(from, f), join(dir, f));
+}
+
 /** The HF-named tensors of the model (adapters and tied duplicates excluded), in their original dtypes. */
 export function stateDict(model: CausalLM, dtypes?: Map<string, DType>): TensorOut[] {
   const out: TensorOut[] = [];
@@ -119,8 +124,7 @@ export function saveModel(
 ): void {
   mkdirSync(dir, { recursive: true });
   saveCheckpoint(dir, stateDict(m.model, m.dtypes), { maxShardBytes: opts.maxShardBytes });
-  if (m.dir)
-    for (const f of TOKENIZER_FILES) if (existsSync(join(m.dir, f))) copyFileSync(join(m.dir, f), join(dir, f));
+  copyTokenizerFiles(m.dir, dir);
   writeFileAtomic(join(dir, "config.json"), [
     `${JSON.stringify({ ...m.config, ...(opts.extraConfig ?? {}) }, null, 2)}\n`,
   ]);

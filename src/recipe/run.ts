@@ -4,7 +4,7 @@
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { evaluate } from "../eval/evaluate.js";
-import { decompressFolder, exportCompressed } from "../export/compressed.js";
+import { compressibleLinears, decompressFolder, exportCompressed, NOTHING_TO_COMPRESS } from "../export/compressed.js";
 import { resolveModel } from "../io/hf-hub.js";
 import { importLlama2c } from "../io/llama2c.js";
 import { writeFileAtomic } from "../io/safetensors.js";
@@ -172,11 +172,9 @@ export async function run(recipe: Recipe, o: RunOptions): Promise<Json> {
     const cdir = join(out, "export-compressed");
     rmSync(cdir, { recursive: true, force: true });
     const m = await loadModel(finalDir);
-    if (!prunableLinears(m.model).some(([, l]) => !l.inOut)) {
-      // compressed-tensors compresses nn.Linear modules only; GPT-2's Conv1D weights would be left dense anyway.
-      const why = "no nn.Linear among the pruned layers (GPT-2's are Conv1D, which compressed-tensors leaves dense)";
-      event({ stage: "export", event: "note", detail: `compressed export skipped: ${why}` });
-      return { dense_dir: finalDir, compressed_skipped: why };
+    if (!compressibleLinears(m.model).length) {
+      event({ stage: "export", event: "note", detail: `compressed export skipped: ${NOTHING_TO_COMPRESS}` });
+      return { dense_dir: finalDir, compressed_skipped: NOTHING_TO_COMPRESS };
     }
     const sizes = exportCompressed(cdir, m);
     // round trip: decompress → bit-identical dense weights
