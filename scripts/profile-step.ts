@@ -74,7 +74,7 @@ console.log(
 );
 for (const [k, e] of rows) {
   const ms = e.t / reps;
-  if (ms < 2) continue;
+  if (ms < (Number(process.env.PMIN) || 2)) continue;
   const gf = e.flops ? `  ${(e.flops / (e.t / 1000) / 1e9).toFixed(0)} GF/s` : "";
   console.log(`${ms.toFixed(1).padStart(8)} ms  ${String(e.n / reps).padStart(4)}×  ${k}${gf}`);
 }

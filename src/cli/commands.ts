@@ -54,7 +54,8 @@ const importCmd: CommandDef = {
   summary: "Convert a llama2.c checkpoint + tokenizer into a Hugging Face LLaMA folder",
   usage: "perp import llama2c <model.bin> <tokenizer.bin> --out <dir>",
   description:
-    "Reads a llama2.c (run.c, version 0) checkpoint and tokenizer.bin and writes config.json, model.safetensors,\n" +
+    "Reads a llama2.c checkpoint (run.c's legacy version 0, or export.py --version 1 float32 / --version 2 Q8_0,\n" +
+    "dequantized to float32 exactly as runq.c reads it) and tokenizer.bin and writes config.json, model.safetensors,\n" +
     "tokenizer.json (an equivalent sentencepiece-BPE with byte fallback) and tokenizer_config.json. q/k rows are\n" +
     "permuted from llama2.c's interleaved RoPE pairs to HF's rotate-half layout, so the logits are unchanged.",
   positionals: [

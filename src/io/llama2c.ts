@@ -1,4 +1,5 @@
-// llama2.c import (karpathy/llama2.c run.c "legacy" v0 checkpoints and tokenizer.bin) → an HF LLaMA folder.
+// llama2.c import (karpathy/llama2.c checkpoints: the legacy v0 files run.c reads, the v1 float32 and v2 Q8_0 files
+// export.py --version 1/2 writes, which run.c / runq.c read; and tokenizer.bin) → an HF LLaMA folder.
 // llama2.c applies RoPE to interleaved pairs (2i, 2i+1); HF LLaMA rotates halves (i, i+D/2), so q/k rows are permuted
 // per head exactly as transformers' convert_llama_weights_to_hf.py permute() does.
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
@@ -14,19 +15,32 @@ export interface Llama2cHeader {
   vocab_size: number;
   seq_len: number;
   shared_classifier: boolean;
+  /** 0: legacy (28-byte header, vocab sign = classifier flag), 1: float32, 2: Q8_0 (256-byte "ak42" header). */
+  version: 0 | 1 | 2;
+  /** Q8_0 group size (version 2). */
+  group_size?: number;
 }
 
 export class ImportError extends Error {}
 
+const MAGIC = 0x616b3432; // "ak42"
+
 export function readLlama2cHeader(buf: Buffer, file: string): Llama2cHeader {
   if (buf.length < 28) throw new ImportError(`${file}: truncated (${buf.length} bytes; the header alone is 28)`);
-  if (buf.readUInt32LE(0) === 0x616b3432)
-    throw new ImportError(
-      `${file}: llama2.c version-1/2 export ("ak42" magic) is not supported; export with --version 0`,
-    );
-  const h = [0, 1, 2, 3, 4, 5, 6].map((i) => buf.readInt32LE(4 * i));
-  const [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vs, seq_len] = h;
-  const hdr = {
+  let version: 0 | 1 | 2 = 0;
+  let at = 0;
+  if (buf.readUInt32LE(0) === MAGIC) {
+    if (buf.length < 256) throw new ImportError(`${file}: truncated (${buf.length} bytes; a v1/v2 header is 256)`);
+    const v = buf.readInt32LE(4);
+    if (v !== 1 && v !== 2)
+      throw new ImportError(`${file}: llama2.c export version ${v} is not supported (versions 0, 1 and 2 are)`);
+    version = v;
+    at = 8;
+  }
+  const [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vs, seq_len] = [0, 1, 2, 3, 4, 5, 6].map((i) =>
+    buf.readInt32LE(at + 4 * i),
+  );
+  const hdr: Llama2cHeader = {
     dim,
     hidden_dim,
     n_layers,
@@ -34,13 +48,101 @@ export function readLlama2cHeader(buf: Buffer, file: string): Llama2cHeader {
     n_kv_heads,
     vocab_size: Math.abs(vs),
     seq_len,
-    shared_classifier: vs > 0,
+    // v0 flags an untied classifier by a negative vocab size; v1/v2 have a flag byte after the seven ints.
+    shared_classifier: version === 0 ? vs > 0 : buf.readUInt8(36) !== 0,
+    version,
   };
+  if (version === 2) hdr.group_size = buf.readInt32LE(37);
   if (!(dim > 0 && hidden_dim > 0 && n_layers > 0 && n_heads > 0 && n_kv_heads > 0 && seq_len > 0 && vs !== 0))
     throw new ImportError(`${file}: implausible header ${JSON.stringify(hdr)}`);
+  if (version > 0 && vs < 0) throw new ImportError(`${file}: negative vocab size ${vs} in a version-${version} header`);
   if (dim % n_heads !== 0 || n_heads % n_kv_heads !== 0 || (dim / n_heads) % 2 !== 0)
     throw new ImportError(`${file}: dim ${dim}, heads ${n_heads}, kv heads ${n_kv_heads} are inconsistent`);
+  const gs = hdr.group_size;
+  if (version === 2 && !(gs !== undefined && gs > 0 && dim % gs === 0))
+    throw new ImportError(`${file}: Q8_0 group size ${gs} does not divide dim ${dim}`);
   return hdr;
+}
+
+/** The weights of a llama2.c checkpoint, float32, in llama2.c's own layout (q/k rows still interleaved for RoPE). */
+interface Llama2cWeights {
+  emb: Float32Array;
+  rmsAtt: Float32Array;
+  rmsFfn: Float32Array;
+  rmsFinal: Float32Array;
+  /** Per layer. */
+  wq: Float32Array[];
+  wk: Float32Array[];
+  wv: Float32Array[];
+  wo: Float32Array[];
+  w1: Float32Array[];
+  w2: Float32Array[];
+  w3: Float32Array[];
+  wcls: Float32Array | null;
+}
+
+/** float32 values at byte offset `at` (copied: the offsets of a v2 file are not 4-byte aligned). */
+function f32At(buf: Buffer, at: number, n: number): Float32Array {
+  return new Float32Array(buf.buffer.slice(buf.byteOffset + at, buf.byteOffset + at + 4 * n));
+}
+
+/** Reads every tensor of a v0 / v1 / v2 checkpoint in the order its writer (llama2.c export.py) put them. */
+function readLlama2cWeights(buf: Buffer, h: Llama2cHeader, file: string): Llama2cWeights {
+  const { dim, hidden_dim: hid, n_layers: L, n_kv_heads: KV, vocab_size: V, seq_len: S } = h;
+  const D = dim / h.n_heads;
+  const kvDim = KV * D;
+  const mat = { wq: dim * dim, wk: kvDim * dim, wv: kvDim * dim, wo: dim * dim, w1: hid * dim, w2: dim * hid };
+  const perLayer = mat.wq + mat.wk + mat.wv + mat.wo + mat.w1 + mat.w2 + mat.w1;
+  const norms = 2 * L * dim + dim;
+  const cls = h.shared_classifier ? 0 : V * dim;
+  const gs = h.group_size ?? 1;
+  // v0: header 28, then float32 everything incl. RoPE tables (S x D/2, twice); v1: header 256, float32 without the
+  // tables; v2: header 256, float32 norms, then per tensor its int8 values followed by its float32 group scales.
+  const need =
+    h.version === 0
+      ? 28 + 4 * (V * dim + norms + L * perLayer + S * D + cls)
+      : h.version === 1
+        ? 256 + 4 * (V * dim + norms + L * perLayer + cls)
+        : 256 + 4 * norms + (V * dim + L * perLayer + cls) * (1 + 4 / gs);
+  if (buf.length !== need)
+    throw new ImportError(`${file}: ${buf.length} bytes, but the header ${JSON.stringify(h)} implies ${need}`);
+  let at = h.version === 0 ? 28 : 256;
+  const take = (n: number) => {
+    const a = f32At(buf, at, n);
+    at += 4 * n;
+    return a;
+  };
+  const takeQ = (n: number) => {
+    const q = new Int8Array(buf.buffer, buf.byteOffset + at, n);
+    const s = f32At(buf, at + n, n / gs);
+    at += n + (4 * n) / gs;
+    const w = new Float32Array(n);
+    for (let i = 0; i < n; i++) w[i] = q[i] * s[Math.floor(i / gs)];
+    return w;
+  };
+  const layers = (n: number, read: (n: number) => Float32Array) => Array.from({ length: L }, () => read(n));
+  if (h.version === 0) {
+    const emb = take(V * dim);
+    const rmsAtt = take(L * dim);
+    const split = (n: number) => {
+      const all = take(L * n);
+      return Array.from({ length: L }, (_, i) => all.subarray(i * n, (i + 1) * n));
+    };
+    const [wq, wk, wv, wo] = [split(mat.wq), split(mat.wk), split(mat.wv), split(mat.wo)];
+    const rmsFfn = take(L * dim);
+    const [w1, w2, w3] = [split(mat.w1), split(mat.w2), split(mat.w1)];
+    const rmsFinal = take(dim);
+    at += 4 * S * D; // freq_cis_real, freq_cis_imag: recomputed by the model
+    return { emb, rmsAtt, rmsFfn, rmsFinal, wq, wk, wv, wo, w1, w2, w3, wcls: cls ? take(cls) : null };
+  }
+  const rmsAtt = take(L * dim);
+  const rmsFfn = take(L * dim);
+  const rmsFinal = take(dim);
+  const read = h.version === 1 ? take : takeQ;
+  const emb = read(V * dim);
+  const [wq, wk, wv, wo] = [layers(mat.wq, read), layers(mat.wk, read), layers(mat.wv, read), layers(mat.wo, read)];
+  const [w1, w2, w3] = [layers(mat.w1, read), layers(mat.w2, read), layers(mat.w1, read)];
+  return { emb, rmsAtt, rmsFfn, rmsFinal, wq, wk, wv, wo, w1, w2, w3, wcls: cls ? read(cls) : null };
 }
 
 /** Row permutation interleaved → rotate-half for one (rows = heads·D, cols) projection. */
@@ -176,47 +278,8 @@ export function importLlama2c(modelPath: string, tokenizerPath: string, out: str
   const buf = readFileSync(modelPath);
   const h = readLlama2cHeader(buf, modelPath);
   const { dim, hidden_dim: hid, n_layers: L, n_heads: H, n_kv_heads: KV, vocab_size: V, seq_len: S } = h;
-  const D = dim / H;
-  const kvDim = KV * D;
-  const sizes = {
-    emb: V * dim,
-    rmsAtt: L * dim,
-    wq: L * dim * dim,
-    wk: L * kvDim * dim,
-    wv: L * kvDim * dim,
-    wo: L * dim * dim,
-    rmsFfn: L * dim,
-    w1: L * hid * dim,
-    w2: L * dim * hid,
-    w3: L * hid * dim,
-    rmsFinal: dim,
-    freqs: S * D, // freq_cis_real + freq_cis_imag, (S, D/2) each
-    wcls: h.shared_classifier ? 0 : V * dim,
-  };
-  const total = Object.values(sizes).reduce((a, b) => a + b, 0);
-  const need = 28 + 4 * total;
-  if (buf.length !== need)
-    throw new ImportError(`${modelPath}: ${buf.length} bytes, but the header ${JSON.stringify(h)} implies ${need}`);
-  const all = new Float32Array(buf.buffer.slice(buf.byteOffset + 28, buf.byteOffset + need));
-  let off = 0;
-  const take = (n: number) => {
-    const a = all.subarray(off, off + n);
-    off += n;
-    return a;
-  };
-  const emb = take(sizes.emb);
-  const rmsAtt = take(sizes.rmsAtt);
-  const wq = take(sizes.wq);
-  const wk = take(sizes.wk);
-  const wv = take(sizes.wv);
-  const wo = take(sizes.wo);
-  const rmsFfn = take(sizes.rmsFfn);
-  const w1 = take(sizes.w1);
-  const w2 = take(sizes.w2);
-  const w3 = take(sizes.w3);
-  const rmsFinal = take(sizes.rmsFinal);
-  take(sizes.freqs);
-  const wcls = h.shared_classifier ? null : take(sizes.wcls);
+  const kvDim = KV * (dim / H);
+  const { emb, rmsAtt, rmsFfn, rmsFinal, wq, wk, wv, wo, w1, w2, w3, wcls } = readLlama2cWeights(buf, h, modelPath);
 
   const tok = readLlama2cTokenizer(tokenizerPath, V);
   const tensors: TensorOut[] = [];
@@ -224,16 +287,15 @@ export function importLlama2c(modelPath: string, tokenizerPath: string, out: str
   t("model.embed_tokens.weight", [V, dim], emb);
   for (let i = 0; i < L; i++) {
     const p = `model.layers.${i}.`;
-    const sl = (a: Float32Array, n: number) => a.subarray(i * n, (i + 1) * n);
-    t(`${p}input_layernorm.weight`, [dim], sl(rmsAtt, dim));
-    t(`${p}self_attn.q_proj.weight`, [dim, dim], permuteRope(sl(wq, dim * dim), H, dim));
-    t(`${p}self_attn.k_proj.weight`, [kvDim, dim], permuteRope(sl(wk, kvDim * dim), KV, dim));
-    t(`${p}self_attn.v_proj.weight`, [kvDim, dim], sl(wv, kvDim * dim));
-    t(`${p}self_attn.o_proj.weight`, [dim, dim], sl(wo, dim * dim));
-    t(`${p}post_attention_layernorm.weight`, [dim], sl(rmsFfn, dim));
-    t(`${p}mlp.gate_proj.weight`, [hid, dim], sl(w1, hid * dim));
-    t(`${p}mlp.down_proj.weight`, [dim, hid], sl(w2, dim * hid));
-    t(`${p}mlp.up_proj.weight`, [hid, dim], sl(w3, hid * dim));
+    t(`${p}input_layernorm.weight`, [dim], rmsAtt.subarray(i * dim, (i + 1) * dim));
+    t(`${p}self_attn.q_proj.weight`, [dim, dim], permuteRope(wq[i], H, dim));
+    t(`${p}self_attn.k_proj.weight`, [kvDim, dim], permuteRope(wk[i], KV, dim));
+    t(`${p}self_attn.v_proj.weight`, [kvDim, dim], wv[i]);
+    t(`${p}self_attn.o_proj.weight`, [dim, dim], wo[i]);
+    t(`${p}post_attention_layernorm.weight`, [dim], rmsFfn.subarray(i * dim, (i + 1) * dim));
+    t(`${p}mlp.gate_proj.weight`, [hid, dim], w1[i]);
+    t(`${p}mlp.down_proj.weight`, [dim, hid], w2[i]);
+    t(`${p}mlp.up_proj.weight`, [hid, dim], w3[i]);
   }
   t("model.norm.weight", [dim], rmsFinal);
   if (wcls) t("lm_head.weight", [V, dim], wcls);
@@ -259,7 +321,7 @@ export function importLlama2c(modelPath: string, tokenizerPath: string, out: str
     mlp_bias: false,
   };
   mkdirSync(out, { recursive: true });
-  saveCheckpoint(out, tensors, { metadata: { source: "llama2.c", converted_by: "perp" } });
+  saveCheckpoint(out, tensors, { metadata: { source: `llama2.c v${h.version}`, converted_by: "perp" } });
   const json = (name: string, obj: unknown) => writeFileAtomic(join(out, name), [`${JSON.stringify(obj, null, 2)}\n`]);
   json("tokenizer.json", llama2cTokenizerJson(tok));
   json("tokenizer_config.json", {
