@@ -413,6 +413,22 @@ Napi::Value TrtriLower(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// sparsegptObs(W1, Err1, mask1, U, ldu, d, rows, bs, nmN, nmM) -> loss (see kernels.h)
+Napi::Value SparsegptObs(const Napi::CallbackInfo& info) {
+  Args a{info, "sparsegptObs"};
+  a.need(10);
+  const long ldu = a.dim(4, "ldu"), rows = a.dim(6, "rows"), bs = a.dim(7, "bs"), nn = a.dim(8, "nmN"),
+             nm = a.dim(9, "nmM");
+  if (ldu < bs) a.fail("ldu=" + std::to_string(ldu) + " is below bs=" + std::to_string(bs));
+  if (nm > 0 && (nn >= nm || bs % nm)) a.fail("N:M " + std::to_string(nn) + ":" + std::to_string(nm) + " does not fit bs=" + std::to_string(bs));
+  const float* d = a.f32(5, "d", bs);
+  for (long i = 0; i < bs; ++i)
+    if (!(d[i] != 0.0f)) a.fail("d[" + std::to_string(i) + "] is zero or NaN");
+  const double loss = sparsegpt_obs(a.f32(0, "W1", rows * bs), a.f32(1, "Err1", rows * bs), a.u8(2, "mask1", rows * bs),
+                                    a.typed<float, napi_float32_array>(3, "U", "Float32Array", bs > 0 ? (bs - 1) * ldu + bs : 0, false, false), ldu, d, rows, bs, nn, nm);
+  return Napi::Number::New(info.Env(), loss);
+}
+
 // Memory map of a whole file (copy-on-write, the file is never modified), exposed as an external ArrayBuffer that unmaps when collected.
 Napi::Value MmapFile(const Napi::CallbackInfo& info) {
   Args a{info, "mmapFile"};
@@ -549,6 +565,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("nmKeep", Napi::Function::New(env, NmKeep));
   exports.Set("cholesky", Napi::Function::New(env, Cholesky));
   exports.Set("trtriLower", Napi::Function::New(env, TrtriLower));
+  exports.Set("sparsegptObs", Napi::Function::New(env, SparsegptObs));
   exports.Set("mmapFile", Napi::Function::New(env, MmapFile));
   exports.Set("adviseHuge", Napi::Function::New(env, AdviseHuge));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));

@@ -48,6 +48,10 @@ typedef double (*peak_fn)(long iters, float* sink);
 typedef void (*swiglu_fwd_fn)(float* out, const float* g, const float* u, long n);
 typedef void (*swiglu_bwd_fn)(float* dg, float* du, const float* dout, const float* g, const float* u, long n);
 
+// SparseGPT's OBS row update: w[j] = float(double(w[j]) - e * double(h[j])) for j < n, a separate multiply and subtract
+// in double (no FMA), so every ISA gives the bits of the scalar loop.
+typedef void (*obs_update_fn)(float* w, const float* h, double e, long n);
+
 struct IsaKernels {
   const char* name;
   int MR, NR;
@@ -71,6 +75,8 @@ struct IsaKernels {
   // stride, not the k stride). The same FMAs in the same order as `micro` over the packed panel, so the same bits.
   // nullptr: pack the rows (the callers fall back to `pack` + `micro`).
   micro_fn micro_rowa;
+  // nullptr: the scalar loop in kernels.cc.
+  obs_update_fn obs_update;
 };
 
 enum Isa { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };

@@ -537,11 +537,21 @@ double peak(long iters, float* sink) {
   return 2.0 * 16 * 16 * (double)iters;
 }
 
+void obs_update(float* w, const float* h, double e, long n) {
+  const __m512d ve = _mm512_set1_pd(e);
+  long j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m512d hv = _mm512_cvtps_pd(_mm256_loadu_ps(h + j)), wv = _mm512_cvtps_pd(_mm256_loadu_ps(w + j));
+    _mm256_storeu_ps(w + j, _mm512_cvtpd_ps(_mm512_sub_pd(wv, _mm512_mul_pd(ve, hv))));
+  }
+  for (; j < n; ++j) w[j] = (float)((double)w[j] - e * (double)h[j]);
+}
+
 // name, MR, NR, micro, MR16, micro16, pack, dot, expsum, softmax, softmax_bwd, xent_row, adamw, nonfinite, peak,
-// swiglu_fwd, swiglu_bwd, micro_rowa
+// swiglu_fwd, swiglu_bwd, micro_rowa, obs_update
 const IsaKernels kTable = {"avx512", MR,          NR,       micro, 24,    micro24x16, pack,      dot,
                            expsum,   softmax,     softmax_bwd, xent_row, adamw, nonfinite, peak,
-                           swiglu_fwd, swiglu_bwd, micro_rowa};
+                           swiglu_fwd, swiglu_bwd, micro_rowa, obs_update};
 
 }  // namespace
 

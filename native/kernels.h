@@ -58,5 +58,12 @@ void nm_keep(uint8_t* mask, const float* scores, long rows, long cols, long n, l
 long cholesky(float* a, long n);
 // out = inverse of the lower-triangular L (out lower-triangular).
 void trtri_lower(float* out, const float* L, long n);
+// SparseGPT's in-block OBS pass over `bs` columns of W1 (rows x bs, row-major) with the block's rows of the upper
+// Cholesky factor of H^-1 (U: row i at U + i * ldu, columns 0..bs) and its diagonal d: column by column, each row's
+// weight is kept or zeroed by mask1 (for N:M, first chosen per row at each group's first column: the n largest of
+// w^2 / d^2, lower index on ties), err = (w - q) / d goes to Err1 and the row's later columns get w -= err * U[i, j].
+// Returns the OBS loss sum (w - q)^2 / d^2 / 2, summed column by column, row by row. nm_m == 0: unstructured.
+double sparsegpt_obs(float* W1, float* Err1, uint8_t* mask1, const float* U, long ldu, const float* d, long rows,
+                     long bs, long nm_n, long nm_m);
 
 }  // namespace perp

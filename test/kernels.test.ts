@@ -88,6 +88,63 @@ describe.each(paths)("cpu path %s", (path) => {
     );
   });
 
+  it("sparsegptObs: the OBS pass equals the TS twin bit for bit (unstructured, 2:4, 4:8; awkward widths)", () => {
+    K.setCpu(path);
+    for (const [rows, bs, n, m] of [
+      [7, 17, 0, 0],
+      [33, 128, 0, 0],
+      [5, 24, 2, 4],
+      [19, 64, 4, 8],
+      [3, 1, 0, 0],
+    ]) {
+      const ldu = bs + 5;
+      const Ufull = randF32(bs * ldu, rows + bs);
+      const d = Float32Array.from({ length: bs }, (_, i) => 0.5 + Ufull[i * ldu + i] ** 2);
+      const W = randF32(rows * bs, 3 * rows);
+      const mask = Uint8Array.from({ length: rows * bs }, (_, i) => (m ? 1 : (i * 7919) % 3 ? 1 : 0));
+      const [w1, e1, k1] = [W.slice(), new Float32Array(rows * bs), mask.slice()];
+      const [w2, e2, k2] = [W.slice(), new Float32Array(rows * bs), mask.slice()];
+      const l1 = K.sparsegptObs(w1, e1, k1, Ufull, ldu, d, rows, bs, n, m);
+      const l2 = refK.sparsegptObs(w2, e2, k2, Ufull, ldu, d, rows, bs, n, m);
+      const what = `${rows}x${bs} ${n}:${m}`;
+      expect(Array.from(w1), what).toEqual(Array.from(w2));
+      expect(Array.from(e1), what).toEqual(Array.from(e2));
+      expect(Array.from(k1), what).toEqual(Array.from(k2));
+      expect(Math.abs(l1 - l2), what).toBeLessThanOrEqual(1e-12 * Math.abs(l2));
+      if (m) for (let g = 0; g < rows * bs; g += m) expect(k1.subarray(g, g + m).reduce((a, b) => a + b, 0)).toBe(n);
+      // pruned weights end at zero, kept ones moved by the updates of earlier columns
+      for (let i = 0; i < rows * bs; i++) if (!k1[i]) expect(w1[i]).toBe(0);
+    }
+    expect(() =>
+      K.sparsegptObs(
+        new Float32Array(4),
+        new Float32Array(4),
+        new Uint8Array(4),
+        new Float32Array(4),
+        2,
+        Float32Array.of(1, 0),
+        2,
+        2,
+        0,
+        0,
+      ),
+    ).toThrow(/d\[1\] is zero/);
+    expect(() =>
+      K.sparsegptObs(
+        new Float32Array(8),
+        new Float32Array(8),
+        new Uint8Array(8),
+        new Float32Array(16),
+        4,
+        new Float32Array(4).fill(1),
+        2,
+        4,
+        2,
+        3,
+      ),
+    ).toThrow(/N:M 2:3 does not fit/);
+  });
+
   it("gemm: a large 1000-sized case and strided operands", () => {
     K.setCpu(path);
     const [M, N, Kd] = [1000, 33, 129];
@@ -645,7 +702,7 @@ describe("selection and linear algebra", () => {
   });
 
   it("Cholesky and triangular inverse against the TS twins (blocked sizes)", () => {
-    for (const n of [1, 3, 17, 65, 129, 200]) {
+    for (const n of [1, 3, 17, 65, 129, 200, 300]) {
       const X = randF32(n * (n + 5), n);
       const H = new Float32Array(n * n);
       K.gemm(H, X, X, n, n, n + 5, false, true, 1, 0);

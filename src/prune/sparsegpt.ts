@@ -5,7 +5,7 @@
 // more); N:M = the M−N lowest of W²/diag(Hinv)² per row in each group, chosen when the group's first column is reached.
 import { choleskyInPlace, invertLower } from "../tensor/linalg.js";
 import { K } from "../tensor/native.js";
-import { type NM, PruneError } from "./mask.js";
+import { PruneError } from "./mask.js";
 import type { PruneOutput, PruneSpec } from "./methods.js";
 
 export interface SparseGPTOptions {
@@ -24,18 +24,20 @@ export function hinvUpper(
   for (let i = 0; i < n; i++) mean += H[i * n + i];
   mean /= n;
   let pd = percdamp;
+  // With P the reversal permutation, P H P = L Lᵀ gives H⁻¹ = (P L⁻¹ P)ᵀ (P L⁻¹ P), and P L⁻¹ P is upper triangular
+  // with a positive diagonal: the upper Cholesky factor of H⁻¹ (the reference's cholesky → cholesky_inverse →
+  // cholesky(upper)) from one factorization and one triangular inverse, without forming H⁻¹. P X P of an n x n
+  // row-major matrix is its flat array reversed.
+  const nn = n * n;
   for (let attempt = 0; attempt < 4; attempt++, pd *= 10) {
-    const A = H.slice();
+    const A = new Float32Array(nn);
+    for (let k = 0; k < nn; k++) A[k] = H[nn - 1 - k];
     for (let i = 0; i < n; i++) A[i * n + i] += pd * mean;
     try {
       choleskyInPlace(A, n, `${layer} Hessian`);
       const Li = invertLower(A, n);
-      const Hi = new Float32Array(n * n);
-      K.gemm(Hi, Li, Li, n, n, n, true, false, 1, 0); // H⁻¹ = L⁻ᵀ L⁻¹
-      choleskyInPlace(Hi, n, `${layer} inverse Hessian`);
-      // Hi now holds lower Lu with H⁻¹ = Lu Luᵀ; the upper factor is Luᵀ.
-      const U = new Float32Array(n * n);
-      for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) U[j * n + i] = Hi[i * n + j];
+      const U = new Float32Array(nn);
+      for (let k = 0; k < nn; k++) U[k] = Li[nn - 1 - k];
       return { U, damp: pd };
     } catch {
       // retry with 10x the dampening
@@ -44,29 +46,6 @@ export function hinvUpper(
   throw new PruneError(
     `${layer}: the calibration Hessian is not positive definite even with dampening ${pd / 10} (try more calibration samples)`,
   );
-}
-
-function nmSelect(
-  W1: Float32Array,
-  bs: number,
-  rows: number,
-  i: number,
-  d: Float32Array,
-  nm: NM,
-  mask1: Uint8Array,
-): void {
-  const drop = nm.m - nm.n;
-  const vals = new Float64Array(nm.m);
-  const idx = Array.from({ length: nm.m }, (_, j) => j);
-  for (let r = 0; r < rows; r++) {
-    for (let j = 0; j < nm.m; j++) {
-      const w = W1[r * bs + i + j];
-      vals[j] = (w * w) / (d[i + j] * d[i + j]);
-    }
-    idx.sort((a, b) => vals[a] - vals[b] || a - b);
-    for (let j = 0; j < nm.m; j++) mask1[r * bs + i + j] = 1;
-    for (let j = 0; j < drop; j++) mask1[r * bs + i + idx[j]] = 0;
-  }
 }
 
 export function sparsegptPrune(
@@ -113,21 +92,8 @@ export function sparsegptPrune(
         for (let i = 0; i < bs; i++) tmp[r * bs + i] = (W1[r * bs + i] * W1[r * bs + i]) / (d[i] * d[i]);
       K.topkPrune(mask1, tmp, 1, rows * bs, Math.round(spec.sparsity * rows * bs), false);
     }
-    for (let i = 0; i < bs; i++) {
-      if (nm && i % nm.m === 0) nmSelect(W1, bs, rows, i, d, nm, mask1);
-      const hrow = U.subarray((i1 + i) * cols + i1, (i1 + i) * cols + i2); // Hinv1[i, :]
-      const di = d[i];
-      for (let r = 0; r < rows; r++) {
-        const o = r * bs;
-        const w = W1[o + i];
-        const q = mask1[o + i] ? w : 0;
-        const err = (w - q) / di;
-        loss += ((w - q) * (w - q)) / (di * di) / 2;
-        W1[o + i] = q;
-        Err1[o + i] = err;
-        if (err !== 0) for (let j = i + 1; j < bs; j++) W1[o + j] -= err * hrow[j];
-      }
-    }
+    // The OBS pass over the block's columns (rows in parallel, natively); U's rows i1.. from column i1.
+    loss += K.sparsegptObs(W1, Err1, mask1, U.subarray(i1 * cols + i1), cols, d, rows, bs, nm?.n ?? 0, nm?.m ?? 0);
     for (let r = 0; r < rows; r++) {
       W.set(W1.subarray(r * bs, (r + 1) * bs), r * cols + i1);
       mask.set(mask1.subarray(r * bs, (r + 1) * bs), r * cols + i1);

@@ -41,6 +41,7 @@ export interface Kernels
     | "nmKeep"
     | "cholesky"
     | "trtriLower"
+    | "sparsegptObs"
   > {
   mmapFile(path: string): ArrayBuffer;
   /** Asks for 2 MiB pages (transparent huge pages) behind the array's aligned interior, for a large buffer not yet

@@ -519,3 +519,54 @@ export function trtriLower(out: Arr, L: Arr, n: number): void {
       out[i * n + j] = s / L[i * n + i];
     }
 }
+
+/**
+ * SparseGPT's in-block OBS pass (see native/kernels.h sparsegpt_obs): column by column, keep or zero each row's weight
+ * by mask1 (N:M: chosen per row at each group's first column, the N largest w²/d², lower index on ties), Err1 =
+ * (w − q)/d, and w −= err · U[i, j] for the row's later columns (double arithmetic, rounded to float32 per update).
+ * Returns the OBS loss Σ (w − q)²/d²/2.
+ */
+export function sparsegptObs(
+  W1: Float32Array,
+  Err1: Float32Array,
+  mask1: Uint8Array,
+  U: Float32Array,
+  ldu: number,
+  d: Float32Array,
+  rows: number,
+  bs: number,
+  nmN: number,
+  nmM: number,
+): number {
+  check("sparsegptObs", ldu >= bs, `ldu=${ldu} is below bs=${bs}`);
+  check("sparsegptObs", !(nmM > 0) || (nmN < nmM && bs % nmM === 0), `N:M ${nmN}:${nmM} does not fit bs=${bs}`);
+  for (let i = 0; i < bs; i++) check("sparsegptObs", d[i] !== 0 && !Number.isNaN(d[i]), `d[${i}] is zero or NaN`);
+  let loss = 0;
+  const vals = new Float64Array(Math.max(nmM, 1));
+  const idx = Array.from({ length: Math.max(nmM, 1) }, (_, j) => j);
+  for (let i = 0; i < bs; i++) {
+    if (nmM > 0 && i % nmM === 0)
+      for (let r = 0; r < rows; r++) {
+        for (let j = 0; j < nmM; j++) {
+          const w = W1[r * bs + i + j];
+          vals[j] = (w * w) / (d[i + j] * d[i + j]);
+          idx[j] = j;
+        }
+        idx.sort((a, b) => vals[a] - vals[b] || a - b);
+        for (let j = 0; j < nmM; j++) mask1[r * bs + i + j] = 1;
+        for (let j = 0; j < nmM - nmN; j++) mask1[r * bs + i + idx[j]] = 0;
+      }
+    const di = d[i];
+    for (let r = 0; r < rows; r++) {
+      const o = r * bs;
+      const w = W1[o + i];
+      const q = mask1[o + i] ? w : 0;
+      const err = (w - q) / di;
+      loss += ((w - q) * (w - q)) / (di * di) / 2;
+      W1[o + i] = q;
+      Err1[o + i] = err;
+      if (err !== 0) for (let j = i + 1; j < bs; j++) W1[o + j] -= err * U[i * ldu + j];
+    }
+  }
+  return loss;
+}
