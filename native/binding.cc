@@ -369,6 +369,16 @@ Napi::Value MaskApply(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// maskedScaleAdd(out, base | null, x, mask, s): out = base + s * (x ⊙ mask) (see kernels.h)
+Napi::Value MaskedScaleAdd(const Napi::CallbackInfo& info) {
+  Args a{info, "maskedScaleAdd"};
+  a.need(5);
+  long n = len_of(a, 0, "out");
+  masked_scale_add(a.f32(0, "out", n), a.f32(1, "base", n, true), a.f32(2, "x", n), a.u8(3, "mask", n),
+                   (float)a.num(4, "s"), n);
+  return info.Env().Undefined();
+}
+
 Napi::Value TopkPrune(const Napi::CallbackInfo& info) {
   Args a{info, "topkPrune"};
   a.need(6);
@@ -561,6 +571,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("adamw", Napi::Function::New(env, Adamw));
   exports.Set("ew", Napi::Function::New(env, Ew));
   exports.Set("maskApply", Napi::Function::New(env, MaskApply));
+  exports.Set("maskedScaleAdd", Napi::Function::New(env, MaskedScaleAdd));
   exports.Set("topkPrune", Napi::Function::New(env, TopkPrune));
   exports.Set("nmKeep", Napi::Function::New(env, NmKeep));
   exports.Set("cholesky", Napi::Function::New(env, Cholesky));

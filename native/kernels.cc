@@ -575,6 +575,16 @@ void ew(int op, float* out, const float* a, const float* b, long n, float alpha)
   });
 }
 
+void masked_scale_add(float* out, const float* base, const float* x, const uint8_t* mask, float s, long n) {
+  parallel_rows(n, 4096, [&](long b, long e) {
+    if (base) {
+      for (long i = b; i < e; ++i) out[i] = mask[i] ? base[i] + s * x[i] : base[i] + 0.0f;
+    } else {
+      for (long i = b; i < e; ++i) out[i] = mask[i] ? s * x[i] : 0.0f;
+    }
+  });
+}
+
 void mask_apply(float* w, const uint8_t* mask, long n) {
   parallel_rows(n, 4096, [&](long s, long e) {
     for (long i = s; i < e; ++i)

@@ -48,6 +48,8 @@ long adamw(float* p, const float* g, float* m, float* v, long n, float lr, float
 enum Ew { EW_ADD = 0, EW_MUL = 1, EW_AXPY = 2, EW_SCALE = 3, EW_MULACC = 4, EW_SUB = 5 };
 void ew(int op, float* out, const float* a, const float* b, long n, float alpha);
 
+// out = base + s * (x ⊙ mask) (base null: s * (x ⊙ mask)): a multiply, then an add (the bits of scale then add).
+void masked_scale_add(float* out, const float* base, const float* x, const uint8_t* mask, float s, long n);
 void mask_apply(float* w, const uint8_t* mask, long n);
 // mask = 1 keeps, 0 prunes. topk_prune: prune the k smallest scores per row (per_row) or of the whole matrix;
 // ties prune the lower index first. nm_keep: keep the n largest of every m consecutive entries of each row.

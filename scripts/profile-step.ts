@@ -2,6 +2,7 @@
 // time — every native kernel call is wrapped with a timer (GEMMs keyed by shape), the rest is JS. A dev tool.
 import { LLAMA768 } from "../src/bench/engine.js";
 import { LlamaForCausalLM } from "../src/models/llama.js";
+import { loadModel } from "../src/models/load.js";
 import * as F from "../src/nn/functional.js";
 import { packFrozenWeights } from "../src/nn/packed.js";
 import { backward, clearTape } from "../src/nn/tape.js";
@@ -39,10 +40,20 @@ for (const name of Object.keys(Kany)) {
   };
 }
 
-const m = new LlamaForCausalLM(LLAMA768).initRandom(0);
+// MODEL_DIR=<folder>: profile that model (its vocabulary) instead of the random llama768.
+const m = process.env.MODEL_DIR
+  ? ((await loadModel(process.env.MODEL_DIR)).model as unknown as LlamaForCausalLM)
+  : new LlamaForCausalLM(LLAMA768).initRandom(0);
 configureTrainable(
   m,
-  mode === "full" ? { params: ["full"] } : { params: ["norm", "lora"], loraType: "lora", loraR: 16, loraAlpha: 32 },
+  mode === "full"
+    ? { params: ["full"] }
+    : {
+        params: (process.env.PARAMS ?? "norm,lora").split(",") as ["norm"],
+        loraType: (process.env.LORA_TYPE ?? "lora") as "lora",
+        loraR: 16,
+        loraAlpha: 32,
+      },
 );
 if (mode === "peft" && !process.argv.includes("--no-pack")) {
   const r = packFrozenWeights(m, "on");
@@ -51,7 +62,7 @@ if (mode === "peft" && !process.argv.includes("--no-pack")) {
 const rng = new Rng(0);
 const T = 512;
 const arena = new Arena();
-const ids = Int32Array.from({ length: T }, () => rng.int(32000));
+const ids = Int32Array.from({ length: T }, () => rng.int(1000));
 const tg = Int32Array.from({ length: T }, (_, i) => (i + 1 < T ? ids[i + 1] : -100));
 const step = () => {
   withArena(arena, () => backward(F.crossEntropy(m.forward(ids, 1, T, { checkpoint }), tg).loss));

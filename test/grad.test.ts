@@ -119,7 +119,7 @@ describe("op gradients vs float64 finite differences", () => {
     }
   });
 
-  it("add, mul, scale, maskMul, reshape", () => {
+  it("add, mul, scale, maskMul, maskedScaleAdd, reshape", () => {
     const a = { data: randF32(12, 6), shape: [3, 4] };
     const b = { data: randF32(12, 7), shape: [3, 4] };
     const mask = Uint8Array.from({ length: 12 }, (_, i) => i % 3 && 1);
@@ -133,6 +133,25 @@ describe("op gradients vs float64 finite differences", () => {
       ([x]) => F.maskMul(x, mask),
       ([x]) => x.map((v, i) => (mask[i] ? v : 0)),
     );
+    gradcheck(
+      [a, b],
+      ([w, d]) => F.maskedScaleAdd(w, d, mask, 0.7),
+      ([w, d]) => w.map((v, i) => v + (mask[i] ? 0.7 * d[i] : 0)),
+    );
+  });
+
+  it("maskedScaleAdd has the bits of add(W, scale(maskMul(D), s)), forward and gradient", () => {
+    const mask = Uint8Array.from({ length: 300 }, (_, i) => ((i * 31) % 5 > 1 ? 1 : 0));
+    const run = (fused: boolean) => {
+      const W = new Tensor(randF32(300, 11), [20, 15]);
+      const D = new Tensor(randF32(300, 12), [20, 15]);
+      W.requiresGrad = true;
+      D.requiresGrad = true;
+      const y = fused ? F.maskedScaleAdd(W, D, mask, 2.37) : F.add(W, F.scale(F.maskMul(D, mask), 2.37));
+      backward(y, randF32(300, 13));
+      return [y.data, W.grad as Float32Array, D.grad as Float32Array].map((a) => Array.from(a));
+    };
+    expect(run(true)).toEqual(run(false));
   });
 
   it("rmsnorm and layernorm", () => {

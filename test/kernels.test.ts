@@ -622,6 +622,12 @@ describe.each(paths)("cpu path %s", (path) => {
       const w = u.slice();
       K.maskApply(w, mask);
       for (let i = 0; i < n; i++) expect(w[i]).toBe(mask[i] ? u[i] : 0);
+      for (const base of [u, null]) {
+        const [out, rout] = [new Float32Array(n), new Float32Array(n)];
+        K.maskedScaleAdd(out, base, x, mask, 1.7);
+        refK.maskedScaleAdd(rout, base, x, mask, 1.7);
+        expect(Array.from(out)).toEqual(Array.from(rout));
+      }
     }
   });
 

@@ -280,6 +280,25 @@ export function maskMul(a: Tensor, mask: Uint8Array): Tensor {
   });
 }
 
+/**
+ * W + s·(D ⊙ mask) in one pass (MaskLoRA's effective weight, D = BA), the same bits as add(W, scale(maskMul(D), s)):
+ * gradient s·(g ⊙ mask) to D, g to W when W is trained.
+ */
+export function maskedScaleAdd(W: Tensor, D: Tensor, mask: Uint8Array, s: number): Tensor {
+  if (mask.length !== D.size || W.size !== D.size)
+    throw new RangeError(`maskedScaleAdd: [${W.shape}], [${D.shape}] and mask length ${mask.length} differ`);
+  const y = Tensor.alloc(W.shape);
+  K.maskedScaleAdd(y.data, W.data, D.data, mask, s);
+  return record(y, [W, D], (g) => {
+    if (D.requiresGrad) {
+      const dd = allocRaw(D.size);
+      K.maskedScaleAdd(dd, null, g, mask, s);
+      addGrad(D, dd);
+    }
+    if (W.requiresGrad) addGrad(W, g, D.requiresGrad);
+  });
+}
+
 /** Same data, new shape; the gradient passes through unchanged. */
 export function reshape(a: Tensor, shape: number[]): Tensor {
   const y = new Tensor(a.data, shape);

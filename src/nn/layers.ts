@@ -100,8 +100,7 @@ export class Linear extends Module {
     if (!l || l.type === "lora" || l.type === "lora_prune") return this.weight;
     const ba = this.deltaBA();
     if (l.type === "scale_lora") return F.mul(this.weight, ba);
-    const d = this.mask ? F.maskMul(ba, this.mask) : ba;
-    return F.add(this.weight, F.scale(d, l.scale));
+    return this.mask ? F.maskedScaleAdd(this.weight, ba, this.mask, l.scale) : F.add(this.weight, F.scale(ba, l.scale));
   }
 
   /** Calibration hook: sees every input of this layer (pruning statistics). */
@@ -127,10 +126,11 @@ export class Linear extends Module {
     this.weight.packed = null; // the weight changes below
     const w = this.weight.data;
     const m = this.mask;
-    for (let i = 0; i < w.length; i++) {
-      if (l.type === "scale_lora") w[i] *= ba[i];
-      else if (l.type === "lora" || !m || m[i]) w[i] += l.scale * ba[i];
-    }
+    // The effective weight's own float32 kernels, so a merged mask_lora / scale_lora layer computes exactly what was
+    // trained (bit for bit).
+    if (l.type === "scale_lora") K.ew(F.EW_MUL, w, w, ba, 0);
+    else if (l.type === "lora" || !m) K.ew(F.EW_AXPY, w, ba, null, l.scale);
+    else K.maskedScaleAdd(w, w, ba, m, l.scale);
     if (l.type !== "lora") this.applyMask();
     this.lora = null;
     this.unregisterParam("lora_A");

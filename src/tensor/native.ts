@@ -37,6 +37,7 @@ export interface Kernels
     | "adamw"
     | "ew"
     | "maskApply"
+    | "maskedScaleAdd"
     | "topkPrune"
     | "nmKeep"
     | "cholesky"

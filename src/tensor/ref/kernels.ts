@@ -469,6 +469,16 @@ export function ew(op: number, out: Arr, a: Arr, b: Arr | null, alpha: number): 
   }
 }
 
+/** out = base + s·(x ⊙ mask); base null: s·(x ⊙ mask). */
+export function maskedScaleAdd(out: Arr, base: Arr | null, x: Arr, mask: Uint8Array, s: number): void {
+  const n = out.length;
+  check("maskedScaleAdd", x.length === n && mask.length === n && (!base || base.length === n), "length mismatch");
+  for (let i = 0; i < n; i++) {
+    const sx = mask[i] ? Math.fround(Math.fround(s) * x[i]) : 0;
+    out[i] = base ? base[i] + sx : sx;
+  }
+}
+
 export function maskApply(w: Arr, mask: Uint8Array): void {
   for (let i = 0; i < w.length; i++) if (!mask[i]) w[i] = 0;
 }
