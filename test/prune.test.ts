@@ -11,6 +11,7 @@ import { inspect } from "../src/prune/inspect.js";
 import { countZeros, isNM, selectMask } from "../src/prune/mask.js";
 import { magnitude, wanda } from "../src/prune/methods.js";
 import { hinvUpper, sparsegptPrune } from "../src/prune/sparsegpt.js";
+import { gramLower, symmetrize } from "../src/tensor/linalg.js";
 import { K } from "../src/tensor/native.js";
 import { Rng } from "../src/tensor/rng.js";
 import { TOK, writeTinyLlama } from "./fixtures.js";
@@ -162,6 +163,32 @@ describe("SparseGPT", () => {
       blocksize: bs,
     });
     expect(isNM(nm.W, rows, cols, { n: 2, m: 4 })).toBe(true);
+  });
+
+  it("the calibration Gram matrix: lower-triangle blocks bit for bit the full XᵀX, symmetrized; upper triangle unread", () => {
+    for (const [n, cols] of [
+      [77, 300],
+      [33, 256],
+      [5, 17],
+    ]) {
+      const X = randF32(n * cols, cols);
+      const full = new Float32Array(cols * cols);
+      K.gemm(full, X, X, cols, cols, n, true, false, 1, 0);
+      const low = gramLower(X, n, cols);
+      for (let i = 0; i < cols; i++) for (let j = 0; j <= i; j++) expect(low[i * cols + j]).toBe(full[i * cols + j]);
+      expect(Array.from(symmetrize(low.slice(), cols))).toEqual(Array.from(full));
+    }
+    // sparsegptPrune reads only the lower triangle
+    const [rows, cols, n] = [4, 12, 40];
+    const W = randF32(rows * cols, 5);
+    const X = randF32(n * cols, 6);
+    const xtx = new Float32Array(cols * cols);
+    K.gemm(xtx, X, X, cols, cols, n, true, false, 1, 0);
+    const spec = { sparsity: 0.5, nm: null, scope: "matrix" } as const;
+    const a = sparsegptPrune(W, rows, cols, xtx, n, spec, "t");
+    const junk = xtx.slice();
+    for (let i = 0; i < cols; i++) for (let j = i + 1; j < cols; j++) junk[i * cols + j] = 1e9;
+    expect(Array.from(sparsegptPrune(W, rows, cols, junk, n, spec, "t").W)).toEqual(Array.from(a.W));
   });
 
   it("a Hessian that stays indefinite after dampening retries then names the layer", () => {

@@ -6,6 +6,7 @@ import { Progress } from "../cli/progress.js";
 import type { CausalLM } from "../models/registry.js";
 import type { Linear } from "../nn/layers.js";
 import { noGrad } from "../nn/tape.js";
+import { gramLower } from "../tensor/linalg.js";
 import { K } from "../tensor/native.js";
 import { Rng } from "../tensor/rng.js";
 import { Tensor } from "../tensor/tensor.js";
@@ -92,8 +93,7 @@ function attachStats(
           for (let i = 0; i < n; i++) for (let j = 0; j < cols; j++) c[j] += d[i * cols + j] * d[i * cols + j];
           st.colsq = c;
         } else {
-          st.xtx = new Float32Array(cols * cols);
-          K.gemm(st.xtx, x.data, x.data, cols, cols, n, true, false, 1, 0);
+          st.xtx = gramLower(x.data, n, cols);
         }
         byInput.set(x, st);
       }

@@ -3,7 +3,7 @@
 // 128 with OBS updates inside a block and a lazy GEMM update of the rest. Mask selection: unstructured = adaptive per
 // 128-column block with exactly round(s·rows·block) pruned (the reference prunes `tmp <= sorted[int(s·n)]`, one
 // more); N:M = the M−N lowest of W²/diag(Hinv)² per row in each group, chosen when the group's first column is reached.
-import { choleskyInPlace, invertLower } from "../tensor/linalg.js";
+import { choleskyInPlace, invertLower, symmetrize } from "../tensor/linalg.js";
 import { K } from "../tensor/native.js";
 import { PruneError } from "./mask.js";
 import type { PruneOutput, PruneSpec } from "./methods.js";
@@ -67,6 +67,7 @@ export function sparsegptPrune(
   const H = new Float32Array(cols * cols);
   const s = 2 / Math.max(tokens, 1);
   for (let i = 0; i < H.length; i++) H[i] = s * xtx[i];
+  symmetrize(H, cols); // only xtx's lower triangle is read (gramLower computes no more)
   let dead = 0;
   for (let j = 0; j < cols; j++)
     if (H[j * cols + j] === 0) {
