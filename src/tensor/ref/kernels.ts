@@ -52,20 +52,18 @@ export function gemm(
   const lb = ldb ?? (transB ? K : N);
   const lc = ldc ?? N;
   check("gemm", C.length >= (M - 1) * lc + N || M === 0, "C too short");
-  const bAt =
+  // bf16 / f16 widened once (exactly), so the inner loop reads one array type
+  const Bv: Arr =
     btype === "f32"
-      ? (i: number) => (B as Arr)[i]
-      : btype === "bf16"
-        ? (i: number) => bf16ToF32((B as Uint16Array)[i])
-        : (i: number) => f16ToF32((B as Uint16Array)[i]);
+      ? (B as Arr)
+      : Float64Array.from(B as Uint16Array, btype === "bf16" ? (h) => bf16ToF32(h) : (h) => f16ToF32(h));
+  // strides of op(A) and op(B) along (row, k) and (k, col)
+  const [ai, ak] = transA ? [1, la] : [la, 1];
+  const [bk, bj] = transB ? [1, lb] : [lb, 1];
   for (let i = 0; i < M; i++) {
     for (let j = 0; j < N; j++) {
       let s = 0;
-      for (let k = 0; k < K; k++) {
-        const a = transA ? A[k * la + i] : A[i * la + k];
-        const b = transB ? bAt(j * lb + k) : bAt(k * lb + j);
-        s += a * b;
-      }
+      for (let k = 0; k < K; k++) s += A[i * ai + k * ak] * Bv[k * bk + j * bj];
       // optional second product along K: op(A2) (M x K2) · op(B2) (K2 x N), packed leading dimensions
       if (A2 && B2)
         for (let k = 0; k < K2; k++)
