@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest";
 import { dataPath } from "../src/io/data.js";
 import { llama2cTokenizerJson, readLlama2cTokenizer } from "../src/io/llama2c.js";
 import { saveCheckpoint as saveST } from "../src/io/safetensors.js";
+import type { Tokenizer } from "../src/io/tokenizer.js";
 import { loadModel } from "../src/models/load.js";
 import { buildModel } from "../src/models/registry.js";
 import * as F from "../src/nn/functional.js";
@@ -18,6 +19,7 @@ import { prune, savePruned } from "../src/prune/index.js";
 import { isNative, K } from "../src/tensor/native.js";
 import { Rng } from "../src/tensor/rng.js";
 import { Tensor } from "../src/tensor/tensor.js";
+import { reconstruct } from "../src/train/reconstruct.js";
 import { retrainModel } from "../src/train/retrain-model.js";
 import { lrAt, warmupSteps } from "../src/train/schedule.js";
 import { MICRO_LLAMA, writeTinyLlama } from "./fixtures.js";
@@ -229,6 +231,33 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
     expect(r.blocks).toHaveLength(2);
     for (const b of r.blocks ?? []) expect(b.mse_after).toBeLessThan(b.mse_before);
     expect(r.sparsity_after).toBeCloseTo(0.5, 10);
+  });
+
+  it("reconstruct mode follows PERP: block i's targets are the dense block i on the pruned model's own stream", async () => {
+    const src = mkdtempSync(join(tmpdir(), "perp-rc2-src-"));
+    writeTiny(src, "llama");
+    const teacher = await loadModel(src);
+    const m0 = await loadModel(src);
+    const { report, masks } = await prune(m0, { method: "magnitude", sparsity: 0.5 });
+    const pruned = join(mkdtempSync(join(tmpdir(), "perp-rc2-p-")), "pruned");
+    savePruned(pruned, m0, report, masks);
+    const student = await loadModel(pruned);
+    // Block 1 back to its dense weights: fed the same inputs, it reproduces its targets exactly (under a separate
+    // dense stream its inputs would differ, since block 0 stays pruned).
+    const dense1 = teacher.model.blockLinears(1);
+    student.model.blockLinears(1).forEach(([, l], j) => {
+      l.weight.data = dense1[j][1].weight.data.slice();
+    });
+    const r = await reconstruct(student, teacher, student.tokenizer as Tokenizer, {
+      params: ["norm"],
+      steps: 3,
+      lr: 1e-3,
+      seqlen: 32,
+      calibSamples: 4,
+      out: mkdtempSync(join(tmpdir(), "perp-rc2-o-")),
+    });
+    expect(r.blocks[0].mse_before).toBeGreaterThan(0);
+    expect(r.blocks[1].mse_before).toBe(0);
   });
 
   it("plain lora merge densifies and says so", async () => {

@@ -286,7 +286,10 @@ const retrainCmd: CommandDef = {
     "its sliding window is shorter than its context). Data: C4 windows of the model's context (calibration documents\n" +
     "excluded). AdamW (0.9/0.999, eps 1e-8), linear schedule with warmup, per-block gradient checkpointing when the\n" +
     "activations would need over a quarter of the memory (--grad-checkpoint; same numbers either way); the loss\n" +
-    "is logged to <out>/log.jsonl and checkpoints land in <out>/checkpoints; --resume continues from the last one.",
+    "is logged to <out>/log.jsonl and checkpoints land in <out>/checkpoints; --resume continues from the last one.\n" +
+    "--mode reconstruct (PERP's): block by block, --steps optimizer steps train the block's subset so that it\n" +
+    "reproduces the dense block (--dense) on the same inputs, the pruned model's own activations on the calibration\n" +
+    "windows (MSE); the block is merged and its outputs feed the next; per-block MSE before/after is reported.",
   options: [
     { name: "model", type: "string", description: "pruned model folder (or any HF model)", required: true },
     { name: "params", type: "string", description: "comma list of subsets", default: "norm,lora" },

@@ -1,7 +1,9 @@
-// Reconstruct mode (PERP): block by block, train the block's share of the subset so that the pruned block, fed the
-// pruned model's activations, reproduces the dense block's outputs on the dense model's activations (MSE), on the
-// calibration windows. `steps` optimizer steps per block (fresh AdamW, linear warmup schedule per block); then the
-// block's adapters are merged and both activation streams move on to the next block.
+// Reconstruct mode (PERP, ZIB-IOL/PERP prune_methods.py): block by block, train the block's share of the subset so
+// that the pruned block reproduces the dense block's outputs on the same inputs (MSE), on the calibration windows.
+// The inputs are one stream, the pruned model's own activations: block i's targets are the dense block i applied to
+// the outputs of the already reconstructed blocks < i, as PERP computes them (get_outputs through the dense layer,
+// prune, reconstruct, get_outputs through the pruned layer). `steps` optimizer steps per block (fresh AdamW, linear
+// warmup schedule per block, batches in order); then the block's adapters are merged and its outputs feed block i+1.
 import { Progress } from "../cli/progress.js";
 import type { Tokenizer } from "../io/tokenizer.js";
 import type { LoadedModel } from "../models/load.js";
@@ -62,7 +64,6 @@ export async function reconstruct(
   const N = cal.samples;
   const { params, nTrain, nModel } = setupTrainable(student.model, o);
   let Xs = noGrad(() => student.model.embed(cal.ids, N, L)).data;
-  let Xd = noGrad(() => teacher.model.embed(cal.ids, N, L)).data;
   const C = Xs.length / (N * L);
   const B = Math.min(o.batch ?? 1, N);
   const blocks: BlockReconstruction[] = [];
@@ -72,7 +73,7 @@ export async function reconstruct(
   const warm = warmupSteps(o.steps, o.warmup ?? 0.1);
   let cursor = 0;
   for (let i = 0; i < student.model.numBlocks; i++) {
-    const Y = blockOut(teacher, i, Xd, N, L, C);
+    const Y = blockOut(teacher, i, Xs, N, L, C); // the dense block on the pruned stream
     const before = mseOf(blockOut(student, i, Xs, N, L, C), Y);
     // this block's trainable tensors: the parameters of its modules that require grad
     const prefix = student.model.blockLinears(i)[0][0].replace(/\.[^.]+\.[^.]+$/, ".");
@@ -98,7 +99,6 @@ export async function reconstruct(
     }
     for (const [, l] of student.model.blockLinears(i)) l.mergeLora();
     Xs = blockOut(student, i, Xs, N, L, C);
-    Xd = Y;
     blocks.push({ block: i, mse_before: before, mse_after: mseOf(Xs, Y), trainable: countParams(own) });
   }
   bar?.end();
