@@ -13,6 +13,7 @@ import { magnitude, wanda } from "../src/prune/methods.js";
 import { hinvUpper, sparsegptPrune } from "../src/prune/sparsegpt.js";
 import { gramLower, symmetrize } from "../src/tensor/linalg.js";
 import { K } from "../src/tensor/native.js";
+import { PyRandom } from "../src/tensor/pyrandom.js";
 import { Rng } from "../src/tensor/rng.js";
 import { TOK, writeTinyLlama } from "./fixtures.js";
 import { randF32 } from "./helpers.js";
@@ -141,6 +142,19 @@ function sparsegpt64(
   }
   return Float64Array.from(W.flat());
 }
+
+describe("calibration draws", () => {
+  it("are CPython's random: seed, randint and getrandbits give the interpreter's numbers", () => {
+    // from CPython 3.11: random.seed(7); [random.randint(0, 1999) for _ in range(6)], ...
+    const r = new PyRandom(7);
+    expect(Array.from({ length: 6 }, () => r.randint(0, 1999))).toEqual([663, 1941, 308, 808, 1333, 98]);
+    expect(Array.from({ length: 3 }, () => r.randint(0, 99999))).toEqual([9494, 70239, 12337]);
+    expect(r.getrandbits(32)).toBe(1570621944);
+    expect(new PyRandom(-7).randint(0, 1999)).toBe(663); // seeds by absolute value
+    const big = new PyRandom(2 ** 40 + 3); // two 32-bit key words
+    expect(Array.from({ length: 8 }, () => big.randint(1, 6))).toEqual([2, 1, 5, 1, 5, 3, 6, 4]);
+  });
+});
 
 describe("SparseGPT", () => {
   it("matches a direct float64 implementation of the same algorithm on a small layer", () => {

@@ -1,9 +1,11 @@
-// Calibration windows as wanda/SparseGPT's get_c4 draws them: with a seeded RNG, pick a random document whose
-// tokenization is longer than seqlen, then a random start in [0, len − seqlen − 1]; repeat N times.
+// Calibration windows as wanda/SparseGPT's get_c4 draws them: `random.seed(seed)`, then per window a random document
+// (randint over the documents) until one's tokenization is longer than seqlen, then a random start
+// randint(0, len − seqlen − 1). The draws are CPython's own (PyRandom), so the same documents in the same order give
+// the reference code's windows exactly.
 import { DataError } from "../io/data.js";
 import { documents } from "../io/datasets.js";
 import type { Tokenizer } from "../io/tokenizer.js";
-import { Rng } from "../tensor/rng.js";
+import { PyRandom } from "../tensor/pyrandom.js";
 
 export interface CalibrationOptions {
   samples: number;
@@ -26,7 +28,7 @@ export async function calibrationWindows(tok: Tokenizer, o: CalibrationOptions):
     throw new DataError(`calibration needs samples >= 1 and seqlen >= 2 (got ${o.samples} x ${o.seqlen})`);
   const docs = await documents(o.source);
   if (!docs.length) throw new DataError(`calibration source '${o.source}' has no documents`);
-  const rng = new Rng(o.seed);
+  const rng = new PyRandom(o.seed);
   const cache = new Map<number, number[]>();
   const enc = (i: number) => {
     let e = cache.get(i);
@@ -46,7 +48,7 @@ export async function calibrationWindows(tok: Tokenizer, o: CalibrationOptions):
   for (let s = 0; s < o.samples; s++) {
     let doc = -1;
     for (let tries = 0; tries < 20 * docs.length + 1000; tries++) {
-      const i = rng.int(docs.length);
+      const i = rng.randint(0, docs.length - 1);
       if (bytes[i] + 2 > o.seqlen && enc(i).length > o.seqlen) {
         doc = i;
         break;
@@ -59,7 +61,7 @@ export async function calibrationWindows(tok: Tokenizer, o: CalibrationOptions):
       );
     }
     const t = enc(doc);
-    const start = rng.int(t.length - o.seqlen);
+    const start = rng.randint(0, t.length - o.seqlen - 1);
     ids.set(t.slice(start, start + o.seqlen), s * o.seqlen);
     used.push(doc);
   }
