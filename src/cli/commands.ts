@@ -201,7 +201,8 @@ const pruneCmd: CommandDef = {
   description:
     "Embeddings and the LM head are never pruned. Scores are compared per matrix (magnitude, random: PERP), per output\n" +
     "row (wanda), or per 128-column block (sparsegpt); --scope overrides; --pattern N:M keeps N of every M consecutive\n" +
-    "inputs. Wanda and SparseGPT calibrate sequentially, block by block, on random windows of C4 documents (seeded).\n" +
+    "inputs. Wanda and SparseGPT calibrate sequentially, block by block, on random windows of C4 documents, drawn as\n" +
+    "their reference code draws them (Python's random.seed(--seed), randint: the same windows from the same documents).\n" +
     "The output folder holds the HF model with exact zeros (transformers loads it), perp.json (settings, per-layer\n" +
     "sparsity, timings) and perp-masks.safetensors (the masks as bitmaps).",
   options: [
