@@ -96,6 +96,10 @@ describe("adapters", () => {
 
   it("the linear schedule with warmup follows transformers (first step lr 0)", () => {
     expect(warmupSteps(100, 0.1)).toBe(10);
+    // transformers' Trainer rounds up (get_warmup_steps: ceil), PERP's reconstruct loop down (int())
+    expect(warmupSteps(12, 0.1)).toBe(2);
+    expect(warmupSteps(12, 0.1, "floor")).toBe(1);
+    expect(warmupSteps(3, 0.1)).toBe(1);
     expect(lrAt(0, 100, 10, 1)).toBe(0);
     expect(lrAt(5, 100, 10, 1)).toBe(0.5);
     expect(lrAt(10, 100, 10, 1)).toBe(1);

@@ -70,7 +70,7 @@ export async function reconstruct(
   const losses: number[] = [];
   const t0 = performance.now();
   const bar = o.progress ? new Progress("reconstruct", student.model.numBlocks * o.steps, "step") : null;
-  const warm = warmupSteps(o.steps, o.warmup ?? 0.1);
+  const warm = warmupSteps(o.steps, o.warmup ?? 0.1, "floor"); // PERP: int(0.1 * n_iterations)
   let cursor = 0;
   for (let i = 0; i < student.model.numBlocks; i++) {
     const Y = blockOut(teacher, i, Xs, N, L, C); // the dense block on the pruned stream
