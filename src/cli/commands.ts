@@ -303,7 +303,12 @@ const retrainCmd: CommandDef = {
     { name: "grad-accum", type: "number", description: "micro-batches per optimizer step", default: 1 },
     { name: "warmup", type: "number", description: "warmup fraction of the steps", default: 0.1 },
     { name: "weight-decay", type: "number", description: "AdamW weight decay", default: 0 },
-    { name: "clip", type: "number", description: "gradient-norm clipping (0 = off)", default: 0 },
+    {
+      name: "clip",
+      type: "number",
+      description: "gradient-norm clipping (0 = off; PERP's code, through transformers' Trainer, clips at 1)",
+      default: 0,
+    },
     { name: "seqlen", type: "number", description: "window length (default: the model's context, capped at 2048)" },
     { name: "seed", type: "number", description: "data sampling and LoRA init seed", default: 0 },
     {

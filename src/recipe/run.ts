@@ -149,6 +149,7 @@ export async function run(recipe: Recipe, o: RunOptions): Promise<Json> {
         gradAccum: t.gradient_accumulation_steps,
         warmup: t.warmup,
         weightDecay: t.weight_decay,
+        clip: t.max_grad_norm,
         seqlen: t.seqlen,
         seed: t.seed,
         dataset: t.dataset,

@@ -62,6 +62,11 @@ const Retrain = z
     gradient_accumulation_steps: z.number().int().positive().default(1).describe("micro-batches per step"),
     warmup: z.number().min(0).max(1).default(0.1).describe("warmup fraction"),
     weight_decay: z.number().min(0).default(0).describe("AdamW weight decay"),
+    max_grad_norm: z
+      .number()
+      .min(0)
+      .default(0)
+      .describe("gradient-norm clipping, 0 = off (PERP's code trains with transformers' Trainer, which clips at 1.0)"),
     seqlen: z.number().int().positive().optional().describe("window length (default: context, ≤ 2048)"),
     dataset: z.string().default("c4").describe("training data"),
     seed: z.number().int().default(0).describe("data and LoRA init seed"),

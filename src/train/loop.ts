@@ -203,11 +203,12 @@ export async function retrain(m: LoadedModel, o: RetrainOptions): Promise<Retrai
           const g = p.readGrad();
           if (g) for (let i = 0; i < g.length; i++) sq += g[i] * g[i];
         }
-        const norm = Math.sqrt(sq);
-        if (norm > o.clip)
+        // torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6), applied when below 1
+        const coef = o.clip / (Math.sqrt(sq) + 1e-6);
+        if (coef < 1)
           for (const [, p] of params) {
             const g = p.readGrad();
-            if (g) for (let i = 0; i < g.length; i++) g[i] *= o.clip / (norm + 1e-6);
+            if (g) for (let i = 0; i < g.length; i++) g[i] *= coef;
           }
       }
       try {
