@@ -65,7 +65,7 @@ if "NOPAD" in __import__("os").environ:
 for name in masks:
     patch(name, mods[name])
 opt = torch.optim.AdamW(list(train.values()), lr=5e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
-warm = math.floor(steps * 0.1)
+warm = math.ceil(steps * 0.1)  # transformers Trainer.get_warmup_steps
 def lr_at(k): return 5e-4 * k / max(1, warm) if k < warm else 5e-4 * max(0, (steps - k) / max(1, steps - warm))
 perp = [json.loads(l)["loss"] for l in open(WORK + "/run/log.jsonl")]
 print("trainable:", len(train), "tensors,", sum(v.numel() for v in train.values()), "params")
