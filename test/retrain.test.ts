@@ -234,6 +234,9 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
     });
     expect(r.blocks).toHaveLength(2);
     for (const b of r.blocks ?? []) expect(b.mse_after).toBeLessThan(b.mse_before);
+    const sum = (k: "mse_before" | "mse_after") => (r.blocks ?? []).reduce((a, b) => a + b[k], 0);
+    expect(r.reconstruction_error_initial).toBe(sum("mse_before"));
+    expect(r.reconstruction_error_final).toBe(sum("mse_after"));
     expect(r.sparsity_after).toBeCloseTo(0.5, 10);
   });
 

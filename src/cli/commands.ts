@@ -391,6 +391,10 @@ const retrainCmd: CommandDef = {
         process.stdout.write(
           `block ${b.block}: reconstruction MSE ${b.mse_before.toExponential(3)} → ${b.mse_after.toExponential(3)}\n`,
         );
+    if (r.reconstruction_error_initial !== undefined && !a.opts.json)
+      process.stdout.write(
+        `reconstruction error, summed over blocks: ${r.reconstruction_error_initial.toExponential(3)} → ${(r.reconstruction_error_final as number).toExponential(3)}\n`,
+      );
     if (a.opts.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
     else
       process.stdout.write(

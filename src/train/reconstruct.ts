@@ -51,7 +51,14 @@ export async function reconstruct(
   teacher: LoadedModel,
   tok: Tokenizer,
   o: ReconstructOptions,
-): Promise<RetrainSummary & { blocks: BlockReconstruction[] }> {
+): Promise<
+  RetrainSummary & {
+    blocks: BlockReconstruction[];
+    /** PERP's metrics: the per-block MSEs summed, before and after reconstruction. */
+    reconstruction_error_initial: number;
+    reconstruction_error_final: number;
+  }
+> {
   if (!(o.steps >= 1)) throw new TrainError(`steps must be >= 1 (got ${o.steps})`);
   if (!(o.lr > 0)) throw new TrainError(`lr must be > 0 (got ${o.lr})`);
   const L = o.seqlen ?? Math.min(student.model.maxContext, 2048);
@@ -117,5 +124,7 @@ export async function reconstruct(
     packed_frozen_mb: 0, // one block at a time: nothing to checkpoint
     resumed_from: null,
     blocks,
+    reconstruction_error_initial: blocks.reduce((a, b) => a + b.mse_before, 0),
+    reconstruction_error_final: blocks.reduce((a, b) => a + b.mse_after, 0),
   };
 }

@@ -12,6 +12,9 @@ import { type BlockReconstruction, type ReconstructOptions, reconstruct } from "
 
 export interface RetrainResult extends RetrainSummary {
   blocks?: BlockReconstruction[];
+  /** Reconstruct mode: the per-block MSEs summed before / after (PERP's reconstruction_error_initial / _final). */
+  reconstruction_error_initial?: number;
+  reconstruction_error_final?: number;
   sparsity_before: number;
   sparsity_after: number;
   masks: "saved" | "inferred-from-zeros" | "none";
@@ -68,7 +71,8 @@ export async function retrainModel(
     const info = JSON.parse(readFileSync(pj, "utf8"));
     exclude = info?.prune?.calibration?.dataset === "c4" ? info.prune.calibration.documents : undefined;
   }
-  let summary: RetrainSummary & { blocks?: BlockReconstruction[] };
+  let summary: RetrainSummary &
+    Pick<RetrainResult, "blocks" | "reconstruction_error_initial" | "reconstruction_error_final">;
   if (o.mode === "reconstruct") {
     const dense = o.dense ?? (existsSync(pj) ? JSON.parse(readFileSync(pj, "utf8")).source_model : undefined);
     if (!dense)
