@@ -369,6 +369,16 @@ Napi::Value MaskApply(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// colSumsq(out: Float64Array (cols), x, n, cols): out[j] += sum_i x[i, j]^2
+Napi::Value ColSumsq(const Napi::CallbackInfo& info) {
+  Args a{info, "colSumsq"};
+  a.need(4);
+  const long n = a.dim(2, "n"), cols = a.dim(3, "cols");
+  col_sumsq(a.typed<double, napi_float64_array>(0, "out", "Float64Array", cols, false, true), a.f32(1, "x", n * cols),
+            n, cols);
+  return info.Env().Undefined();
+}
+
 // maskedScaleAdd(out, base | null, x, mask, s): out = base + s * (x ⊙ mask) (see kernels.h)
 Napi::Value MaskedScaleAdd(const Napi::CallbackInfo& info) {
   Args a{info, "maskedScaleAdd"};
@@ -572,6 +582,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ew", Napi::Function::New(env, Ew));
   exports.Set("maskApply", Napi::Function::New(env, MaskApply));
   exports.Set("maskedScaleAdd", Napi::Function::New(env, MaskedScaleAdd));
+  exports.Set("colSumsq", Napi::Function::New(env, ColSumsq));
   exports.Set("topkPrune", Napi::Function::New(env, TopkPrune));
   exports.Set("nmKeep", Napi::Function::New(env, NmKeep));
   exports.Set("cholesky", Napi::Function::New(env, Cholesky));

@@ -575,6 +575,16 @@ void ew(int op, float* out, const float* a, const float* b, long n, float alpha)
   });
 }
 
+void col_sumsq(double* out, const float* x, long n, long cols) {
+  // Columns in chunks of 64 per task; each column's sum runs over the rows in order (thread-count invariant).
+  parallel_rows(cols, 64, [&](long c0, long c1) {
+    for (long i = 0; i < n; ++i) {
+      const float* r = x + i * cols;
+      for (long j = c0; j < c1; ++j) out[j] += (double)r[j] * (double)r[j];
+    }
+  });
+}
+
 void masked_scale_add(float* out, const float* base, const float* x, const uint8_t* mask, float s, long n) {
   parallel_rows(n, 4096, [&](long b, long e) {
     if (base) {

@@ -48,6 +48,8 @@ long adamw(float* p, const float* g, float* m, float* v, long n, float lr, float
 enum Ew { EW_ADD = 0, EW_MUL = 1, EW_AXPY = 2, EW_SCALE = 3, EW_MULACC = 4, EW_SUB = 5 };
 void ew(int op, float* out, const float* a, const float* b, long n, float alpha);
 
+// out[j] += sum_i x[i, j]^2 over the n rows of x (n x cols), in double, rows in order (Wanda's column norms).
+void col_sumsq(double* out, const float* x, long n, long cols);
 // out = base + s * (x ⊙ mask) (base null: s * (x ⊙ mask)): a multiply, then an add (the bits of scale then add).
 void masked_scale_add(float* out, const float* base, const float* x, const uint8_t* mask, float s, long n);
 void mask_apply(float* w, const uint8_t* mask, long n);

@@ -628,6 +628,13 @@ describe.each(paths)("cpu path %s", (path) => {
         refK.maskedScaleAdd(rout, base, x, mask, 1.7);
         expect(Array.from(out)).toEqual(Array.from(rout));
       }
+      for (const cols of [1, 7, 129]) {
+        const rows = Math.floor(n / cols);
+        const [c, rc] = [new Float64Array(cols).fill(0.25), new Float64Array(cols).fill(0.25)];
+        K.colSumsq(c, x.subarray(0, rows * cols), rows, cols);
+        refK.colSumsq(rc, x.subarray(0, rows * cols), rows, cols);
+        expect(Array.from(c)).toEqual(Array.from(rc));
+      }
     }
   });
 

@@ -89,8 +89,7 @@ function attachStats(
         st = { tokens: n };
         if (kind === "colnorm") {
           const c = new Float64Array(cols);
-          const d = x.data;
-          for (let i = 0; i < n; i++) for (let j = 0; j < cols; j++) c[j] += d[i * cols + j] * d[i * cols + j];
+          K.colSumsq(c, x.data, n, cols);
           st.colsq = c;
         } else {
           st.xtx = gramLower(x.data, n, cols);

@@ -38,6 +38,7 @@ export interface Kernels
     | "ew"
     | "maskApply"
     | "maskedScaleAdd"
+    | "colSumsq"
     | "topkPrune"
     | "nmKeep"
     | "cholesky"

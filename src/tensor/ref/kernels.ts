@@ -467,6 +467,12 @@ export function ew(op: number, out: Arr, a: Arr, b: Arr | null, alpha: number): 
   }
 }
 
+/** out[j] += Σ_i x[i, j]² over the n rows of x (n x cols), in double, rows in order. */
+export function colSumsq(out: Float64Array, x: Arr, n: number, cols: number): void {
+  check("colSumsq", out.length === cols && x.length === n * cols, "length mismatch");
+  for (let i = 0; i < n; i++) for (let j = 0; j < cols; j++) out[j] += x[i * cols + j] * x[i * cols + j];
+}
+
 /** out = base + s·(x ⊙ mask); base null: s·(x ⊙ mask). */
 export function maskedScaleAdd(out: Arr, base: Arr | null, x: Arr, mask: Uint8Array, s: number): void {
   const n = out.length;
