@@ -18,6 +18,9 @@ constexpr int MR = 12, NR = 32;
 #ifndef PF
 #define PF 48
 #endif
+#ifndef PFA
+#define PFA 24
+#endif
 
 // C (MR_ x 16 NV, row stride ldc) = alpha * acc + beta * C; with beta 0, C is only written.
 template <int MR_, int NV>
@@ -70,6 +73,10 @@ inline void micro_t(long K, const float* A, long sa, const float* B, long sb, fl
 #pragma GCC unroll 2
       for (int j = 0; j < NV; ++j) c[i][j] = _mm512_fmadd_ps(a, b[j], c[i][j]);
     }
+    // The A panel's values PFA k-steps ahead. Measured on sgemm 4096^3 against none, 8, 16 and 32 by alternating
+    // builds (medians of 7 products per run, 5-10 runs each): 16-32 beat none by about one point of peak; the
+    // llama768 steps came out the same within noise.
+    if (!ROWS) _mm_prefetch((const char*)(A + PFA * sa), _MM_HINT_T0);
     if (!ROWS) A += sa;
     B += sb;
   }
