@@ -40,6 +40,25 @@ describe("recipe validation", () => {
     });
     expect(ok.retrain.lora_r).toBe(16);
     expect(ok.eval.ppl).toEqual(["wikitext2"]);
+    // PERP's own knob names (main.py defaults) are understood, and what perp does not do is refused by name
+    const perp = validateRecipe({
+      model: { id: "x" },
+      prune: { reconstruct_n_samples: 64 },
+      retrain: { peft_strategy: "FullFT", lora_dropout: 0, optim: "adamw_torch", lr_scheduler_type: "linear" },
+    });
+    expect(perp.prune.reconstruct_n_samples).toBe(64);
+    expect(() => validateRecipe({ model: { id: "x" }, retrain: { lora_dropout: 0.05 } })).toThrow(
+      /retrain.lora_dropout: LoRA dropout is not supported/,
+    );
+    expect(() => validateRecipe({ model: { id: "x" }, retrain: { lr_scheduler_type: "cosine" } })).toThrow(
+      /retrain.lr_scheduler_type/,
+    );
+    expect(() =>
+      validateRecipe({ model: { id: "x" }, retrain: { training_mode: "reconstruct", peft_strategy: "FullFT" } }),
+    ).toThrow(/full_ft is not supported with training_mode: reconstruct/);
+    expect(() =>
+      validateRecipe({ model: { id: "x" }, prune: { calib_samples: 32, reconstruct_n_samples: 64 } }),
+    ).toThrow(/give one of calib_samples and reconstruct_n_samples/);
   });
 
   it("a list value for a scalar key expands into the grid of runs; list-typed keys do not", () => {

@@ -39,6 +39,12 @@ const Prune = z
       .describe("calibration window length (default: context, ≤ 2048)"),
     calib_dataset: z.string().default("c4").describe("c4 | wikitext2 | tinystories | file"),
     seed: z.number().int().default(0).describe("calibration sampling / random pruning seed"),
+    reconstruct_n_samples: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe("PERP's name for calib_samples (its C4 samples for wanda, sparsegpt and reconstruct)"),
   })
   .strict();
 
@@ -53,6 +59,11 @@ const Retrain = z
     peft_use_lm_head: z.boolean().default(false).describe("train the LM head (untied if tied)"),
     peft_use_lora: z.boolean().default(true).describe("LoRA adapters on every pruned linear"),
     full_ft: z.boolean().default(false).describe("full retraining (every weight; masks re-applied)"),
+    peft_strategy: z
+      .enum(["SelectivePEFT", "FullFT"])
+      .optional()
+      .describe("PERP's switch: FullFT = full_ft, SelectivePEFT = the peft_use_* subsets"),
+    lora_dropout: z.number().min(0).lt(1).default(0).describe("LoRA dropout: only 0 (PERP's LoRA variants use none)"),
     lora_type: z.enum(["lora", "lora_prune", "mask_lora", "scale_lora"]).default("mask_lora").describe("LoRA variant"),
     lora_r: z.number().int().positive().default(16).describe("LoRA rank"),
     lora_alpha: z.number().positive().default(32).describe("LoRA alpha (scale alpha / r)"),
@@ -62,6 +73,8 @@ const Retrain = z
     gradient_accumulation_steps: z.number().int().positive().default(1).describe("micro-batches per step"),
     warmup: z.number().min(0).max(1).default(0.1).describe("warmup fraction"),
     weight_decay: z.number().min(0).default(0).describe("AdamW weight decay"),
+    optim: z.enum(["adamw_torch", "adamw"]).default("adamw_torch").describe("optimizer: AdamW (the only one)"),
+    lr_scheduler_type: z.enum(["linear"]).default("linear").describe("linear decay after warmup (the only one)"),
     max_grad_norm: z
       .number()
       .min(0)
@@ -75,6 +88,10 @@ const Retrain = z
       .enum(["auto", "on", "off"])
       .default("auto")
       .describe("per-block gradient checkpointing (auto: on when activations would need > 1/4 of memory)"),
+    gradient_checkpointing: z
+      .boolean()
+      .optional()
+      .describe("PERP's name: true = grad_checkpoint on, false = off (never changes the numbers)"),
     pack_frozen: z
       .enum(["auto", "on", "off"])
       .default("auto")
@@ -115,9 +132,27 @@ export const RecipeSchema = z
   .strict()
   .superRefine((r, ctx) => {
     const t = r.retrain;
+    const issue = (path: string[], message: string) => ctx.addIssue({ code: z.ZodIssueCode.custom, path, message });
+    const p = r.prune;
+    if (p.reconstruct_n_samples !== undefined && p.calib_samples !== 128 && p.calib_samples !== p.reconstruct_n_samples)
+      issue(["prune", "reconstruct_n_samples"], "give one of calib_samples and reconstruct_n_samples (the same knob)");
+    if (t.peft_strategy === "SelectivePEFT" && t.full_ft)
+      issue(["retrain", "peft_strategy"], "peft_strategy: SelectivePEFT contradicts full_ft: true");
+    if (t.lora_dropout > 0)
+      issue(
+        ["retrain", "lora_dropout"],
+        "LoRA dropout is not supported: perp's LoRA variants train without it (PERP's code sets it to 0 for its own)",
+      );
+    if (
+      t.gradient_checkpointing !== undefined &&
+      t.grad_checkpoint !== "auto" &&
+      (t.grad_checkpoint === "on") !== t.gradient_checkpointing
+    )
+      issue(["retrain", "gradient_checkpointing"], `contradicts grad_checkpoint: ${t.grad_checkpoint}`);
+    const full = t.full_ft || t.peft_strategy === "FullFT";
     if (
       t.training_mode !== "none" &&
-      !t.full_ft &&
+      !full &&
       !(t.peft_use_bias || t.peft_use_ln || t.peft_use_lm_head || t.peft_use_lora)
     )
       ctx.addIssue({
@@ -125,7 +160,7 @@ export const RecipeSchema = z
         path: ["retrain"],
         message: "nothing to train: enable a peft_use_* subset or full_ft (or training_mode: none)",
       });
-    if (t.full_ft && t.training_mode === "reconstruct")
+    if (full && t.training_mode === "reconstruct")
       ctx.addIssue({
         code: z.ZodIssueCode.custom,
         path: ["retrain", "full_ft"],
