@@ -440,12 +440,16 @@ Napi::Value SparsegptObs(const Napi::CallbackInfo& info) {
   const long ldu = a.dim(4, "ldu"), rows = a.dim(6, "rows"), bs = a.dim(7, "bs"), nn = a.dim(8, "nmN"),
              nm = a.dim(9, "nmM");
   if (ldu < bs) a.fail("ldu=" + std::to_string(ldu) + " is below bs=" + std::to_string(bs));
-  if (nm > 0 && (nn >= nm || bs % nm)) a.fail("N:M " + std::to_string(nn) + ":" + std::to_string(nm) + " does not fit bs=" + std::to_string(bs));
+  if (nm > 0 && (nn >= nm || bs % nm))
+    a.fail("N:M " + std::to_string(nn) + ":" + std::to_string(nm) + " does not fit bs=" + std::to_string(bs));
   const float* d = a.f32(5, "d", bs);
   for (long i = 0; i < bs; ++i)
     if (!(d[i] != 0.0f)) a.fail("d[" + std::to_string(i) + "] is zero or NaN");
-  const double loss = sparsegpt_obs(a.f32(0, "W1", rows * bs), a.f32(1, "Err1", rows * bs), a.u8(2, "mask1", rows * bs),
-                                    a.typed<float, napi_float32_array>(3, "U", "Float32Array", bs > 0 ? (bs - 1) * ldu + bs : 0, false, false), ldu, d, rows, bs, nn, nm);
+  // U: the block's rows of the factor, ldu apart (a view into the whole matrix: at least, not exactly, this long)
+  const float* U = a.typed<float, napi_float32_array>(3, "U", "Float32Array", bs > 0 ? (bs - 1) * ldu + bs : 0,
+                                                      false, false);
+  const double loss = sparsegpt_obs(a.f32(0, "W1", rows * bs), a.f32(1, "Err1", rows * bs),
+                                    a.u8(2, "mask1", rows * bs), U, ldu, d, rows, bs, nn, nm);
   return Napi::Number::New(info.Env(), loss);
 }
 
