@@ -78,7 +78,6 @@ export async function reconstruct(
   const t0 = performance.now();
   const bar = o.progress ? new Progress("reconstruct", student.model.numBlocks * o.steps, "step") : null;
   const warm = warmupSteps(o.steps, o.warmup ?? 0.1, "floor"); // PERP: int(0.1 * n_iterations)
-  let cursor = 0;
   for (let i = 0; i < student.model.numBlocks; i++) {
     const Y = blockOut(teacher, i, Xs, N, L, C); // the dense block on the pruned stream
     const before = mseOf(blockOut(student, i, Xs, N, L, C), Y);
@@ -86,6 +85,7 @@ export async function reconstruct(
     const prefix = student.model.blockLinears(i)[0][0].replace(/\.[^.]+\.[^.]+$/, ".");
     const own = params.filter(([n]) => n.startsWith(prefix));
     const opt = own.length ? new AdamW(own, { lr: o.lr, weightDecay: o.weightDecay ?? 0 }) : null;
+    let cursor = 0; // each block's batches start at the first window (PERP builds a fresh, unshuffled loader per block)
     for (let step = 0; opt && step < o.steps; step++) {
       opt.zeroGrad();
       let lsum = 0;
