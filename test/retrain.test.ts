@@ -234,10 +234,37 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
     });
     expect(r.blocks).toHaveLength(2);
     for (const b of r.blocks ?? []) expect(b.mse_after).toBeLessThan(b.mse_before);
+    expect(r.trainable_params).toBe((r.blocks ?? []).reduce((a, b) => a + b.trainable, 0)); // only what blocks hold
     const sum = (k: "mse_before" | "mse_after") => (r.blocks ?? []).reduce((a, b) => a + b[k], 0);
     expect(r.reconstruction_error_initial).toBe(sum("mse_before"));
     expect(r.reconstruction_error_final).toBe(sum("mse_after"));
     expect(r.sparsity_after).toBeCloseTo(0.5, 10);
+  });
+
+  it("reconstruct mode leaves the LM head alone (it is in no block), with a warning, as PERP does", async () => {
+    const src = mkdtempSync(join(tmpdir(), "perp-rc3-src-"));
+    writeTiny(src, "llama");
+    const m0 = await loadModel(src);
+    const { report, masks } = await prune(m0, { method: "magnitude", sparsity: 0.5 });
+    const pruned = join(mkdtempSync(join(tmpdir(), "perp-rc3-p-")), "pruned");
+    savePruned(pruned, m0, report, masks);
+    const m = await loadModel(pruned);
+    const out = join(mkdtempSync(join(tmpdir(), "perp-rc3-o-")), "out");
+    const r = await retrainModel(m, {
+      mode: "reconstruct",
+      dense: src,
+      params: ["norm", "head"],
+      steps: 2,
+      lr: 1e-3,
+      seqlen: 16,
+      calibSamples: 2,
+      out,
+    });
+    expect(r.warnings.join(" ")).toMatch(/the LM head is not in a block/);
+    expect(r.trainable_params).toBe((r.blocks ?? []).reduce((a, b) => a + b.trainable, 0));
+    const cfg = JSON.parse(readFileSync(join(out, "config.json"), "utf8"));
+    const srcCfg = JSON.parse(readFileSync(join(src, "config.json"), "utf8"));
+    expect(cfg.tie_word_embeddings ?? true).toBe(srcCfg.tie_word_embeddings ?? true);
   });
 
   it("reconstruct mode follows PERP: block i's targets are the dense block i on the pruned model's own stream", async () => {

@@ -69,7 +69,8 @@ export async function reconstruct(
     source: o.calibDataset ?? "c4",
   });
   const N = cal.samples;
-  const { params, nTrain, nModel } = setupTrainable(student.model, o);
+  const { params, nModel } = setupTrainable(student.model, o);
+  let nTrain = 0; // what reconstruction trains: the blocks' own tensors (not e.g. the final norm, outside every block)
   let Xs = noGrad(() => student.model.embed(cal.ids, N, L)).data;
   const C = Xs.length / (N * L);
   const B = Math.min(o.batch ?? 1, N);
@@ -107,6 +108,7 @@ export async function reconstruct(
     for (const [, l] of student.model.blockLinears(i)) l.mergeLora();
     Xs = blockOut(student, i, Xs, N, L, C);
     blocks.push({ block: i, mse_before: before, mse_after: mseOf(Xs, Y), trainable: countParams(own) });
+    nTrain += countParams(own);
   }
   bar?.end();
   const secs = (performance.now() - t0) / 1000;

@@ -79,8 +79,15 @@ export async function retrainModel(
       throw new Error(`${m.dir}: reconstruct mode needs the dense model (perp.json has no source_model; pass --dense)`);
     if (!m.tokenizer) throw new Error(`${m.dir}: reconstruct mode needs tokenizer.json`);
     if (o.resume) warn("reconstruct mode keeps no checkpoints (it runs block by block): --resume starts it over");
+    let params = o.params;
+    if (params.includes("head")) {
+      // Nothing of the head is inside a block; PERP's reconstruct skips it the same way (and trains no head).
+      warn("reconstruct mode trains block by block: the LM head is not in a block and is left as it is (as PERP does)");
+      params = params.filter((p) => p !== "head");
+    }
+    if (!params.length) throw new Error("reconstruct mode: nothing left to train inside the blocks");
     const teacher = await loadModel(dense);
-    summary = await reconstruct(m, teacher, m.tokenizer, o);
+    summary = await reconstruct(m, teacher, m.tokenizer, { ...o, params });
   } else summary = await retrain(m, { ...o, excludeDocs: exclude });
   const { densified } = mergeAdapters(m.model);
   if (densified)
