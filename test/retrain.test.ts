@@ -170,14 +170,27 @@ function writeTiny(dir: string, family: "llama" | "opt"): void {
   writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify({ bos_token: "<s>", eos_token: "</s>" }));
 }
 
-async function prunedTiny(family: "llama" | "opt"): Promise<string> {
+/** A tiny dense model (src) and its magnitude-50% pruned folder. */
+async function densePrunedTiny(family: "llama" | "opt"): Promise<{ src: string; pruned: string }> {
   const src = mkdtempSync(join(tmpdir(), "perp-rt-src-"));
   writeTiny(src, family);
   const m = await loadModel(src);
   const { report, masks } = await prune(m, { method: "magnitude", sparsity: 0.5 });
-  const out = join(mkdtempSync(join(tmpdir(), "perp-rt-p-")), "pruned");
-  savePruned(out, m, report, masks);
-  return out;
+  const pruned = join(mkdtempSync(join(tmpdir(), "perp-rt-p-")), "pruned");
+  savePruned(pruned, m, report, masks);
+  return { src, pruned };
+}
+
+/** `perp retrain --mode reconstruct` on a pruned tiny LLaMA against its dense source. */
+async function reconstructTiny(o: Omit<Parameters<typeof retrainModel>[1], "out">) {
+  const { src, pruned } = await densePrunedTiny("llama");
+  const out = join(mkdtempSync(join(tmpdir(), "perp-rc-o-")), "out");
+  const r = await retrainModel(await loadModel(pruned), { mode: "reconstruct", dense: src, ...o, out });
+  return { r, src, out };
+}
+
+async function prunedTiny(family: "llama" | "opt"): Promise<string> {
+  return (await densePrunedTiny(family)).pruned;
 }
 
 describe.skipIf(!have)("retraining a pruned tiny model", () => {
@@ -211,17 +224,7 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
       });
 
   it("reconstruct mode: per-block MSE against the dense block goes down, sparsity is kept", async () => {
-    const src = mkdtempSync(join(tmpdir(), "perp-rc-src-"));
-    writeTiny(src, "llama");
-    const m0 = await loadModel(src);
-    const { report, masks } = await prune(m0, { method: "magnitude", sparsity: 0.5 });
-    const pruned = join(mkdtempSync(join(tmpdir(), "perp-rc-p-")), "pruned");
-    savePruned(pruned, m0, report, masks);
-    const m = await loadModel(pruned);
-    const out = join(mkdtempSync(join(tmpdir(), "perp-rc-o-")), "out");
-    const r = await retrainModel(m, {
-      mode: "reconstruct",
-      dense: src,
+    const { r } = await reconstructTiny({
       params: ["norm", "lora"],
       loraType: "mask_lora",
       loraR: 2,
@@ -230,7 +233,6 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
       seqlen: 32,
       batch: 2,
       calibSamples: 4,
-      out,
     });
     expect(r.blocks).toHaveLength(2);
     for (const b of r.blocks ?? []) expect(b.mse_after).toBeLessThan(b.mse_before);
@@ -242,23 +244,12 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
   });
 
   it("reconstruct mode leaves the LM head alone (it is in no block), with a warning, as PERP does", async () => {
-    const src = mkdtempSync(join(tmpdir(), "perp-rc3-src-"));
-    writeTiny(src, "llama");
-    const m0 = await loadModel(src);
-    const { report, masks } = await prune(m0, { method: "magnitude", sparsity: 0.5 });
-    const pruned = join(mkdtempSync(join(tmpdir(), "perp-rc3-p-")), "pruned");
-    savePruned(pruned, m0, report, masks);
-    const m = await loadModel(pruned);
-    const out = join(mkdtempSync(join(tmpdir(), "perp-rc3-o-")), "out");
-    const r = await retrainModel(m, {
-      mode: "reconstruct",
-      dense: src,
+    const { r, src, out } = await reconstructTiny({
       params: ["norm", "head"],
       steps: 2,
       lr: 1e-3,
       seqlen: 16,
       calibSamples: 2,
-      out,
     });
     expect(r.warnings.join(" ")).toMatch(/the LM head is not in a block/);
     expect(r.trainable_params).toBe((r.blocks ?? []).reduce((a, b) => a + b.trainable, 0));
@@ -268,13 +259,8 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
   });
 
   it("reconstruct mode follows PERP: block i's targets are the dense block i on the pruned model's own stream", async () => {
-    const src = mkdtempSync(join(tmpdir(), "perp-rc2-src-"));
-    writeTiny(src, "llama");
+    const { src, pruned } = await densePrunedTiny("llama");
     const teacher = await loadModel(src);
-    const m0 = await loadModel(src);
-    const { report, masks } = await prune(m0, { method: "magnitude", sparsity: 0.5 });
-    const pruned = join(mkdtempSync(join(tmpdir(), "perp-rc2-p-")), "pruned");
-    savePruned(pruned, m0, report, masks);
     const student = await loadModel(pruned);
     // Block 1 back to its dense weights: fed the same inputs, it reproduces its targets exactly (under a separate
     // dense stream its inputs would differ, since block 0 stays pruned).
