@@ -36,7 +36,7 @@ export function hinvUpper(
     try {
       choleskyInPlace(A, n, `${layer} Hessian`);
       const Li = invertLower(A, n);
-      const U = new Float32Array(nn);
+      const U = A; // the factor is no longer needed: U = P L⁻¹ P goes into its buffer (one n x n array less)
       for (let k = 0; k < nn; k++) U[k] = Li[nn - 1 - k];
       return { U, damp: pd };
     } catch {
