@@ -10,6 +10,8 @@ export interface ReportInput {
 
 const esc = (s: unknown) =>
   String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c] as string);
+/** Scientific notation for errors that span decades (an MSE of 1e-5 would print as 0.0000). */
+const sci = (v: unknown) => (typeof v === "number" ? v.toExponential(3) : v);
 const fmt = (v: unknown, d = 4) =>
   typeof v === "number"
     ? Number.isInteger(v)
@@ -74,6 +76,12 @@ export function renderReport(r: ReportInput): string {
   );
   const exp = res.export as Record<string, number | string> | undefined;
   const train = res.retrain as Record<string, number> | undefined;
+  const blocks = ((res.retrain as { blocks?: unknown } | undefined)?.blocks ?? []) as {
+    block: number;
+    mse_before: number;
+    mse_after: number;
+    trainable: number;
+  }[];
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>perp report: ${esc(r.name)}</title>
 <style>
@@ -90,6 +98,7 @@ pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:12px}.kpi{display:inl
 <h2>Per-layer sparsity</h2>${barChart(r.layers)}
 <h2>Training loss</h2>${lineChart(r.loss)}
 ${train ? table(["trainable params", "% of model", "steps", "loss first 10", "loss last 10", "tokens/s"], [[train.trainable_params, train.trainable_pct, train.steps, train.loss_first10, train.loss_last10, train.tokens_per_s]]) : ""}
+${blocks.length ? `<h2>Reconstruction (MSE against the dense block, per block)</h2>${table(["block", "before", "after", "trainable"], [...blocks.map((b) => [b.block, sci(b.mse_before), sci(b.mse_after), b.trainable]), ["sum", sci(train?.reconstruction_error_initial), sci(train?.reconstruction_error_final), ""]])}` : ""}
 <h2>Export</h2>${exp?.compressed_skipped ? `<p>compressed export skipped: ${esc(String(exp.compressed_skipped))}</p>` : exp?.format ? table(["format", "dense bytes", "compressed bytes", "ratio"], [[exp.format, exp.dense_bytes, exp.compressed_bytes, Number(exp.compressed_bytes) / Number(exp.dense_bytes)]]) : "<p>not exported</p>"}
 <h2>Timings</h2>${table(["stage", "seconds", "peak RSS (MB)"], timings)}
 <h2>Recipe</h2><pre>${esc(JSON.stringify(r.recipe, null, 2))}</pre>

@@ -4,6 +4,8 @@
 // the outputs of the already reconstructed blocks < i, as PERP computes them (get_outputs through the dense layer,
 // prune, reconstruct, get_outputs through the pruned layer). `steps` optimizer steps per block (fresh AdamW, linear
 // warmup schedule per block, batches in order); then the block's adapters are merged and its outputs feed block i+1.
+import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { Progress } from "../cli/progress.js";
 import type { Tokenizer } from "../io/tokenizer.js";
 import type { LoadedModel } from "../models/load.js";
@@ -79,6 +81,10 @@ export async function reconstruct(
   const t0 = performance.now();
   const bar = o.progress ? new Progress("reconstruct", student.model.numBlocks * o.steps, "step") : null;
   const warm = warmupSteps(o.steps, o.warmup ?? 0.1, "floor"); // PERP: int(0.1 * n_iterations)
+  // The loss log, as retraining writes it (step counts across blocks; `block` says which one)
+  mkdirSync(o.out, { recursive: true });
+  const logPath = join(o.out, "log.jsonl");
+  writeFileSync(logPath, "");
   for (let i = 0; i < student.model.numBlocks; i++) {
     const Y = blockOut(teacher, i, Xs, N, L, C); // the dense block on the pruned stream
     const before = mseOf(blockOut(student, i, Xs, N, L, C), Y);
@@ -103,6 +109,10 @@ export async function reconstruct(
       }
       opt.update(lrAt(step, o.steps, warm, o.lr));
       losses.push(lsum / (o.gradAccum ?? 1));
+      appendFileSync(
+        logPath,
+        `${JSON.stringify({ step: losses.length, block: i, loss: losses[losses.length - 1], lr: lrAt(step, o.steps, warm, o.lr) })}\n`,
+      );
       bar?.tick(1, `block ${i} mse ${(lsum / (o.gradAccum ?? 1)).toExponential(3)}`);
     }
     for (const [, l] of student.model.blockLinears(i)) l.mergeLora();
