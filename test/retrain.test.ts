@@ -252,6 +252,16 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
       calibSamples: 2,
     });
     expect(r.warnings.join(" ")).toMatch(/the LM head is not in a block/);
+    const log = readFileSync(join(out, "log.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(log.map((l) => [l.step, l.block])).toEqual([
+      [1, 0],
+      [2, 0],
+      [3, 1],
+      [4, 1],
+    ]); // the per-step losses, numbered across blocks (the report's loss chart)
     expect(r.trainable_params).toBe((r.blocks ?? []).reduce((a, b) => a + b.trainable, 0));
     const cfg = JSON.parse(readFileSync(join(out, "config.json"), "utf8"));
     const srcCfg = JSON.parse(readFileSync(join(src, "config.json"), "utf8"));
