@@ -398,7 +398,7 @@ const retrainCmd: CommandDef = {
     if (a.opts.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
     else
       process.stdout.write(
-        `trained ${r.trainable_params} parameters (${r.trainable_pct.toFixed(3)}% of the model) for ${r.steps} steps in ${r.seconds.toFixed(1)} s (${r.tokens_per_s.toFixed(0)} tok/s): loss ${r.loss_first10.toFixed(4)} → ${r.loss_last10.toFixed(4)}; sparsity ${r.sparsity_before.toFixed(4)} → ${r.sparsity_after.toFixed(4)}; peak RSS ${r.peak_rss_mb} MB → ${a.opts.out}\n`,
+        `trained ${r.trainable_params} parameters (${r.trainable_pct.toFixed(3)}% of the model) for ${r.steps} steps${r.blocks ? " per block" : ""} in ${r.seconds.toFixed(1)} s (${r.tokens_per_s.toFixed(0)} tok/s)${r.blocks ? "" : `: loss ${r.loss_first10.toFixed(4)} → ${r.loss_last10.toFixed(4)}`}; sparsity ${r.sparsity_before.toFixed(4)} → ${r.sparsity_after.toFixed(4)}; peak RSS ${r.peak_rss_mb} MB → ${a.opts.out}\n`,
       );
   },
 };
