@@ -47,6 +47,11 @@ describe("recipe validation", () => {
       retrain: { peft_strategy: "FullFT", lora_dropout: 0, optim: "adamw_torch", lr_scheduler_type: "linear" },
     });
     expect(perp.prune.reconstruct_n_samples).toBe(64);
+    expect(perp.prune.calib_samples).toBe(64); // resolved into perp's own names once, at validation
+    expect(perp.retrain.full_ft).toBe(true);
+    expect(
+      validateRecipe({ model: { id: "x" }, retrain: { gradient_checkpointing: true } }).retrain.grad_checkpoint,
+    ).toBe("on");
     expect(() => validateRecipe({ model: { id: "x" }, retrain: { lora_dropout: 0.05 } })).toThrow(
       /retrain.lora_dropout: LoRA dropout is not supported/,
     );

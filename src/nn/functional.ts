@@ -415,8 +415,8 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
   });
 }
 
-/** Rows of `table` (V, C) for each id → (n, C). */
-/** Rows of `table` for `ids`; the backward skips positions holding `paddingIdx` (PyTorch's padding_idx). */
+/** Rows of `table` (V, C) for each id → (n, C); the backward skips positions holding `paddingIdx` (PyTorch's
+ * padding_idx). */
 export function embedding(ids: Int32Array, table: Tensor, paddingIdx = -1): Tensor {
   const [V, C] = table.shape;
   const y = Tensor.alloc([ids.length, C]);

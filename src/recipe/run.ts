@@ -110,7 +110,7 @@ export async function run(recipe: Recipe, o: RunOptions): Promise<Json> {
       sparsity: p.goal_sparsity,
       pattern: p.sparsity_type,
       scope: p.scope,
-      calibSamples: p.reconstruct_n_samples ?? p.calib_samples,
+      calibSamples: p.calib_samples,
       calibSeqlen: p.calib_seqlen,
       calibDataset: p.calib_dataset,
       seed: p.seed,
@@ -127,15 +127,14 @@ export async function run(recipe: Recipe, o: RunOptions): Promise<Json> {
   let train: Json | null = null;
   if (t.training_mode !== "none") {
     train = await stage("retrain", async () => {
-      const params: Subset[] =
-        t.full_ft || t.peft_strategy === "FullFT"
-          ? ["full"]
-          : ([
-              t.peft_use_bias && "bias",
-              t.peft_use_ln && "norm",
-              t.peft_use_lm_head && "head",
-              t.peft_use_lora && "lora",
-            ].filter(Boolean) as Subset[]);
+      const params: Subset[] = t.full_ft
+        ? ["full"]
+        : ([
+            t.peft_use_bias && "bias",
+            t.peft_use_ln && "norm",
+            t.peft_use_lm_head && "head",
+            t.peft_use_lora && "lora",
+          ].filter(Boolean) as Subset[]);
       const m = await loadModel(prunedDir);
       const r = await retrainModel(m, {
         mode: t.training_mode as "retrain" | "reconstruct",
@@ -155,10 +154,9 @@ export async function run(recipe: Recipe, o: RunOptions): Promise<Json> {
         seed: t.seed,
         dataset: t.dataset,
         checkpointEvery: t.checkpoint_every,
-        gradientCheckpointing:
-          t.gradient_checkpointing === undefined ? t.grad_checkpoint : t.gradient_checkpointing ? "on" : "off",
+        gradientCheckpointing: t.grad_checkpoint,
         packFrozen: t.pack_frozen,
-        calibSamples: recipe.prune.reconstruct_n_samples ?? recipe.prune.calib_samples,
+        calibSamples: recipe.prune.calib_samples,
         out: modelDir,
         resume: true,
         progress: o.progress,

@@ -205,10 +205,25 @@ export function formatIssues(err: z.ZodError, where: string): string {
   return `${where}: invalid recipe\n  ${lines.join("\n  ")}`;
 }
 
+/** PERP's alternative knob names resolved into perp's own, once, so the rest of the code reads one field each. */
+function resolveAliases(r: Recipe): Recipe {
+  const t = r.retrain;
+  return {
+    ...r,
+    prune: { ...r.prune, calib_samples: r.prune.reconstruct_n_samples ?? r.prune.calib_samples },
+    retrain: {
+      ...t,
+      full_ft: t.full_ft || t.peft_strategy === "FullFT",
+      grad_checkpoint:
+        t.gradient_checkpointing === undefined ? t.grad_checkpoint : t.gradient_checkpointing ? "on" : "off",
+    },
+  };
+}
+
 export function validateRecipe(raw: unknown, where = "recipe"): Recipe {
   const r = RecipeSchema.safeParse(raw);
   if (!r.success) throw new RecipeError(formatIssues(r.error, where));
-  return r.data;
+  return resolveAliases(r.data);
 }
 
 /** Markdown table of every key with its default and description (the README's recipe reference). */
