@@ -76,8 +76,10 @@ inline void micro_t(long K, const float* A, long sa, const float* B, long sb, fl
     // The A panel's values PFA k-steps ahead. Measured on sgemm 4096^3 against none, 8, 16 and 32 by alternating
     // builds (medians of 7 products per run, 5-10 runs each): 16-32 beat none by about one point of peak; the
     // llama768 steps came out the same within noise.
-    if (!ROWS) _mm_prefetch((const char*)(A + PFA * sa), _MM_HINT_T0);
-    if (!ROWS) A += sa;
+    if (!ROWS) {
+      _mm_prefetch((const char*)(A + PFA * sa), _MM_HINT_T0);
+      A += sa;
+    }
     B += sb;
   }
   store_tile<MR_, NV>(c, C, ldc, alpha, beta);

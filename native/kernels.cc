@@ -658,12 +658,9 @@ void invert_lower_small(float* out, long ldo, const float* L, long ldl, long m) 
     }
   }
 }
-std::vector<float>& panel_buf() {
-  static thread_local std::vector<float> b;
-  return b;
-}
+// Scratch for Cholesky's panel product, kept between calls (grown, never shrunk).
 float* panel_scratch(size_t n) {
-  auto& b = panel_buf();
+  static thread_local std::vector<float> b;
   if (b.size() < n) b.resize(n);
   return b.data();
 }
