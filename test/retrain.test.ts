@@ -252,6 +252,18 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
       calibSamples: 2,
     });
     expect(r.warnings.join(" ")).toMatch(/the LM head is not in a block/);
+    const bad = join(mkdtempSync(join(tmpdir(), "perp-rc4-")), "out");
+    await expect(
+      retrainModel(await loadModel(src), {
+        mode: "reconstruct",
+        dense: src,
+        params: ["head"],
+        steps: 1,
+        lr: 1e-3,
+        out: bad,
+      }),
+    ).rejects.toThrow(/nothing left to train inside the blocks/);
+    expect(existsSync(bad)).toBe(false); // refused before anything is written
     const log = readFileSync(join(out, "log.jsonl"), "utf8")
       .trim()
       .split("\n")
