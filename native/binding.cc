@@ -255,9 +255,12 @@ Napi::Value AttentionFwd(const Napi::CallbackInfo& info) {
   long B, T, H, KV, D;
   att_dims(a, 5, &B, &T, &H, &KV, &D);
   const long window = info.Length() > 11 && !a.isNull(11) ? a.dim(11, "window") : 0;  // 0: none
+  const long past = info.Length() > 12 && !a.isNull(12) ? a.dim(12, "past") : 0;      // cached keys before q
+  if (past > 0 && !a.isNull(1)) a.fail("P must be null when past > 0 (no backward through a KV cache)");
+  const long S = past + T;
   attention_fwd(a.f32(0, "out", B * T * H * D), a.f32(1, "P", B * H * T * T, true), a.f32(2, "q", B * T * H * D),
-                a.f32(3, "k", B * T * KV * D), a.f32(4, "v", B * T * KV * D), B, T, H, KV, D, (float)a.num(10, "scale"),
-                window);
+                a.f32(3, "k", B * S * KV * D), a.f32(4, "v", B * S * KV * D), B, T, H, KV, D, (float)a.num(10, "scale"),
+                window, past);
   return info.Env().Undefined();
 }
 

@@ -280,20 +280,21 @@ inline long att_cols(long t0, long mr, long NR, long T) { return std::min(T, (t0
 }  // namespace
 
 void attention_fwd(float* out, float* P, const float* q, const float* k, const float* v, long B, long T, long H,
-                   long KV, long D, float scale, long window) {
+                   long KV, long D, float scale, long window, long past) {
   const IsaKernels* isa = isa_active();
   const softmax_fn softmax = isa->softmax;
   const long rep = H / KV, ldq = H * D, ldk = KV * D, MR = isa->MR, NR = isa->NR;
-  const long np = (T + NR - 1) / NR, dp = (D + NR - 1) / NR;  // key panels, head-dim panels
+  const long S = past + T;                                    // keys: the cached ones, then this call's
+  const long np = (S + NR - 1) / NR, dp = (D + NR - 1) / NR;  // key panels, head-dim panels
   pool_run([&](int ith, int nth) {
     long b0, e0;
     pool_split(B * H, ith, nth, 1, &b0, &e0);
     if (b0 >= e0) return;
-    float* Kt = t_att_k.get(np * NR * D);  // Kᵀ as B of S = Q Kᵀ: panel j = keys [jNR, jNR+NR), D deep
-    float* Vc = t_att_v.get(dp * NR * T);  // V as B of O = P V: panel p = columns [pNR, pNR+NR), T deep
+    float* Kt = t_att_k.get(np * NR * D);  // Kᵀ as B of scores = Q Kᵀ: panel j = keys [jNR, jNR+NR), D deep
+    float* Vc = t_att_v.get(dp * NR * S);  // V as B of O = P V: panel p = columns [pNR, pNR+NR), S deep
     float* Qp = t_att_q.get(MR * D);
-    float* Pp = t_att_a.get(MR * T);
-    float* Sbuf = P ? nullptr : t_att_s.get(MR * T);
+    float* Pp = t_att_a.get(MR * S);
+    float* Sbuf = P ? nullptr : t_att_s.get(MR * S);
     long packed_kv = -1;
     for (long bh = b0; bh < e0; ++bh) {
       const long b = bh / H, h = bh % H, kh = h / rep;
@@ -301,24 +302,24 @@ void attention_fwd(float* out, float* P, const float* q, const float* k, const f
       float* ob = out + b * T * ldq + h * D;
       if (packed_kv != b * KV + kh) {  // consecutive heads of a GQA group share K and V
         packed_kv = b * KV + kh;
-        pack_panels(Kt, NR, k + b * T * ldk + kh * D, ldk, true, T, D, NR * D);
-        pack_panels(Vc, NR, v + b * T * ldk + kh * D, ldk, false, D, T, NR * T);
+        pack_panels(Kt, NR, k + b * S * ldk + kh * D, ldk, true, S, D, NR * D);
+        pack_panels(Vc, NR, v + b * S * ldk + kh * D, ldk, false, D, S, NR * S);
       }
       for (long t0 = 0; t0 < T; t0 += MR) {
-        const long mr = std::min(MR, T - t0), cols = att_cols(t0, mr, NR, T);
-        float* S = P ? P + bh * T * T + t0 * T : Sbuf;
+        const long mr = std::min(MR, T - t0), cols = att_cols(past + t0, mr, NR, S);
+        float* sc = P ? P + bh * T * T + t0 * T : Sbuf;  // (P only without a cache: S == T)
         const RowsA qa = rows_a(isa, Qp, qb + t0 * ldq, ldq, mr, D);
-        att_row(isa, D, qa.a, Kt, NR * D, 0, S, T, mr, cols, scale, 0.0f, qa.sa, qa.rowa);
+        att_row(isa, D, qa.a, Kt, NR * D, 0, sc, S, mr, cols, scale, 0.0f, qa.sa, qa.rowa);
         for (long r = 0; r < mr; ++r) {
-          // Query t sees keys [s0, t]: s0 = 0, or t + 1 - window under a sliding window (Mistral). The keys before
-          // s0 get probability exactly 0, so the backward needs no window of its own.
-          const long t = t0 + r, s0 = window > 0 && t + 1 > window ? t + 1 - window : 0;
-          float* row = S + r * T;
+          // Query t (absolute position) sees keys [s0, t]: s0 = 0, or t + 1 - window under a sliding window
+          // (Mistral). The keys before s0 get probability exactly 0, so the backward needs no window of its own.
+          const long t = past + t0 + r, s0 = window > 0 && t + 1 > window ? t + 1 - window : 0;
+          float* row = sc + r * S;
           softmax(row + s0, t + 1 - s0, cols - s0);
           if (s0 > 0) std::memset(row, 0, s0 * sizeof(float));
         }
-        const RowsA pa = rows_a(isa, Pp, S, T, mr, cols);
-        att_row(isa, cols, pa.a, Vc, NR * T, 0, ob + t0 * ldq, ldq, mr, D, 1.0f, 0.0f, pa.sa, pa.rowa);
+        const RowsA pa = rows_a(isa, Pp, sc, S, mr, cols);
+        att_row(isa, cols, pa.a, Vc, NR * S, 0, ob + t0 * ldq, ldq, mr, D, 1.0f, 0.0f, pa.sa, pa.rowa);
       }
     }
   });

@@ -24,9 +24,10 @@ void rope(float* out, const float* x, const float* cos, const float* sin, long B
 // Causal attention. q, out: (B, T, H, D); k, v: (B, T, KV, D); P (B, H, T, T) stores the probabilities for backward
 // (may be null in inference): row t is written up to the end of its query panel's diagonal key panel, which covers
 // every key <= t and every entry attention_bwd reads; the rest of the row (zeros by causality) is left as it was.
-// scale multiplies q·k.
+// scale multiplies q·k. past > 0 (inference with a KV cache): k, v are (B, past + T, KV, D), the `past` cached keys
+// first, and query t sits at position past + t (it sees keys up to there); P must then be null.
 void attention_fwd(float* out, float* P, const float* q, const float* k, const float* v, long B, long T, long H,
-                   long KV, long D, float scale, long window = 0);
+                   long KV, long D, float scale, long window = 0, long past = 0);
 void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
                    const float* P, long B, long T, long H, long KV, long D, float scale);
 

@@ -584,6 +584,57 @@ describe.each(paths)("cpu path %s", (path) => {
     );
   });
 
+  it("attention over cached keys (past > 0): the last T rows of the whole causal product", () => {
+    K.setCpu(path);
+    for (const [past, T, H, KV, D, win] of [
+      [1, 1, 4, 2, 8, 0],
+      [12, 1, 3, 3, 40, 0],
+      [100, 1, 4, 1, 64, 5],
+      [5, 17, 4, 2, 64, 0],
+      [33, 3, 4, 4, 8, 7],
+      [129, 12, 4, 2, 40, 100],
+    ]) {
+      const B = 2;
+      const S = past + T;
+      const q = randF32(B * T * H * D, S);
+      const k = randF32(B * S * KV * D, S + 1);
+      const v = randF32(B * S * KV * D, S + 2);
+      const o = new Float32Array(q.length);
+      K.attentionFwd(o, null, q, k, v, B, T, H, KV, D, 0.35, win, past);
+      const ro = new Float64Array(q.length);
+      refK.attentionFwd(
+        ro,
+        null,
+        Float64Array.from(q),
+        Float64Array.from(k),
+        Float64Array.from(v),
+        B,
+        T,
+        H,
+        KV,
+        D,
+        0.35,
+        win,
+        past,
+      );
+      expectClose(o, ro, 1e-5, 1e-5, `attention past ${past} T ${T}`);
+      // the same queries placed at positions past.. of a whole (S-long) causal product give the same rows
+      const qAll = new Float32Array(B * S * H * D);
+      for (let b = 0; b < B; b++) qAll.set(q.subarray(b * T * H * D, (b + 1) * T * H * D), (b * S + past) * H * D);
+      const oAll = new Float32Array(qAll.length);
+      K.attentionFwd(oAll, null, qAll, k, v, B, S, H, KV, D, 0.35, win);
+      for (let b = 0; b < B; b++)
+        expect(o.subarray(b * T * H * D, (b + 1) * T * H * D)).toEqual(
+          oAll.subarray((b * S + past) * H * D, (b + 1) * S * H * D),
+        );
+    }
+    const P = new Float32Array(1);
+    const z = new Float32Array(8);
+    expect(() => K.attentionFwd(z, P, z, new Float32Array(16), new Float32Array(16), 1, 1, 1, 1, 8, 1, 0, 1)).toThrow(
+      /P must be null/,
+    );
+  });
+
   it("activations, SwiGLU, elementwise, mask", () => {
     K.setCpu(path);
     for (const n of [...AWKWARD, 1000, 5000]) {

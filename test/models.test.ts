@@ -6,6 +6,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { f32ToHalf, SafetensorsStore, saveCheckpoint, type TensorOut } from "../src/io/safetensors.js";
+import { generate, nextLogits } from "../src/models/generate.js";
+import { KVCache } from "../src/models/kvcache.js";
 import { invFreq } from "../src/models/llama.js";
 import { loadModel, saveModel } from "../src/models/load.js";
 import { supportedModelTypes } from "../src/models/registry.js";
@@ -497,6 +499,31 @@ describe.each(FAMILIES)("$name", (fam) => {
     const m2 = await loadModel(out);
     const l2 = noGrad(() => m2.model.forward(Int32Array.from(IDS), 1, T));
     expect(Buffer.compare(Buffer.from(l2.data.buffer), Buffer.from(logits.data.buffer))).toBe(0);
+  });
+});
+
+describe.each(FAMILIES)("$name with a KV cache", (fam) => {
+  it("gives the logits and greedy tokens of re-running the whole context, past the context length too", async () => {
+    const dir = tmp();
+    writeModel(dir, fam.config, randomSD(fam.spec, 2));
+    const { model } = await loadModel(dir);
+    // step by step: the prompt, then one token at a time, against the whole sequence run from scratch
+    const cache = new KVCache(model.numBlocks, model.maxContext);
+    const seq = [...IDS];
+    let fresh = [...IDS];
+    for (let s = 0; s < 6; s++) {
+      const cached = nextLogits(model, fresh, cache);
+      expect(cache.length).toBe(seq.length);
+      expectClose(cached, nextLogits(model, seq), 1e-6, 1e-6, `${fam.name} step ${s}`);
+      const next = (s * 5 + 2) % V;
+      seq.push(next);
+      fresh = [next];
+    }
+    // 30 new tokens after 9: the last 7 steps run past the 32-token context (left-cropped, from scratch)
+    const opts = { maxNewTokens: 30 };
+    expect([...generate(model, IDS, opts)]).toEqual([...generate(model, IDS, { ...opts, cache: false })]);
+    const hot = { maxNewTokens: 30, temperature: 2, seed: 5 };
+    expect([...generate(model, IDS, hot)]).toEqual([...generate(model, IDS, { ...hot, cache: false })]);
   });
 });
 

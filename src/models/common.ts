@@ -20,14 +20,16 @@ export function headDims(hidden: number, heads: number, what = "hidden_size"): n
   return D;
 }
 
-/** Runs the blocks in order, each under gradient checkpointing when asked. */
+/** Runs the blocks in order (f gets each block's index too), each under gradient checkpointing when asked. */
 export function runBlocks<B extends Module>(
   blocks: B[],
   x: Tensor,
-  f: (b: B, h: Tensor) => Tensor,
+  f: (b: B, h: Tensor, i: number) => Tensor,
   useCheckpoint?: boolean,
 ): Tensor {
-  for (const b of blocks) x = useCheckpoint ? checkpoint((h) => f(b, h), x, b.parameters()) : f(b, x);
+  blocks.forEach((b, i) => {
+    x = useCheckpoint ? checkpoint((h) => f(b, h, i), x, b.parameters()) : f(b, x, i);
+  });
   return x;
 }
 

@@ -6,6 +6,7 @@ import { Module, ModuleList } from "../nn/module.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { headDims, headFromEmbedding, lmHead, perHeadCols, requirePositiveInts, runBlocks } from "./common.js";
+import type { BlockKV } from "./kvcache.js";
 import { invFreq, type RopeScaling, ropeSettings, ropeTables } from "./llama.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
 
@@ -51,12 +52,15 @@ class NeoxAttention extends Module {
     this.dense = this.registerModule("dense", new Linear(C, C, { bias }));
     this.cols = [0, 1, 2].map((p) => perHeadCols(H, 3, D, p));
   }
-  forward(x: Tensor, B: number, T: number, rope: F.RopeTables): Tensor {
+  forward(x: Tensor, B: number, T: number, rope: F.RopeTables, kv?: BlockKV): Tensor {
     const { H, D } = this;
     const qkv = this.query_key_value.forward(x); // (B, T, H·3·D)
     const [q, k, v] = this.cols.map((c) => F.gatherCols(qkv, c));
-    const a = F.attention(F.rope(q, B, T, H, D, rope), F.rope(k, B, T, H, D, rope), v, B, T, H, H, D);
-    return this.dense.forward(a);
+    const [qr, kr] = [F.rope(q, B, T, H, D, rope), F.rope(k, B, T, H, D, rope)];
+    const scale = 1 / Math.sqrt(D);
+    return this.dense.forward(
+      kv ? kv.attend(qr, kr, v, T, H, H, D, scale) : F.attention(qr, kr, v, B, T, H, H, D, scale),
+    );
   }
 }
 
@@ -78,8 +82,8 @@ class NeoxLayer extends Module {
     );
     this.mlp = this.registerModule("mlp", new NeoxMLP(C, cfg.intermediate_size, actOf(cfg.hidden_act)));
   }
-  forward(x: Tensor, B: number, T: number, rope: F.RopeTables): Tensor {
-    const a = this.attention.forward(this.input_layernorm.forward(x), B, T, rope);
+  forward(x: Tensor, B: number, T: number, rope: F.RopeTables, kv?: BlockKV): Tensor {
+    const a = this.attention.forward(this.input_layernorm.forward(x), B, T, rope, kv);
     if (this.cfg.use_parallel_residual ?? true) {
       const m = this.mlp.forward(this.post_attention_layernorm.forward(x));
       return F.add(F.add(x, a), m);
@@ -178,8 +182,11 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
     return this.blocks.length;
   }
 
-  private rope(T: number): F.RopeTables {
-    return ropeTables(T, this.rotDim, this.ropeCfg.theta, false, this.ropeCfg.scaling);
+  /** RoPE tables for positions pos0 .. pos0 + T - 1. */
+  private rope(T: number, pos0 = 0): F.RopeTables {
+    const t = ropeTables(pos0 + T, this.rotDim, this.ropeCfg.theta, false, this.ropeCfg.scaling);
+    const half = this.rotDim / 2;
+    return pos0 ? { ...t, cos: t.cos.subarray(pos0 * half), sin: t.sin.subarray(pos0 * half) } : t;
   }
 
   embed(ids: Int32Array): Tensor {
@@ -195,13 +202,15 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
   }
 
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
-    const rope = this.rope(T);
+    const cache = opts.cache;
+    const rope = this.rope(T, cache?.length ?? 0);
     const x = runBlocks(
       this.blocks,
       this.gpt_neox.embed_in.forward(ids),
-      (b, h) => b.forward(h, B, T, rope),
+      (b, h, i) => b.forward(h, B, T, rope, cache?.block(i, B, T)),
       opts.checkpoint,
     );
+    cache?.commit(T);
     return this.gpt_neox.final_layer_norm.forward(x);
   }
 

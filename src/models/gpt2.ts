@@ -6,6 +6,7 @@ import { Module, ModuleList } from "../nn/module.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { blockCols, headDims, headFromEmbedding, lmHead, requirePositiveInts, runBlocks } from "./common.js";
+import type { BlockKV } from "./kvcache.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
 
 interface Gpt2Config extends HfConfig {
@@ -45,12 +46,13 @@ class Gpt2Attention extends Module {
     this.c_proj = this.registerModule("c_proj", new Linear(C, C, { bias: true, inOut: true }));
     this.cols = [0, 1, 2].map((p) => blockCols(C, p));
   }
-  forward(x: Tensor, B: number, T: number): Tensor {
+  forward(x: Tensor, B: number, T: number, kv?: BlockKV): Tensor {
     const qkv = this.c_attn.forward(x);
     const [q, k, v] = this.cols.map((c) => F.gatherCols(qkv, c));
-    const D = q.shape[q.shape.length - 1] / this.H;
+    const { H } = this;
+    const D = q.shape[q.shape.length - 1] / H;
     const scale = (this.scaled ? 1 / Math.sqrt(D) : 1) * this.layerScale;
-    return this.c_proj.forward(F.attention(q, k, v, B, T, this.H, this.H, D, scale));
+    return this.c_proj.forward(kv ? kv.attend(q, k, v, T, H, H, D, scale) : F.attention(q, k, v, B, T, H, H, D, scale));
   }
 }
 
@@ -93,8 +95,8 @@ class Gpt2Block extends Module {
     this.ln_2 = this.registerModule("ln_2", new LayerNorm(C, eps));
     this.mlp = this.registerModule("mlp", new Gpt2MLP(C, cfg.n_inner ?? 4 * C, actOf(cfg.activation_function)));
   }
-  forward(x: Tensor, B: number, T: number): Tensor {
-    const h = F.add(x, this.attn.forward(this.ln_1.forward(x), B, T));
+  forward(x: Tensor, B: number, T: number, kv?: BlockKV): Tensor {
+    const h = F.add(x, this.attn.forward(this.ln_1.forward(x), B, T, kv));
     return F.add(h, this.mlp.forward(this.ln_2.forward(h)));
   }
   linears(): [string, Linear][] {
@@ -151,10 +153,11 @@ export class Gpt2LMHeadModel extends Module implements CausalLM {
     return this.blocks.length;
   }
 
-  embed(ids: Int32Array, B: number, T: number): Tensor {
-    if (T > this.maxContext) throw new RangeError(`GPT-2: sequence length ${T} exceeds n_positions ${this.maxContext}`);
+  embed(ids: Int32Array, B: number, T: number, pos0 = 0): Tensor {
+    if (pos0 + T > this.maxContext)
+      throw new RangeError(`GPT-2: sequence length ${pos0 + T} exceeds n_positions ${this.maxContext}`);
     const t = this.transformer;
-    const pos = Int32Array.from({ length: B * T }, (_, i) => i % T);
+    const pos = Int32Array.from({ length: B * T }, (_, i) => pos0 + (i % T));
     return F.add(t.wte.forward(ids), t.wpe.forward(pos));
   }
 
@@ -167,9 +170,11 @@ export class Gpt2LMHeadModel extends Module implements CausalLM {
   }
 
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
-    const t = this.transformer;
-    const x = this.embed(ids, B, T);
-    return t.ln_f.forward(runBlocks(this.blocks, x, (b, h) => b.forward(h, B, T), opts.checkpoint));
+    const cache = opts.cache;
+    const x = this.embed(ids, B, T, cache?.length ?? 0);
+    const h = runBlocks(this.blocks, x, (b, h, i) => b.forward(h, B, T, cache?.block(i, B, T)), opts.checkpoint);
+    cache?.commit(T);
+    return this.transformer.ln_f.forward(h);
   }
 
   untieHead(): Linear {

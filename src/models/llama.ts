@@ -4,11 +4,11 @@
 import * as F from "../nn/functional.js";
 import { Embedding, Linear, RMSNorm } from "../nn/layers.js";
 import { Module, ModuleList } from "../nn/module.js";
-import { checkpoint } from "../nn/tape.js";
 import { Rng } from "../tensor/rng.js";
 import type { Tensor } from "../tensor/tensor.js";
-import { headFromEmbedding, lmHead } from "./common.js";
-import type { CausalLM, HfConfig } from "./registry.js";
+import { headFromEmbedding, lmHead, runBlocks } from "./common.js";
+import type { BlockKV } from "./kvcache.js";
+import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
 
 export interface LlamaConfig {
   model_type?: string;
@@ -143,13 +143,17 @@ class LlamaAttention extends Module {
     this.v_proj = this.registerModule("v_proj", new Linear(C, KV * D, { bias }));
     this.o_proj = this.registerModule("o_proj", new Linear(H * D, C, { bias }));
   }
-  forward(x: Tensor, B: number, T: number, rope: F.RopeTables): Tensor {
+  forward(x: Tensor, B: number, T: number, rope: F.RopeTables, kv?: BlockKV): Tensor {
     const { H, KV, D } = this;
     // x: (B, T, C) → q: (B, T, H, D), k/v: (B, T, KV, D)
     const q = F.rope(this.q_proj.forward(x), B, T, H, D, rope);
     const k = F.rope(this.k_proj.forward(x), B, T, KV, D, rope);
     const v = this.v_proj.forward(x);
-    return this.o_proj.forward(F.attention(q, k, v, B, T, H, KV, D, 1 / Math.sqrt(D), this.window));
+    const scale = 1 / Math.sqrt(D);
+    const a = kv
+      ? kv.attend(q, k, v, T, H, KV, D, scale, this.window)
+      : F.attention(q, k, v, B, T, H, KV, D, scale, this.window);
+    return this.o_proj.forward(a);
   }
 }
 
@@ -190,8 +194,8 @@ export class LlamaDecoderLayer extends Module {
     this.post_attention_layernorm = this.registerModule("post_attention_layernorm", new RMSNorm(C, eps));
     this.mlp = this.registerModule("mlp", new LlamaMLP(C, cfg.intermediate_size, !!cfg.mlp_bias && !mistral));
   }
-  forward(x: Tensor, B: number, T: number, rope: F.RopeTables): Tensor {
-    const h = F.add(x, this.self_attn.forward(this.input_layernorm.forward(x), B, T, rope));
+  forward(x: Tensor, B: number, T: number, rope: F.RopeTables, kv?: BlockKV): Tensor {
+    const h = F.add(x, this.self_attn.forward(this.input_layernorm.forward(x), B, T, rope, kv));
     return F.add(h, this.mlp.forward(this.post_attention_layernorm.forward(h)));
   }
   /** The 7 prunable linears, in HF order. */
@@ -226,11 +230,6 @@ class LlamaModel extends Module {
     this.layers = this.registerModule("layers", new ModuleList(layers));
     this.norm = this.registerModule("norm", new RMSNorm(cfg.hidden_size, cfg.rms_norm_eps ?? 1e-6));
   }
-}
-
-export interface ForwardOptions {
-  /** Per-block gradient checkpointing (recompute each block in backward). */
-  checkpoint?: boolean;
 }
 
 export class LlamaForCausalLM extends Module implements CausalLM {
@@ -289,13 +288,18 @@ export class LlamaForCausalLM extends Module implements CausalLM {
     return this;
   }
 
-  rope(T: number): F.RopeTables {
-    if (!this.ropeCache || this.ropeCache.cos.length < (T * this.headDim) / 2) {
-      this.ropeCache = ropeTables(T, this.headDim, this.ropeCfg.theta, false, this.ropeCfg.scaling);
+  /** RoPE tables for positions pos0 .. pos0 + T - 1. */
+  rope(T: number, pos0 = 0): F.RopeTables {
+    const half = this.headDim / 2;
+    if (!this.ropeCache || this.ropeCache.cos.length < (pos0 + T) * half) {
+      this.ropeCache = ropeTables(pos0 + T, this.headDim, this.ropeCfg.theta, false, this.ropeCfg.scaling);
     }
     const c = this.ropeCache;
-    const n = (T * this.headDim) / 2;
-    return { ...c, cos: c.cos.subarray(0, n), sin: c.sin.subarray(0, n) };
+    return {
+      ...c,
+      cos: c.cos.subarray(pos0 * half, (pos0 + T) * half),
+      sin: c.sin.subarray(pos0 * half, (pos0 + T) * half),
+    };
   }
 
   get numBlocks(): number {
@@ -316,14 +320,16 @@ export class LlamaForCausalLM extends Module implements CausalLM {
   }
 
   /** Final hidden states (B·T, C) for token ids (B·T). */
-  hidden(ids: Int32Array, B: number, T: number, opts: ForwardOptions = {}): Tensor {
-    const rope = this.rope(T);
-    let x = this.embed(ids, B, T);
-    for (const layer of this.model.layers.items) {
-      x = opts.checkpoint
-        ? checkpoint((h) => layer.forward(h, B, T, rope), x, layer.parameters())
-        : layer.forward(x, B, T, rope);
-    }
+  hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
+    const cache = opts.cache;
+    const rope = this.rope(T, cache?.length ?? 0);
+    const x = runBlocks(
+      this.blocks,
+      this.embed(ids, B, T),
+      (b, h, i) => b.forward(h, B, T, rope, cache?.block(i, B, T)),
+      opts.checkpoint,
+    );
+    cache?.commit(T);
     return this.model.norm.forward(x);
   }
 
@@ -340,7 +346,7 @@ export class LlamaForCausalLM extends Module implements CausalLM {
     return lmHead(h, this.lm_head, this.model.embed_tokens.weight);
   }
 
-  forward(ids: Int32Array, B: number, T: number, opts: ForwardOptions = {}): Tensor {
+  forward(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
     return this.head(this.hidden(ids, B, T, opts));
   }
 }

@@ -6,6 +6,7 @@ import { Module, ModuleList } from "../nn/module.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { headDims, headFromEmbedding, lmHead, requirePositiveInts, runBlocks } from "./common.js";
+import type { BlockKV } from "./kvcache.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
 
 interface OptConfig extends HfConfig {
@@ -50,19 +51,14 @@ class OptAttention extends Module {
     this.v_proj = this.registerModule("v_proj", new Linear(C, C, { bias }));
     this.out_proj = this.registerModule("out_proj", new Linear(C, C, { bias }));
   }
-  forward(x: Tensor, B: number, T: number): Tensor {
-    const D = x.shape[x.shape.length - 1] / this.H;
-    const a = F.attention(
-      this.q_proj.forward(x),
-      this.k_proj.forward(x),
-      this.v_proj.forward(x),
-      B,
-      T,
-      this.H,
-      this.H,
-      D,
+  forward(x: Tensor, B: number, T: number, kv?: BlockKV): Tensor {
+    const { H } = this;
+    const D = x.shape[x.shape.length - 1] / H;
+    const [q, k, v] = [this.q_proj.forward(x), this.k_proj.forward(x), this.v_proj.forward(x)];
+    const scale = 1 / Math.sqrt(D);
+    return this.out_proj.forward(
+      kv ? kv.attend(q, k, v, T, H, H, D, scale) : F.attention(q, k, v, B, T, H, H, D, scale),
     );
-    return this.out_proj.forward(a);
   }
 }
 
@@ -91,10 +87,10 @@ class OptDecoderLayer extends Module {
       new LayerNorm(C, 1e-5, cfg.layer_norm_elementwise_affine ?? true),
     );
   }
-  forward(x: Tensor, B: number, T: number): Tensor {
+  forward(x: Tensor, B: number, T: number, kv?: BlockKV): Tensor {
     const pre = this.cfg.do_layer_norm_before ?? true;
     let h = pre ? this.self_attn_layer_norm.forward(x) : x;
-    h = F.add(x, this.self_attn.forward(h, B, T));
+    h = F.add(x, this.self_attn.forward(h, B, T, kv));
     if (!pre) h = this.self_attn_layer_norm.forward(h);
     const m = pre ? this.final_layer_norm.forward(h) : h;
     let out = F.add(h, this.fc2.forward(F.act(this.fc1.forward(m), this.act)));
@@ -191,13 +187,13 @@ export class OptForCausalLM extends Module implements CausalLM {
     return this.blocks.length;
   }
 
-  embed(ids: Int32Array, B: number, T: number): Tensor {
+  embed(ids: Int32Array, B: number, T: number, pos0 = 0): Tensor {
     const d = this.model.decoder;
-    if (T > this.maxContext)
-      throw new RangeError(`OPT: sequence length ${T} exceeds max_position_embeddings ${this.maxContext}`);
+    if (pos0 + T > this.maxContext)
+      throw new RangeError(`OPT: sequence length ${pos0 + T} exceeds max_position_embeddings ${this.maxContext}`);
     let x = d.embed_tokens.forward(ids);
     if (d.project_in) x = d.project_in.forward(x);
-    const pos = Int32Array.from({ length: B * T }, (_, i) => (i % T) + OFFSET);
+    const pos = Int32Array.from({ length: B * T }, (_, i) => pos0 + (i % T) + OFFSET);
     return F.add(x, d.embed_positions.forward(pos));
   }
 
@@ -211,8 +207,10 @@ export class OptForCausalLM extends Module implements CausalLM {
 
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
     const d = this.model.decoder;
-    let x = this.embed(ids, B, T);
-    x = runBlocks(this.blocks, x, (b, h) => b.forward(h, B, T), opts.checkpoint);
+    const cache = opts.cache;
+    let x = this.embed(ids, B, T, cache?.length ?? 0);
+    x = runBlocks(this.blocks, x, (b, h, i) => b.forward(h, B, T, cache?.block(i, B, T)), opts.checkpoint);
+    cache?.commit(T);
     if (d.final_layer_norm) x = d.final_layer_norm.forward(x);
     if (d.project_out) x = d.project_out.forward(x);
     return x;

@@ -214,6 +214,7 @@ export function rope(
  * Causal attention (GQA, optional sliding window). P (B, H, T, T), when given, receives the probabilities for the
  * backward: every row's entries for keys up to the query itself are written; the native kernel leaves the rest of a
  * row (zeros by causality) past its query panel's diagonal key panel as it was, and its backward never reads it.
+ * `past` > 0 (a KV cache): k and v hold past + T positions, query t sits at position past + t, and P must be null.
  */
 export function attentionFwd(
   out: Arr,
@@ -228,20 +229,24 @@ export function attentionFwd(
   D: number,
   scale: number,
   window = 0,
+  past = 0,
 ): void {
   check("attentionFwd", KV > 0 && H % KV === 0, `H (${H}) must be a multiple of KV (${KV})`);
+  check("attentionFwd", past === 0 || P === null, "P must be null when past > 0");
   const rep = H / KV;
-  const row = new Float64Array(T);
+  const S = past + T;
+  const row = new Float64Array(S);
   for (let b = 0; b < B; b++)
     for (let h = 0; h < H; h++) {
       const kh = Math.floor(h / rep);
-      for (let t = 0; t < T; t++) {
+      for (let tq = 0; tq < T; tq++) {
+        const t = past + tq; // the query's position among the keys
         // keys [s0, t]: a sliding window of `window` keys (0: all earlier keys)
         const s0 = window > 0 ? Math.max(0, t + 1 - window) : 0;
         let mx = Number.NEGATIVE_INFINITY;
         for (let s = s0; s <= t; s++) {
           let dot = 0;
-          for (let d = 0; d < D; d++) dot += q[((b * T + t) * H + h) * D + d] * k[((b * T + s) * KV + kh) * D + d];
+          for (let d = 0; d < D; d++) dot += q[((b * T + tq) * H + h) * D + d] * k[((b * S + s) * KV + kh) * D + d];
           row[s] = dot * scale;
           mx = Math.max(mx, row[s]);
         }
@@ -250,15 +255,15 @@ export function attentionFwd(
           row[s] = Math.exp(row[s] - mx);
           sum += row[s];
         }
-        for (let s = 0; s < T; s++) {
+        for (let s = 0; s < S; s++) {
           const p = s >= s0 && s <= t ? row[s] / sum : 0;
-          if (P) P[((b * H + h) * T + t) * T + s] = p;
+          if (P) P[((b * H + h) * T + tq) * T + s] = p;
           row[s] = p;
         }
         for (let d = 0; d < D; d++) {
           let acc = 0;
-          for (let s = 0; s <= t; s++) acc += row[s] * v[((b * T + s) * KV + kh) * D + d];
-          out[((b * T + t) * H + h) * D + d] = acc;
+          for (let s = 0; s <= t; s++) acc += row[s] * v[((b * S + s) * KV + kh) * D + d];
+          out[((b * T + tq) * H + h) * D + d] = acc;
         }
       }
     }
