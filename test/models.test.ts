@@ -527,6 +527,25 @@ describe.each(FAMILIES)("$name with a KV cache", (fam) => {
   });
 });
 
+describe("KV cache, bad use", () => {
+  it("refuses a batch, a block it has no room for, a forward past its capacity and use with gradients on", async () => {
+    const dir = tmp();
+    const fam = FAMILIES[0];
+    writeModel(dir, fam.config, randomSD(fam.spec, 3));
+    const { model } = await loadModel(dir);
+    const ids = Int32Array.from(IDS);
+    const cache = new KVCache(model.numBlocks, 12);
+    expect(() => noGrad(() => model.hidden(Int32Array.from([...IDS, ...IDS]), 2, T, { cache }))).toThrow(/batch 2/);
+    expect(() => cache.block(model.numBlocks, 1, 1)).toThrow(/block/);
+    expect(() => model.hidden(ids, 1, T, { cache })).toThrow(/inference only/);
+    noGrad(() => model.hidden(ids, 1, T, { cache }));
+    expect(cache.length).toBe(T);
+    expect(() => noGrad(() => model.hidden(ids.subarray(0, 4), 1, 4, { cache }))).toThrow(/exceed its capacity 12/);
+    expect(cache.length).toBe(T);
+    expect(() => new KVCache(0, 4)).toThrow(RangeError);
+  });
+});
+
 describe("dtypes, sharding and bad input", () => {
   it("checkpoints saved from the base model (no 'transformer.' / 'model.' prefix, as gpt2's and facebook/opt's) load", async () => {
     for (const fam of [gpt2(), opt(true, 16)]) {

@@ -26,7 +26,9 @@ export function nextLogits(model: CausalLM, ids: number[], cache?: KVCache): Flo
     const before = cache?.length ?? 0;
     const h = model.hidden(Int32Array.from(ctx), 1, ctx.length, { cache });
     if (cache && cache.length !== before + ctx.length)
-      throw new Error(`${model.config.model_type ?? "this model"}: hidden() did not fill the KV cache`);
+      throw new Error(
+        `${model.config.model_type ?? "this model"}: hidden() ignored the KV cache (generate with { cache: false })`,
+      );
     const C = h.shape[h.shape.length - 1];
     const last = new Tensor(h.data.slice((ctx.length - 1) * C, ctx.length * C), [1, C]);
     return model.head(last).data;

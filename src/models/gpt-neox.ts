@@ -58,9 +58,7 @@ class NeoxAttention extends Module {
     const [q, k, v] = this.cols.map((c) => F.gatherCols(qkv, c));
     const [qr, kr] = [F.rope(q, B, T, H, D, rope), F.rope(k, B, T, H, D, rope)];
     const scale = 1 / Math.sqrt(D);
-    return this.dense.forward(
-      kv ? kv.attend(qr, kr, v, T, H, H, D, scale) : F.attention(qr, kr, v, B, T, H, H, D, scale),
-    );
+    return this.dense.forward(kv ? kv.attend(qr, kr, v, H, H, D, scale) : F.attention(qr, kr, v, B, T, H, H, D, scale));
   }
 }
 

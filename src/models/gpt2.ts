@@ -52,7 +52,7 @@ class Gpt2Attention extends Module {
     const { H } = this;
     const D = q.shape[q.shape.length - 1] / H;
     const scale = (this.scaled ? 1 / Math.sqrt(D) : 1) * this.layerScale;
-    return this.c_proj.forward(kv ? kv.attend(q, k, v, T, H, H, D, scale) : F.attention(q, k, v, B, T, H, H, D, scale));
+    return this.c_proj.forward(kv ? kv.attend(q, k, v, H, H, D, scale) : F.attention(q, k, v, B, T, H, H, D, scale));
   }
 }
 

@@ -8,19 +8,9 @@ import { Tensor } from "../tensor/tensor.js";
 export interface BlockKV {
   /**
    * Appends this call's k, v (T rows of KV·D, RoPE already applied) after the cached positions and attends with q
-   * (T rows of H·D, at positions `past`.. of the sequence): (T, H·D), causal, `window` as F.attention.
+   * (T rows of H·D, at the positions after the cached ones): (T, H·D), causal, `window` as in F.attention.
    */
-  attend(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    T: number,
-    H: number,
-    KV: number,
-    D: number,
-    scale: number,
-    window?: number,
-  ): Tensor;
+  attend(q: Tensor, k: Tensor, v: Tensor, H: number, KV: number, D: number, scale: number, window?: number): Tensor;
 }
 
 export class KVCache {
@@ -45,12 +35,14 @@ export class KVCache {
 
   /** Block i's view, for a forward of T positions with batch B (only 1 is supported). */
   block(i: number, B: number, T: number): BlockKV {
+    if (!(Number.isInteger(i) && i >= 0 && i < this.blocks))
+      throw new RangeError(`KVCache: block ${i} of a cache for ${this.blocks} blocks`);
     if (B !== 1) throw new RangeError(`KVCache: batch ${B} (only batch 1 is supported)`);
     if (!this.fits(T))
       throw new RangeError(`KVCache: ${this.length} cached + ${T} new positions exceed its capacity ${this.capacity}`);
     if (isGradEnabled()) throw new Error("KVCache: inference only (run the forward under noGrad)");
     return {
-      attend: (q, k, v, Tq, H, KVh, D, scale, window = 0) => {
+      attend: (q, k, v, H, KVh, D, scale, window = 0) => {
         const w = KVh * D;
         if (!this.k[i]) {
           this.k[i] = new Float32Array(this.capacity * w);
@@ -60,10 +52,14 @@ export class KVCache {
             `KVCache: block ${i} was filled with rows of ${this.k[i].length / this.capacity}, now ${w}`,
           );
         }
+        if (k.size !== T * w || v.size !== T * w || q.size !== T * H * D)
+          throw new RangeError(
+            `KVCache: block ${i} got q/k/v of ${q.size}/${k.size}/${v.size} floats for ${T} positions`,
+          );
         const past = this.length;
-        const S = past + Tq;
-        this.k[i].set(k.data.subarray(0, Tq * w), past * w);
-        this.v[i].set(v.data.subarray(0, Tq * w), past * w);
+        const S = past + T;
+        this.k[i].set(k.data, past * w);
+        this.v[i].set(v.data, past * w);
         const y = Tensor.alloc(q.shape);
         K.attentionFwd(
           y.data,
@@ -72,7 +68,7 @@ export class KVCache {
           this.k[i].subarray(0, S * w),
           this.v[i].subarray(0, S * w),
           1,
-          Tq,
+          T,
           H,
           KVh,
           D,

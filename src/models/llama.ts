@@ -151,7 +151,7 @@ class LlamaAttention extends Module {
     const v = this.v_proj.forward(x);
     const scale = 1 / Math.sqrt(D);
     const a = kv
-      ? kv.attend(q, k, v, T, H, KV, D, scale, this.window)
+      ? kv.attend(q, k, v, H, KV, D, scale, this.window)
       : F.attention(q, k, v, B, T, H, KV, D, scale, this.window);
     return this.o_proj.forward(a);
   }

@@ -56,9 +56,7 @@ class OptAttention extends Module {
     const D = x.shape[x.shape.length - 1] / H;
     const [q, k, v] = [this.q_proj.forward(x), this.k_proj.forward(x), this.v_proj.forward(x)];
     const scale = 1 / Math.sqrt(D);
-    return this.out_proj.forward(
-      kv ? kv.attend(q, k, v, T, H, H, D, scale) : F.attention(q, k, v, B, T, H, H, D, scale),
-    );
+    return this.out_proj.forward(kv ? kv.attend(q, k, v, H, H, D, scale) : F.attention(q, k, v, B, T, H, H, D, scale));
   }
 }
 
