@@ -8,7 +8,7 @@ import { describe, expect, it } from "vitest";
 import { f32ToHalf, SafetensorsStore, saveCheckpoint, type TensorOut } from "../src/io/safetensors.js";
 import { generate, nextLogits } from "../src/models/generate.js";
 import { KVCache } from "../src/models/kvcache.js";
-import { invFreq } from "../src/models/llama.js";
+import { invFreq, ropeAttentionFactor, ropeSettings, ropeTables } from "../src/models/llama.js";
 import { loadModel, saveModel } from "../src/models/load.js";
 import { supportedModelTypes } from "../src/models/registry.js";
 import { noGrad } from "../src/nn/tape.js";
@@ -66,13 +66,14 @@ function rms(x: F64, w: F64, M: number, C: number, eps: number): F64 {
   R.rmsnormFwd(y, null, x, w, M, C, eps);
   return y;
 }
-function ropeF64(x: F64, T: number, H: number, D: number, Rd: number, inv: number[]): F64 {
+// af: yarn's attention factor, multiplying cos and sin.
+function ropeF64(x: F64, T: number, H: number, D: number, Rd: number, inv: number[], af = 1): F64 {
   const cos = new Float64Array((T * Rd) / 2);
   const sin = new Float64Array((T * Rd) / 2);
   for (let t = 0; t < T; t++)
     for (let i = 0; i < Rd / 2; i++) {
-      cos[(t * Rd) / 2 + i] = Math.cos(t * inv[i]);
-      sin[(t * Rd) / 2 + i] = Math.sin(t * inv[i]);
+      cos[(t * Rd) / 2 + i] = af * Math.cos(t * inv[i]);
+      sin[(t * Rd) / 2 + i] = af * Math.sin(t * inv[i]);
     }
   const y = new Float64Array(x.length);
   R.rope(y, x, cos, sin, 1, T, H, D, Rd, false, false);
@@ -159,13 +160,16 @@ function llama(tied: boolean, scaling: object | null, window = 0, v5 = false): F
     config,
     spec,
     ref(sd) {
-      const inv = invFreq(D, 500, scaling as never);
+      // the frequencies from the HF references checked below ("RoPE scaling types against transformers")
+      const rs = ropeSettings(config as never).scaling;
+      const inv = invFreq(D, 500, rs);
+      const af = ropeAttentionFactor(rs);
       let x = emb(f(sd, "model.embed_tokens.weight"), IDS, C);
       for (let l = 0; l < L; l++) {
         const p = `model.layers.${l}.`;
         const h = rms(x, f(sd, `${p}input_layernorm.weight`), T, C, 1e-6);
-        const q = ropeF64(lin(h, f(sd, `${p}self_attn.q_proj.weight`), null, T, H * D, C), T, H, D, D, inv);
-        const k = ropeF64(lin(h, f(sd, `${p}self_attn.k_proj.weight`), null, T, KV * D, C), T, KV, D, D, inv);
+        const q = ropeF64(lin(h, f(sd, `${p}self_attn.q_proj.weight`), null, T, H * D, C), T, H, D, D, inv, af);
+        const k = ropeF64(lin(h, f(sd, `${p}self_attn.k_proj.weight`), null, T, KV * D, C), T, KV, D, D, inv, af);
         const v = lin(h, f(sd, `${p}self_attn.v_proj.weight`), null, T, KV * D, C);
         x = add(x, lin(attn(q, k, v, T, H, KV, D, window), f(sd, `${p}self_attn.o_proj.weight`), null, T, C, H * D));
         const h2 = rms(x, f(sd, `${p}post_attention_layernorm.weight`), T, C, 1e-6);
@@ -463,6 +467,8 @@ const FAMILIES: Family[] = [
     original_max_position_embeddings: 16,
   }),
   llama(false, { type: "linear", factor: 2 }),
+  llama(false, { type: "yarn", factor: 4, original_max_position_embeddings: 8 }),
+  llama(false, { rope_type: "dynamic", factor: 2 }, 0, true),
   llama(false, null, 4),
   llama(false, { rope_type: "linear", factor: 2 }, 0, true),
   opt(true, 16),
@@ -546,6 +552,137 @@ describe("KV cache, bad use", () => {
   });
 });
 
+// inv_freq and attention_scaling of transformers 5.18's ROPE_INIT_FUNCTIONS for a LlamaConfig with head_dim 16,
+// rope_theta 500, max_position_embeddings 64 and each rope_scaling below (printed by scripts/xcheck/rope_ref.py);
+// float32 values written out exactly.
+const HF_ROPE: Record<string, { scaling: Record<string, unknown> | null; af: number; inv: number[] }> = {
+  default: {
+    scaling: null,
+    af: 1.0,
+    inv: [
+      1.0, 0.4598632752895355, 0.2114742398262024, 0.09724924713373184, 0.04472136124968529, 0.020565712824463844,
+      0.009457415901124477, 0.004349118564277887,
+    ],
+  },
+  linear: {
+    scaling: { rope_type: "linear", factor: 2.0 },
+    af: 1.0,
+    inv: [
+      0.5, 0.22993163764476776, 0.1057371199131012, 0.04862462356686592, 0.022360680624842644, 0.010282856412231922,
+      0.004728707950562239, 0.0021745592821389437,
+    ],
+  },
+  llama3_orig: {
+    scaling: {
+      rope_type: "llama3",
+      factor: 8.0,
+      low_freq_factor: 1.0,
+      high_freq_factor: 4.0,
+      original_max_position_embeddings: 16,
+    },
+    af: 1.0,
+    inv: [
+      0.5760563611984253, 0.08042290806770325, 0.0264342799782753, 0.01215615589171648, 0.005590170156210661,
+      0.0025707141030579805, 0.0011821769876405597, 0.0005436398205347359,
+    ],
+  },
+  llama3_noorig: {
+    scaling: { rope_type: "llama3", factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0 },
+    af: 1.0,
+    inv: [
+      1.0, 0.4598632752895355, 0.09761662781238556, 0.01215615589171648, 0.005590170156210661, 0.0025707141030579805,
+      0.0011821769876405597, 0.0005436398205347359,
+    ],
+  },
+  dynamic: {
+    scaling: { rope_type: "dynamic", factor: 2.0 },
+    af: 1.0,
+    inv: [
+      1.0, 0.4598632752895355, 0.2114742398262024, 0.09724924713373184, 0.04472136124968529, 0.020565712824463844,
+      0.009457415901124477, 0.004349118564277887,
+    ],
+  },
+  yarn: {
+    scaling: { rope_type: "yarn", factor: 4.0, original_max_position_embeddings: 16 },
+    af: 1.138629436111989,
+    inv: [
+      1.0, 0.28741455078125, 0.0528685599565506, 0.02431231178343296, 0.011180340312421322, 0.005141428206115961,
+      0.0023643539752811193, 0.0010872796410694718,
+    ],
+  },
+  yarn_noorig: {
+    scaling: { type: "yarn", factor: 4.0 },
+    af: 1.138629436111989,
+    inv: [
+      1.0, 0.34489744901657104, 0.1057371199131012, 0.02431231178343296, 0.011180340312421322, 0.005141428206115961,
+      0.0023643539752811193, 0.0010872796410694718,
+    ],
+  },
+  yarn_attn: {
+    scaling: {
+      rope_type: "yarn",
+      factor: 4.0,
+      original_max_position_embeddings: 16,
+      attention_factor: 0.75,
+      beta_fast: 16,
+      beta_slow: 2,
+    },
+    af: 0.75,
+    inv: [
+      1.0, 0.11496581882238388, 0.0528685599565506, 0.02431231178343296, 0.011180340312421322, 0.005141428206115961,
+      0.0023643539752811193, 0.0010872796410694718,
+    ],
+  },
+  yarn_mscale: {
+    scaling: { rope_type: "yarn", factor: 40.0, original_max_position_embeddings: 8, mscale: 1.0, mscale_all_dim: 0.5 },
+    af: 1.1557219901962608,
+    inv: [
+      1.0, 0.011496582068502903, 0.005286856088787317, 0.0024312310852110386, 0.0011180340079590678,
+      0.0005141427973285317, 0.00023643538588657975, 0.00010872795974137262,
+    ],
+  },
+  yarn_notrunc: {
+    scaling: { rope_type: "yarn", factor: 3.0, original_max_position_embeddings: 16, truncate: false },
+    af: 1.109861228866811,
+    inv: [
+      1.0, 0.2050725817680359, 0.07049141079187393, 0.032416414469480515, 0.014907119795680046, 0.0068552372977137566,
+      0.0031524719670414925, 0.0014497061492875218,
+    ],
+  },
+  yarn_nofactor: {
+    scaling: { rope_type: "yarn", factor: null, original_max_position_embeddings: 16 },
+    af: 1.138629436111989,
+    inv: [
+      1.0, 0.28741455078125, 0.0528685599565506, 0.02431231178343296, 0.011180340312421322, 0.005141428206115961,
+      0.0023643539752811193, 0.0010872796410694718,
+    ],
+  },
+};
+
+describe("RoPE scaling types against transformers", () => {
+  it.each(Object.entries(HF_ROPE))("%s", (_, ref) => {
+    const { theta, scaling } = ropeSettings({
+      rope_theta: 500,
+      rope_scaling: ref.scaling,
+      max_position_embeddings: 64,
+    });
+    const inv = invFreq(16, theta, scaling);
+    expect(inv.length).toBe(ref.inv.length);
+    for (let i = 0; i < inv.length; i++) expect(Math.abs(inv[i] - ref.inv[i])).toBeLessThanOrEqual(1.2e-7 * ref.inv[i]);
+    expect(ropeAttentionFactor(scaling)).toBeCloseTo(ref.af, 14);
+    // yarn scales cos and sin (in float32) by its factor
+    const tab = ropeTables(3, 16, theta, false, scaling);
+    expect(tab.cos[0]).toBe(Math.fround(ref.af));
+  });
+  it("the config is left as it was, and unknown types are refused by name", () => {
+    const cfg = { rope_theta: 500, rope_scaling: { rope_type: "yarn", factor: null }, max_position_embeddings: 64 };
+    const before = JSON.stringify(cfg);
+    ropeSettings(cfg as never);
+    expect(JSON.stringify(cfg)).toBe(before);
+    expect(() => invFreq(16, 500, { rope_type: "longrope" })).toThrow(/unsupported rope_scaling type 'longrope'/);
+  });
+});
+
 describe("dtypes, sharding and bad input", () => {
   it("checkpoints saved from the base model (no 'transformer.' / 'model.' prefix, as gpt2's and facebook/opt's) load", async () => {
     for (const fam of [gpt2(), opt(true, 16)]) {
@@ -608,8 +745,8 @@ describe("dtypes, sharding and bad input", () => {
       writeModel(d, { ...fam.config, rope_theta: undefined, rope_scaling: undefined, ...extra }, sd);
       return loadModel(d);
     };
-    await expect(rope({ rope_parameters: { rope_type: "dynamic", factor: 2, rope_theta: 500 } })).rejects.toThrow(
-      /unsupported rope_scaling type 'dynamic'/,
+    await expect(rope({ rope_parameters: { rope_type: "longrope", factor: 2, rope_theta: 500 } })).rejects.toThrow(
+      /unsupported rope_scaling type 'longrope'/,
     );
     await expect(
       rope({ rope_parameters: { full_attention: { rope_type: "default", rope_theta: 500 } } }),

@@ -5,7 +5,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import type { Tokenizer } from "../src/io/tokenizer.js";
 import { loadModel } from "../src/models/load.js";
+import { calibrationWindows } from "../src/prune/calibration.js";
 import { prune, readMasks, savePruned } from "../src/prune/index.js";
 import { inspect } from "../src/prune/inspect.js";
 import { countZeros, isNM, selectMask } from "../src/prune/mask.js";
@@ -274,8 +276,11 @@ describe.skipIf(!existsSync(TOK))("sequential pruning of a tiny LLaMA", () => {
       /unknown pruning method 'obs' \(available: magnitude/,
     );
     await expect(prune(m, { method: "wanda", sparsity: 0.5, calibSamples: 2, calibSeqlen: 100000 })).rejects.toThrow(
-      /no document longer than 100000 tokens/,
+      /calib-seqlen 100000 exceeds the model's context/,
     );
+    await expect(
+      calibrationWindows(m.tokenizer as Tokenizer, { samples: 2, seqlen: 100000, seed: 0, source: "c4" }),
+    ).rejects.toThrow(/no document longer than 100000 tokens/);
     const out = mkdtempSync(join(tmpdir(), "perp-exists-"));
     writeFileSync(join(out, "keep.txt"), "x");
     const r = await prune(m, { method: "magnitude", sparsity: 0.5 });

@@ -264,6 +264,18 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
       }),
     ).rejects.toThrow(/nothing left to train inside the blocks/);
     expect(existsSync(bad)).toBe(false); // refused before anything is written
+    await expect(
+      retrainModel(await loadModel(src), {
+        mode: "reconstruct",
+        dense: src,
+        params: ["norm"],
+        steps: 1,
+        lr: 1e-3,
+        seqlen: 100000,
+        out: bad,
+      }),
+    ).rejects.toThrow(/seqlen 100000 exceeds the model's context/);
+    expect(existsSync(bad)).toBe(false);
     const log = readFileSync(join(out, "log.jsonl"), "utf8")
       .trim()
       .split("\n")

@@ -43,10 +43,17 @@ export function slidingWindow(cfg: LlamaConfig): number {
 export interface RopeScaling {
   rope_type?: string;
   type?: string;
-  factor?: number;
+  factor?: number | null;
   low_freq_factor?: number;
   high_freq_factor?: number;
   original_max_position_embeddings?: number;
+  /** yarn: */
+  attention_factor?: number | null;
+  beta_fast?: number | null;
+  beta_slow?: number | null;
+  mscale?: number | null;
+  mscale_all_dim?: number | null;
+  truncate?: boolean;
   /** transformers v5 `rope_parameters` only: */
   rope_theta?: number;
   partial_rotary_factor?: number;
@@ -57,9 +64,18 @@ export interface RopeScaling {
  * the scaling factors and, for partial rotary, partial_rotary_factor); version 4 wrote `rope_scaling` and flat keys.
  * As in transformers, `rope_scaling` wins over `rope_parameters` when both are there, values inside the dict win over
  * the flat ones, and the family's legacy keys and defaults come last. Per-layer-type dicts (nested) are rejected.
+ * For llama3 and yarn the pretraining context is filled in as transformers' standardize_rope_params does (a top-level
+ * `original_max_position_embeddings` first, then the dict's, then max_position_embeddings), and a yarn factor left
+ * out is their ratio; the config itself is never modified.
  */
 export function ropeSettings(
-  cfg: { rope_theta?: number; rope_scaling?: RopeScaling | null; rope_parameters?: RopeScaling | null },
+  cfg: {
+    rope_theta?: number;
+    rope_scaling?: RopeScaling | null;
+    rope_parameters?: RopeScaling | null;
+    max_position_embeddings?: number;
+    original_max_position_embeddings?: number;
+  },
   legacy: { theta?: number; partial?: number } = {},
 ): { theta: number; scaling: RopeScaling | null; partial: number | undefined } {
   const dict = cfg.rope_scaling ?? cfg.rope_parameters ?? null;
@@ -72,16 +88,41 @@ export function ropeSettings(
   const theta = dict?.rope_theta ?? legacy.theta ?? cfg.rope_theta ?? 10000;
   if (!(typeof theta === "number" && theta > 0))
     throw new RangeError(`config.json: rope_theta must be > 0, got ${theta}`);
-  return { theta, scaling: dict, partial: dict?.partial_rotary_factor ?? legacy.partial };
+  let scaling = dict;
+  const kind = dict?.rope_type ?? dict?.type;
+  if (dict && (kind === "llama3" || kind === "yarn")) {
+    const orig =
+      cfg.original_max_position_embeddings ?? dict.original_max_position_embeddings ?? cfg.max_position_embeddings;
+    if (!(typeof orig === "number" && orig > 0))
+      throw new RangeError(
+        `config.json: ${kind} RoPE needs original_max_position_embeddings (or max_position_embeddings)`,
+      );
+    scaling = { ...dict, original_max_position_embeddings: orig };
+    if (kind === "yarn" && (dict.factor === undefined || dict.factor === null)) {
+      if (!cfg.max_position_embeddings)
+        throw new RangeError("config.json: yarn RoPE without a factor needs max_position_embeddings");
+      scaling.factor = cfg.max_position_embeddings / orig;
+    }
+  }
+  return { theta, scaling, partial: dict?.partial_rotary_factor ?? legacy.partial };
 }
 
-/** HF inv_freq with `rope_scaling` (linear: ÷factor; llama3: per-wavelength interpolation); others are rejected. */
+// transformers' yarn helpers (modeling_rope_utils._compute_yarn_parameters), in double as Python computes them.
+const yarnMscale = (scale: number, m = 1) => (scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1);
+const yarnCorrectionDim = (rot: number, dim: number, base: number, orig: number) =>
+  (dim * Math.log(orig / (rot * 2 * Math.PI))) / (2 * Math.log(base));
+
+/**
+ * HF inv_freq with `rope_scaling` (linear: ÷factor; llama3: per-wavelength interpolation; yarn: NTK-by-parts blend of
+ * interpolated and extrapolated frequencies; dynamic: the plain frequencies, which transformers' dynamic NTK keeps up
+ * to max_position_embeddings, the longest sequence perp runs); others are rejected. llama3 and yarn expect the
+ * settings ropeSettings resolved.
+ */
 export function invFreq(rotDim: number, theta: number, scaling?: RopeScaling | null): number[] {
-  const inv = Array.from({ length: rotDim / 2 }, (_, i) =>
-    Math.fround(1 / Math.fround(theta ** Math.fround((2 * i) / rotDim))),
-  );
+  const pos = Array.from({ length: rotDim / 2 }, (_, i) => Math.fround(theta ** Math.fround((2 * i) / rotDim)));
+  const inv = pos.map((p) => Math.fround(1 / p));
   const kind = scaling?.rope_type ?? scaling?.type;
-  if (!scaling || !kind || kind === "default") return inv;
+  if (!scaling || !kind || kind === "default" || kind === "dynamic") return inv;
   const factor = scaling.factor ?? 1;
   if (kind === "linear") return inv.map((f) => Math.fround(f / factor));
   if (kind === "llama3") {
@@ -98,10 +139,42 @@ export function invFreq(rotDim: number, theta: number, scaling?: RopeScaling | n
       return Math.fround((1 - smooth) * (f / factor) + smooth * f);
     });
   }
-  throw new RangeError(`unsupported rope_scaling type '${kind}' (supported: linear, llama3)`);
+  if (kind === "yarn") {
+    const orig = scaling.original_max_position_embeddings ?? 0;
+    let low = yarnCorrectionDim(scaling.beta_fast || 32, rotDim, theta, orig);
+    let high = yarnCorrectionDim(scaling.beta_slow || 1, rotDim, theta, orig);
+    if (scaling.truncate ?? true) {
+      low = Math.floor(low);
+      high = Math.ceil(high);
+    }
+    low = Math.max(low, 0);
+    high = Math.min(high, rotDim - 1);
+    if (low === high) high += 0.001;
+    const f32 = Math.fround;
+    return pos.map((p, i) => {
+      const ramp = Math.min(1, Math.max(0, f32(f32(i - f32(low)) / f32(high - low))));
+      const extrap = f32(1 - ramp); // the share of the extrapolated (unscaled) frequency
+      const interp = f32(1 / f32(factor * p));
+      return f32(f32(interp * f32(1 - extrap)) + f32(inv[i] * extrap));
+    });
+  }
+  throw new RangeError(`unsupported rope_scaling type '${kind}' (supported: linear, llama3, yarn, dynamic)`);
 }
 
-/** HF rotary tables: inv_freq in float32, angles pos·inv_freq in float32, cos/sin of those (T, D/2). */
+/** transformers' attention_scaling for a RoPE type: yarn's (cos and sin are multiplied by it), else 1. */
+export function ropeAttentionFactor(scaling?: RopeScaling | null): number {
+  if ((scaling?.rope_type ?? scaling?.type) !== "yarn" || !scaling) return 1;
+  if (scaling.attention_factor !== undefined && scaling.attention_factor !== null) return scaling.attention_factor;
+  const factor = scaling.factor ?? 1;
+  if (scaling.mscale && scaling.mscale_all_dim)
+    return yarnMscale(factor, scaling.mscale) / yarnMscale(factor, scaling.mscale_all_dim);
+  return yarnMscale(factor);
+}
+
+/**
+ * HF rotary tables: inv_freq in float32, angles pos·inv_freq in float32, cos/sin of those (T, D/2), times yarn's
+ * attention factor (in float32, as transformers scales cos and sin).
+ */
 export function ropeTables(
   T: number,
   rotDim: number,
@@ -113,12 +186,13 @@ export function ropeTables(
   const cos = new Float32Array(T * half);
   const sin = new Float32Array(T * half);
   const freqs = invFreq(rotDim, theta, scaling);
+  const af = Math.fround(ropeAttentionFactor(scaling));
   for (let i = 0; i < half; i++) {
     const inv = freqs[i];
     for (let t = 0; t < T; t++) {
       const a = Math.fround(t * inv);
-      cos[t * half + i] = Math.cos(a);
-      sin[t * half + i] = Math.sin(a);
+      cos[t * half + i] = af === 1 ? Math.cos(a) : Math.fround(Math.cos(a)) * af;
+      sin[t * half + i] = af === 1 ? Math.sin(a) : Math.fround(Math.sin(a)) * af;
     }
   }
   return { cos, sin, R: rotDim, interleaved };

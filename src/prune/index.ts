@@ -52,9 +52,12 @@ export async function prune(
   let cal: Calibration | null = null;
   if (method.stats !== "none") {
     if (!m.tokenizer) throw new PruneError(`${m.dir}: ${method.name} needs a tokenizer for calibration data`);
+    const seqlen = o.calibSeqlen ?? Math.min(m.model.maxContext, 2048);
+    if (seqlen > m.model.maxContext)
+      throw new PruneError(`calib-seqlen ${seqlen} exceeds the model's context ${m.model.maxContext}`);
     cal = await calibrationWindows(m.tokenizer, {
       samples: o.calibSamples ?? 128,
-      seqlen: o.calibSeqlen ?? Math.min(m.model.maxContext, 2048),
+      seqlen,
       seed,
       source: o.calibDataset ?? "c4",
     });

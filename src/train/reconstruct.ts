@@ -64,6 +64,8 @@ export async function reconstruct(
   if (!(o.steps >= 1)) throw new TrainError(`steps must be >= 1 (got ${o.steps})`);
   if (!(o.lr > 0)) throw new TrainError(`lr must be > 0 (got ${o.lr})`);
   const L = o.seqlen ?? Math.min(student.model.maxContext, 2048);
+  if (L > student.model.maxContext)
+    throw new TrainError(`seqlen ${L} exceeds the model's context ${student.model.maxContext}`);
   const cal = await calibrationWindows(tok, {
     samples: o.calibSamples ?? 128,
     seqlen: L,
