@@ -253,29 +253,15 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
     });
     expect(r.warnings.join(" ")).toMatch(/the LM head is not in a block/);
     const bad = join(mkdtempSync(join(tmpdir(), "perp-rc4-")), "out");
-    await expect(
-      retrainModel(await loadModel(src), {
-        mode: "reconstruct",
-        dense: src,
-        params: ["head"],
-        steps: 1,
-        lr: 1e-3,
-        out: bad,
-      }),
-    ).rejects.toThrow(/nothing left to train inside the blocks/);
-    expect(existsSync(bad)).toBe(false); // refused before anything is written
-    await expect(
-      retrainModel(await loadModel(src), {
-        mode: "reconstruct",
-        dense: src,
-        params: ["norm"],
-        steps: 1,
-        lr: 1e-3,
-        seqlen: 100000,
-        out: bad,
-      }),
-    ).rejects.toThrow(/seqlen 100000 exceeds the model's context/);
-    expect(existsSync(bad)).toBe(false);
+    // refused before anything is written
+    type Opts = Parameters<typeof retrainModel>[1];
+    const refused = async (o: Partial<Opts>, msg: RegExp) => {
+      const opts: Opts = { mode: "reconstruct", dense: src, params: ["norm"], steps: 1, lr: 1e-3, out: bad, ...o };
+      await expect(retrainModel(await loadModel(src), opts)).rejects.toThrow(msg);
+      expect(existsSync(bad)).toBe(false);
+    };
+    await refused({ params: ["head"] }, /nothing left to train inside the blocks/);
+    await refused({ seqlen: 100000 }, /seqlen 100000 exceeds the model's context/);
     const log = readFileSync(join(out, "log.jsonl"), "utf8")
       .trim()
       .split("\n")
