@@ -414,7 +414,7 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
       "--batch",
       "2",
       "--checkpoint-every",
-      "1",
+      "3",
       "--out",
       out,
       "--json",
@@ -448,6 +448,15 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
     const wa = readFileSync(join(full, "model.safetensors"));
     const wb = readFileSync(join(cut, "model.safetensors"));
     expect(Buffer.compare(wa, wb)).toBe(0);
+    // the loss log: every step once, with the uninterrupted run's losses (steps the killed run got past its last
+    // checkpoint are not repeated)
+    const steps = (d: string) =>
+      readFileSync(join(d, "log.jsonl"), "utf8")
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as { step: number; loss: number })
+        .map(({ step, loss }) => [step, loss]);
+    expect(steps(cut)).toEqual(steps(full));
   });
 });
 

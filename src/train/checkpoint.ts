@@ -45,6 +45,25 @@ export function saveCheckpoint(dir: string, params: [string, Tensor][], opt: Ada
   return final;
 }
 
+/**
+ * The loss log (JSON lines with a `step`) cut back to the steps up to `step` (0: emptied): a resumed run logs again
+ * the steps a killed run got past its last checkpoint, which would otherwise appear twice. Written atomically.
+ */
+export function trimLog(path: string, step: number): void {
+  const stepOf = (l: string): number => {
+    try {
+      return (JSON.parse(l) as { step?: number }).step ?? Number.POSITIVE_INFINITY;
+    } catch {
+      return Number.POSITIVE_INFINITY; // a line cut short by the kill
+    }
+  };
+  const lines = existsSync(path) ? readFileSync(path, "utf8").split("\n") : [];
+  writeFileAtomic(
+    path,
+    lines.filter((l) => l.trim() && stepOf(l) <= step).map((l) => `${l}\n`),
+  );
+}
+
 export function latestCheckpoint(dir: string): string | null {
   const p = join(dir, "checkpoints", "latest");
   if (!existsSync(p)) return null;

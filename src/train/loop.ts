@@ -1,7 +1,7 @@
 // retrain(): next-token retraining of a PERP subset with masks kept. AdamW (β 0.9/0.999, ε 1e-8), linear schedule
 // with warmup, gradient accumulation, optional clipping, per-block gradient checkpointing, JSON-lines loss log,
 // checkpoints every K steps and a resume that reproduces the uninterrupted run bit for bit (same seed and threads).
-import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync } from "node:fs";
 import { totalmem } from "node:os";
 import { join } from "node:path";
 import { Progress } from "../cli/progress.js";
@@ -15,7 +15,7 @@ import { type PackPolicy, packFrozenWeights, unpackWeights } from "../nn/packed.
 import { backward, clearTape, noGrad } from "../nn/tape.js";
 import { prunableLinears, type Subset, setupTrainable } from "../peft/select.js";
 import { Arena, withArena } from "../tensor/arena.js";
-import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainState } from "./checkpoint.js";
+import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainState, trimLog } from "./checkpoint.js";
 import { WindowSampler } from "./sampler.js";
 import { lrAt, warmupSteps } from "./schedule.js";
 
@@ -162,7 +162,8 @@ export async function retrain(m: LoadedModel, o: RetrainOptions): Promise<Retrai
       sampler.fastForward(state.drawn);
       resumedFrom = state.step;
     }
-  } else writeFileSync(logPath, "");
+  }
+  trimLog(logPath, state.step); // a fresh run starts an empty log; a resumed one keeps the checkpointed steps
   const fullMasks = o.params.includes("full") ? prunableLinears(m.model).filter(([, l]) => l.mask) : [];
   for (const [, l] of fullMasks) l.applyMask();
   const warm = warmupSteps(o.steps, o.warmup ?? 0.1);
