@@ -1,7 +1,7 @@
 // Retraining: gradient checks of every subset and LoRA type, exact sparsity after train + merge, frozen-weight
 // backward without dW GEMMs, schedule, resume after kill -9, bad input.
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -186,7 +186,7 @@ async function reconstructTiny(o: Omit<Parameters<typeof retrainModel>[1], "out"
   const { src, pruned } = await densePrunedTiny("llama");
   const out = join(mkdtempSync(join(tmpdir(), "perp-rc-o-")), "out");
   const r = await retrainModel(await loadModel(pruned), { mode: "reconstruct", dense: src, ...o, out });
-  return { r, src, out };
+  return { r, src, pruned, out };
 }
 
 async function prunedTiny(family: "llama" | "opt"): Promise<string> {
@@ -241,6 +241,37 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
     expect(r.reconstruction_error_initial).toBe(sum("mse_before"));
     expect(r.reconstruction_error_final).toBe(sum("mse_after"));
     expect(r.sparsity_after).toBeCloseTo(0.5, 10);
+  });
+
+  it("reconstruct mode, interrupted after block 0, then resumed: the uninterrupted run's model and log", async () => {
+    type Opts = Parameters<typeof retrainModel>[1];
+    const o = { params: ["norm", "lora"], loraType: "mask_lora", loraR: 2, steps: 4, lr: 1e-2, seqlen: 16 };
+    const { r, src, pruned: dir, out } = await reconstructTiny({ ...(o as Omit<Opts, "out">), calibSamples: 3 });
+    // what a run killed during block 1 leaves: block 0's checkpoint, and log lines past it (one cut short)
+    const cut = join(mkdtempSync(join(tmpdir(), "perp-rc-cut-")), "out");
+    const ck = join(cut, "checkpoints", "reconstruct");
+    mkdirSync(ck, { recursive: true });
+    const from = join(out, "checkpoints", "reconstruct");
+    copyFileSync(join(from, "block-0000.safetensors"), join(ck, "block-0000.safetensors"));
+    const st = JSON.parse(readFileSync(join(from, "state.json"), "utf8"));
+    writeFileSync(
+      join(ck, "state.json"),
+      JSON.stringify({ ...st, blocks_done: 1, blocks: st.blocks.slice(0, 1), losses: st.losses.slice(0, 4) }),
+    );
+    const lines = readFileSync(join(out, "log.jsonl"), "utf8").trim().split("\n");
+    writeFileSync(join(cut, "log.jsonl"), `${lines.slice(0, 6).join("\n")}\n{"step": 7, "blo`);
+    const opts = { mode: "reconstruct", dense: src, ...o, calibSamples: 3, out: cut, resume: true } as Opts;
+    await expect(retrainModel(await loadModel(dir), { ...opts, lr: 2e-2 })).rejects.toThrow(
+      /refusing to resume .* different recipe:\n {2}lr: checkpoint 0.01 vs now 0.02/,
+    );
+    const r2 = await retrainModel(await loadModel(dir), opts);
+    expect(r2.resumed_from).toBe(4);
+    expect(r2.blocks).toEqual(r.blocks);
+    expect(r2.loss_last10).toBe(r.loss_last10);
+    expect(
+      Buffer.compare(readFileSync(join(cut, "model.safetensors")), readFileSync(join(out, "model.safetensors"))),
+    ).toBe(0);
+    expect(readFileSync(join(cut, "log.jsonl"), "utf8")).toBe(readFileSync(join(out, "log.jsonl"), "utf8"));
   });
 
   it("reconstruct mode leaves the LM head alone (it is in no block), with a warning, as PERP does", async () => {

@@ -290,7 +290,8 @@ const retrainCmd: CommandDef = {
     "is logged to <out>/log.jsonl and checkpoints land in <out>/checkpoints; --resume continues from the last one.\n" +
     "--mode reconstruct (PERP's): block by block, --steps optimizer steps train the block's subset so that it\n" +
     "reproduces the dense block (--dense) on the same inputs, the pruned model's own activations on the calibration\n" +
-    "windows (MSE); the block is merged and its outputs feed the next; per-block MSE before/after is reported.",
+    "windows (MSE); the block is merged and its outputs feed the next; per-block MSE before/after is reported. Each\n" +
+    "finished block is checkpointed: --resume loads the finished blocks and goes on from the next (same result).",
   options: [
     { name: "model", type: "string", description: "pruned model folder (or any HF model)", required: true },
     { name: "params", type: "string", description: "comma list of subsets", default: "norm,lora" },

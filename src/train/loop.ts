@@ -86,7 +86,7 @@ export function retrainSettings(o: RetrainOptions, seqlen: number): Record<strin
   };
 }
 
-function diffSettings(a: Record<string, unknown>, b: Record<string, unknown>): string[] {
+export function diffSettings(a: Record<string, unknown>, b: Record<string, unknown>): string[] {
   const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
   return [...keys]
     .filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))

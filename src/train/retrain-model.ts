@@ -78,7 +78,6 @@ export async function retrainModel(
     if (!dense)
       throw new Error(`${m.dir}: reconstruct mode needs the dense model (perp.json has no source_model; pass --dense)`);
     if (!m.tokenizer) throw new Error(`${m.dir}: reconstruct mode needs tokenizer.json`);
-    if (o.resume) warn("reconstruct mode keeps no checkpoints (it runs block by block): --resume starts it over");
     let params = o.params;
     if (params.includes("head")) {
       // Nothing of the head is inside a block; PERP's reconstruct skips it the same way (and trains no head).
