@@ -7,7 +7,7 @@ import type { ActKind } from "../tensor/ref/kernels.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { headDims, headFromEmbedding, lmHead, perHeadCols, requirePositiveInts, runBlocks } from "./common.js";
 import type { BlockKV } from "./kvcache.js";
-import { invFreq, type RopeScaling, ropeSettings, ropeTables } from "./llama.js";
+import { invFreq, RopeCache, type RopeScaling, ropeSettings } from "./llama.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
 
 interface NeoxConfig extends HfConfig {
@@ -142,6 +142,7 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
   readonly config: NeoxConfig;
   private readonly rotDim: number;
   private readonly ropeCfg: ReturnType<typeof ropeSettings>;
+  private readonly ropeCache: RopeCache;
 
   constructor(config: HfConfig) {
     super();
@@ -162,6 +163,7 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
     this.rotDim = Math.floor(D * partial);
     if (this.rotDim % 2) this.rotDim -= 1;
     invFreq(this.rotDim, this.ropeCfg.theta, this.ropeCfg.scaling); // validates the scaling type
+    this.ropeCache = new RopeCache(this.rotDim, this.ropeCfg.theta, this.ropeCfg.scaling, cfg.max_position_embeddings);
     this.config = cfg;
     this.maxContext = cfg.max_position_embeddings;
     this.vocabSize = cfg.vocab_size;
@@ -182,9 +184,7 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
 
   /** RoPE tables for positions pos0 .. pos0 + T - 1. */
   private rope(T: number, pos0 = 0): F.RopeTables {
-    const t = ropeTables(pos0 + T, this.rotDim, this.ropeCfg.theta, false, this.ropeCfg.scaling);
-    const half = this.rotDim / 2;
-    return pos0 ? { ...t, cos: t.cos.subarray(pos0 * half), sin: t.sin.subarray(pos0 * half) } : t;
+    return this.ropeCache.get(T, pos0);
   }
 
   embed(ids: Int32Array): Tensor {

@@ -198,6 +198,31 @@ export function ropeTables(
   return { cos, sin, R: rotDim, interleaved };
 }
 
+/**
+ * Rotary tables of one model, computed once for as many positions as asked so far (doubling, up to the context, so
+ * that generation token by token does not recompute them at every step); views for positions pos0 .. pos0 + T - 1.
+ */
+export class RopeCache {
+  private tab: F.RopeTables | null = null;
+  private n = 0;
+  constructor(
+    private readonly rotDim: number,
+    private readonly theta: number,
+    private readonly scaling: RopeScaling | null,
+    private readonly maxPositions: number,
+  ) {}
+  get(T: number, pos0 = 0): F.RopeTables {
+    const need = pos0 + T;
+    if (!this.tab || this.n < need) {
+      this.n = Math.max(need, Math.min(this.maxPositions, 2 * this.n));
+      this.tab = ropeTables(this.n, this.rotDim, this.theta, false, this.scaling);
+    }
+    const half = this.rotDim / 2;
+    const t = this.tab;
+    return { ...t, cos: t.cos.subarray(pos0 * half, need * half), sin: t.sin.subarray(pos0 * half, need * half) };
+  }
+}
+
 class LlamaAttention extends Module {
   readonly q_proj: Linear;
   readonly k_proj: Linear;
@@ -312,7 +337,7 @@ export class LlamaForCausalLM extends Module implements CausalLM {
   readonly vocabSize: number;
   tiedNames: string[];
   lm_head: Linear | null;
-  private ropeCache: F.RopeTables | null = null;
+  private readonly ropeCache: RopeCache;
   private readonly ropeCfg: ReturnType<typeof ropeSettings>;
   readonly headDim: number;
 
@@ -343,6 +368,7 @@ export class LlamaForCausalLM extends Module implements CausalLM {
     if (this.ropeCfg.partial !== undefined && this.ropeCfg.partial !== 1)
       throw new RangeError(`partial_rotary_factor ${this.ropeCfg.partial} is not supported for LLaMA-family models`);
     invFreq(this.headDim, this.ropeCfg.theta, this.ropeCfg.scaling); // validates the scaling type
+    this.ropeCache = new RopeCache(this.headDim, this.ropeCfg.theta, this.ropeCfg.scaling, this.maxContext);
     this.model = this.registerModule("model", new LlamaModel(config));
     this.lm_head = config.tie_word_embeddings
       ? null
@@ -364,16 +390,7 @@ export class LlamaForCausalLM extends Module implements CausalLM {
 
   /** RoPE tables for positions pos0 .. pos0 + T - 1. */
   rope(T: number, pos0 = 0): F.RopeTables {
-    const half = this.headDim / 2;
-    if (!this.ropeCache || this.ropeCache.cos.length < (pos0 + T) * half) {
-      this.ropeCache = ropeTables(pos0 + T, this.headDim, this.ropeCfg.theta, false, this.ropeCfg.scaling);
-    }
-    const c = this.ropeCache;
-    return {
-      ...c,
-      cos: c.cos.subarray(pos0 * half, (pos0 + T) * half),
-      sin: c.sin.subarray(pos0 * half, (pos0 + T) * half),
-    };
+    return this.ropeCache.get(T, pos0);
   }
 
   get numBlocks(): number {
