@@ -5,6 +5,8 @@ import { Linear } from "../nn/layers.js";
 import type { Module } from "../nn/module.js";
 import { checkpoint } from "../nn/tape.js";
 import type { Tensor } from "../tensor/tensor.js";
+import type { BlockKV } from "./kvcache.js";
+import type { ForwardOpts } from "./registry.js";
 
 export function requirePositiveInts(cfg: Record<string, unknown>, keys: string[]): void {
   for (const k of keys) {
@@ -20,16 +22,24 @@ export function headDims(hidden: number, heads: number, what = "hidden_size"): n
   return D;
 }
 
-/** Runs the blocks in order (f gets each block's index too), each under gradient checkpointing when asked. */
+/**
+ * Runs the blocks in order over B x T positions, each under gradient checkpointing when asked. With a KV cache each
+ * block gets its view of it (`kv`), and the T positions join the cache once every block has seen them.
+ */
 export function runBlocks<B extends Module>(
   blocks: B[],
   x: Tensor,
-  f: (b: B, h: Tensor, i: number) => Tensor,
-  useCheckpoint?: boolean,
+  f: (b: B, h: Tensor, kv?: BlockKV) => Tensor,
+  opts: ForwardOpts,
+  batch: number,
+  T: number,
 ): Tensor {
+  const cache = opts.cache;
   blocks.forEach((b, i) => {
-    x = useCheckpoint ? checkpoint((h) => f(b, h, i), x, b.parameters()) : f(b, x, i);
+    const kv = cache?.block(i, batch, T);
+    x = opts.checkpoint ? checkpoint((h) => f(b, h, kv), x, b.parameters()) : f(b, x, kv);
   });
+  cache?.commit(T);
   return x;
 }
 

@@ -200,15 +200,9 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
   }
 
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
-    const cache = opts.cache;
-    const rope = this.rope(T, cache?.length ?? 0);
-    const x = runBlocks(
-      this.blocks,
-      this.gpt_neox.embed_in.forward(ids),
-      (b, h, i) => b.forward(h, B, T, rope, cache?.block(i, B, T)),
-      opts.checkpoint,
-    );
-    cache?.commit(T);
+    const rope = this.rope(T, opts.cache?.length ?? 0);
+    const h = this.gpt_neox.embed_in.forward(ids);
+    const x = runBlocks(this.blocks, h, (b, h, kv) => b.forward(h, B, T, rope, kv), opts, B, T);
     return this.gpt_neox.final_layer_norm.forward(x);
   }
 

@@ -170,11 +170,8 @@ export class Gpt2LMHeadModel extends Module implements CausalLM {
   }
 
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
-    const cache = opts.cache;
-    const x = this.embed(ids, B, T, cache?.length ?? 0);
-    const h = runBlocks(this.blocks, x, (b, h, i) => b.forward(h, B, T, cache?.block(i, B, T)), opts.checkpoint);
-    cache?.commit(T);
-    return this.transformer.ln_f.forward(h);
+    const x = this.embed(ids, B, T, opts.cache?.length ?? 0);
+    return this.transformer.ln_f.forward(runBlocks(this.blocks, x, (b, h, kv) => b.forward(h, B, T, kv), opts, B, T));
   }
 
   untieHead(): Linear {

@@ -412,15 +412,8 @@ export class LlamaForCausalLM extends Module implements CausalLM {
 
   /** Final hidden states (B·T, C) for token ids (B·T). */
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
-    const cache = opts.cache;
-    const rope = this.rope(T, cache?.length ?? 0);
-    const x = runBlocks(
-      this.blocks,
-      this.embed(ids, B, T),
-      (b, h, i) => b.forward(h, B, T, rope, cache?.block(i, B, T)),
-      opts.checkpoint,
-    );
-    cache?.commit(T);
+    const rope = this.rope(T, opts.cache?.length ?? 0);
+    const x = runBlocks(this.blocks, this.embed(ids, B, T), (b, h, kv) => b.forward(h, B, T, rope, kv), opts, B, T);
     return this.model.norm.forward(x);
   }
 

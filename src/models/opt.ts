@@ -205,10 +205,8 @@ export class OptForCausalLM extends Module implements CausalLM {
 
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
     const d = this.model.decoder;
-    const cache = opts.cache;
-    let x = this.embed(ids, B, T, cache?.length ?? 0);
-    x = runBlocks(this.blocks, x, (b, h, i) => b.forward(h, B, T, cache?.block(i, B, T)), opts.checkpoint);
-    cache?.commit(T);
+    let x = this.embed(ids, B, T, opts.cache?.length ?? 0);
+    x = runBlocks(this.blocks, x, (b, h, kv) => b.forward(h, B, T, kv), opts, B, T);
     if (d.final_layer_norm) x = d.final_layer_norm.forward(x);
     if (d.project_out) x = d.project_out.forward(x);
     return x;
