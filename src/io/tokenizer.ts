@@ -128,7 +128,7 @@ export class Tokenizer {
     const config = existsSync(cp) ? readJson(cp) : {};
     const p = join(dir, "tokenizer.json");
     if (existsSync(p)) return new Tokenizer(readJson(p), config);
-    if (!SLOW_FILES.every((f) => existsSync(join(dir, f))))
+    if (!Tokenizer.existsIn(dir))
       throw new TokenizerError(
         `${dir}: missing tokenizer.json (perp needs the fast-tokenizer file, or GPT-2-style vocab.json + merges.txt)`,
       );

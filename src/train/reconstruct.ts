@@ -96,6 +96,11 @@ export async function reconstruct(
     const prefix = student.model.blockLinears(i)[0][0].replace(/\.[^.]+\.[^.]+$/, ".");
     return params.filter(([n]) => n.startsWith(prefix));
   };
+  // what reconstruction trains: the blocks' own tensors (not e.g. the final norm, outside every block)
+  const nTrain = Array.from({ length: student.model.numBlocks }, (_, i) => countParams(ownOf(i))).reduce(
+    (a, b) => a + b,
+    0,
+  );
   let Xs = noGrad(() => student.model.embed(cal.ids, N, L)).data;
   const C = Xs.length / (N * L);
   const B = Math.min(o.batch ?? 1, N);
@@ -133,8 +138,6 @@ export async function reconstruct(
   trimLog(logPath, state.losses.length);
   mkdirSync(ckptDir(o.out), { recursive: true });
   const { blocks, losses } = state;
-  let nTrain = 0; // what reconstruction trains: the blocks' own tensors (not e.g. the final norm, outside every block)
-  for (let i = 0; i < state.blocks_done; i++) nTrain += countParams(ownOf(i));
   const t0 = performance.now() - state.seconds * 1000;
   const bar = o.progress ? new Progress("reconstruct", student.model.numBlocks * o.steps, "step") : null;
   bar?.tick(state.blocks_done * o.steps);
@@ -175,7 +178,6 @@ export async function reconstruct(
     for (const [, l] of student.model.blockLinears(i)) l.mergeLora();
     Xs = blockOut(student, i, Xs, N, L, C);
     blocks.push({ block: i, mse_before: before, mse_after: mseOf(Xs, Y), trainable: countParams(own) });
-    nTrain += countParams(own);
     state.blocks_done = i + 1;
     state.seconds = (performance.now() - t0) / 1000;
     writeFileAtomic(statePath, [`${JSON.stringify(state)}\n`]);
