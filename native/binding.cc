@@ -382,6 +382,17 @@ Napi::Value ColSumsq(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// rowLogsumexp(out: Float64Array (M), argmax: Int32Array (M), x, M, V) (see kernels.h)
+Napi::Value RowLogsumexp(const Napi::CallbackInfo& info) {
+  Args a{info, "rowLogsumexp"};
+  a.need(5);
+  const long M = a.dim(3, "M"), V = a.dim(4, "V");
+  if (V == 0) a.fail("V must be positive");
+  row_logsumexp(a.typed<double, napi_float64_array>(0, "out", "Float64Array", M, false, true), a.i32(1, "argmax", M),
+                a.f32(2, "x", M * V), M, V);
+  return info.Env().Undefined();
+}
+
 // maskedScaleAdd(out, base | null, x, mask, s): out = base + s * (x ⊙ mask) (see kernels.h)
 Napi::Value MaskedScaleAdd(const Napi::CallbackInfo& info) {
   Args a{info, "maskedScaleAdd"};
@@ -590,6 +601,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("maskApply", Napi::Function::New(env, MaskApply));
   exports.Set("maskedScaleAdd", Napi::Function::New(env, MaskedScaleAdd));
   exports.Set("colSumsq", Napi::Function::New(env, ColSumsq));
+  exports.Set("rowLogsumexp", Napi::Function::New(env, RowLogsumexp));
   exports.Set("topkPrune", Napi::Function::New(env, TopkPrune));
   exports.Set("nmKeep", Napi::Function::New(env, NmKeep));
   exports.Set("cholesky", Napi::Function::New(env, Cholesky));

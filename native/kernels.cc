@@ -576,6 +576,30 @@ void ew(int op, float* out, const float* a, const float* b, long n, float alpha)
   });
 }
 
+void row_logsumexp(double* out, int32_t* argmax, const float* x, long M, long V) {
+  const IsaKernels* isa = isa_active();
+  parallel_rows(M, 1, [&](long r0, long r1) {
+    std::vector<float> e(V);
+    for (long i = r0; i < r1; ++i) {
+      const float* r = x + i * V;
+      float mx = -INFINITY;
+      int32_t am = 0;
+      bool nan = false;
+      for (long j = 0; j < V; ++j) {
+        if (r[j] > mx) {  // the first maximum; NaNs never win
+          mx = r[j];
+          am = (int32_t)j;
+        }
+        nan |= r[j] != r[j];
+      }
+      std::memcpy(e.data(), r, V * sizeof(float));
+      // (the vector exps clamp a NaN input, so a NaN logit is passed on here)
+      out[i] = nan ? NAN : std::log((double)isa->expsum(e.data(), V, mx)) + (double)mx;
+      argmax[i] = am;
+    }
+  });
+}
+
 void col_sumsq(double* out, const float* x, long n, long cols) {
   // Columns in chunks of 64 per task; each column's sum runs over the rows in order (thread-count invariant).
   parallel_rows(cols, 64, [&](long c0, long c1) {

@@ -51,6 +51,9 @@ void ew(int op, float* out, const float* a, const float* b, long n, float alpha)
 
 // out[j] += sum_i x[i, j]^2 over the n rows of x (n x cols), in double, rows in order (Wanda's column norms).
 void col_sumsq(double* out, const float* x, long n, long cols);
+// Per row of x (M x V): out[i] = log Σ_j exp(x[i,j]) (max-shifted, exp and sum in float, the log in double) and
+// argmax[i] = the first index of the row's maximum. Scores continuations without a JS pass of exp per logit.
+void row_logsumexp(double* out, int32_t* argmax, const float* x, long M, long V);
 // out = base + s * (x ⊙ mask) (base null: s * (x ⊙ mask)): a multiply, then an add (the bits of scale then add).
 void masked_scale_add(float* out, const float* base, const float* x, const uint8_t* mask, float s, long n);
 void mask_apply(float* w, const uint8_t* mask, long n);

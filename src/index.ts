@@ -12,7 +12,7 @@ export { importLlama2c } from "./io/llama2c.js";
 export { SafetensorsFile, SafetensorsStore, saveCheckpoint, writeSafetensors } from "./io/safetensors.js";
 export { Tokenizer } from "./io/tokenizer.js";
 export { generate, nextLogits } from "./models/generate.js";
-export { KVCache } from "./models/kvcache.js";
+export { type ForwardCache, KVCache, RowsKV } from "./models/kvcache.js";
 export { type LoadedModel, loadModel, saveModel } from "./models/load.js";
 export { buildModel, type CausalLM, type HfConfig, supportedModelTypes } from "./models/registry.js";
 export * as F from "./nn/functional.js";

@@ -110,6 +110,8 @@ describe.skipIf(!have)("evaluation on a tiny random LLaMA with the stories260K t
     );
     expect(bpe.encode("xabc")).toEqual([0, 4, 3]);
     expect(encodePair(bpe, "xa", "bc")).toEqual({ ctx: [0, 1], cont: [3] });
+    // "xa" + "b" → [x, ab]: nothing left for the continuation (lm-eval asserts): a clear error
+    expect(() => loglikelihood(model, bpe, [{ context: "xa", continuation: "b" }])).toThrow(/no tokens of its own/);
   });
 
   it("shared inputs share a forward pass; long inputs are left-truncated and counted", () => {

@@ -712,6 +712,31 @@ describe.each(paths)("cpu path %s", (path) => {
     }
   });
 
+  it("row log-sum-exp and argmax (zero-shot scoring), NaN rows and ties", () => {
+    K.setCpu(path);
+    for (const [M, V] of [
+      [1, 1],
+      [3, 17],
+      [17, 33],
+      [5, 32000],
+    ]) {
+      const x = randF32(M * V, M + V, 8);
+      if (V > 3) x[V + 2] = x[V + 1] = 50; // row 1: a tie, the first index wins
+      const [out, rout] = [new Float64Array(M), new Float64Array(M)];
+      const [am, ram] = [new Int32Array(M), new Int32Array(M)];
+      K.rowLogsumexp(out, am, x, M, V);
+      refK.rowLogsumexp(rout, ram, x, M, V);
+      expectClose(out, rout, 1e-6, 1e-6, "logsumexp");
+      expect(Array.from(am)).toEqual(Array.from(ram));
+    }
+    const nan = Float32Array.of(1, Number.NaN, 3);
+    const [o, a] = [new Float64Array(1), new Int32Array(1)];
+    K.rowLogsumexp(o, a, nan, 1, 3);
+    expect(Number.isNaN(o[0])).toBe(true);
+    expect(a[0]).toBe(2);
+    expect(() => K.rowLogsumexp(o, a, nan, 1, 4)).toThrow();
+  });
+
   it("AdamW step", () => {
     K.setCpu(path);
     const n = 1000;

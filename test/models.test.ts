@@ -5,9 +5,10 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { scoreTokens, type TokenRequest } from "../src/eval/loglik.js";
 import { f32ToHalf, SafetensorsStore, saveCheckpoint, type TensorOut } from "../src/io/safetensors.js";
 import { generate, nextLogits } from "../src/models/generate.js";
-import { KVCache } from "../src/models/kvcache.js";
+import { KVCache, RowsKV } from "../src/models/kvcache.js";
 import { invFreq, ropeAttentionFactor, ropeSettings, ropeTables } from "../src/models/llama.js";
 import { loadModel, saveModel } from "../src/models/load.js";
 import { supportedModelTypes } from "../src/models/registry.js";
@@ -530,6 +531,60 @@ describe.each(FAMILIES)("$name with a KV cache", (fam) => {
     expect([...generate(model, IDS, opts)]).toEqual([...generate(model, IDS, { ...opts, cache: false })]);
     const hot = { maxNewTokens: 30, temperature: 2, seed: 5 };
     expect([...generate(model, IDS, hot)]).toEqual([...generate(model, IDS, { ...hot, cache: false })]);
+  });
+});
+
+describe.each(FAMILIES)("$name, contexts shared by their continuations (RowsKV)", (fam) => {
+  it("scores every request bit for bit as running it whole", async () => {
+    const dir = tmp();
+    writeModel(dir, fam.config, randomSD(fam.spec, 4));
+    const { model } = await loadModel(dir);
+    const rng = new Rng(7);
+    const toks = (n: number) => Array.from({ length: n }, () => rng.int(V));
+    const reqs: TokenRequest[] = [];
+    // contexts of 1-20 tokens with 1-5 continuations of 1-12 (some sharing all but their last token, some repeated)
+    for (let c = 0; c < 9; c++) {
+      const ctx = toks(1 + rng.int(20));
+      const n = 1 + rng.int(5);
+      for (let j = 0; j < n; j++) {
+        const cont =
+          j > 0 && j % 3 === 0 ? [...reqs[reqs.length - 1].cont.slice(0, -1), rng.int(V)] : toks(1 + rng.int(12));
+        reqs.push({ ctx, cont });
+      }
+      if (c % 4 === 0) reqs.push({ ...reqs[reqs.length - 1] });
+    }
+    reqs.push({ ctx: toks(30), cont: toks(5) }, { ctx: reqs[0].ctx, cont: toks(40) }); // truncated: run whole
+    for (const maxBatchTokens of [4096, 40]) {
+      const shared = scoreTokens(model, reqs, { maxBatchTokens });
+      const whole = scoreTokens(model, reqs, { maxBatchTokens, share: false });
+      expect(shared.stats.truncated).toBe(2);
+      expect(shared.stats.tokens).toBeLessThan(whole.stats.tokens);
+      shared.results.forEach((r, i) => {
+        expect(r.logprob, `request ${i}`).toBe(whole.results[i].logprob);
+        expect(r.greedy).toBe(whole.results[i].greedy);
+      });
+    }
+  });
+});
+
+describe("RowsKV, bad use", () => {
+  it("refuses another batch, a second forward, a short prefix, a missing source and use with gradients on", async () => {
+    const dir = tmp();
+    const fam = FAMILIES[0];
+    writeModel(dir, fam.config, randomSD(fam.spec, 3));
+    const { model } = await loadModel(dir);
+    const ids = Int32Array.from([...IDS, ...IDS]);
+    const pre = new RowsKV(model.numBlocks, new Int32Array(2));
+    expect(() => noGrad(() => model.hidden(ids, 1, 2 * T, { cache: pre }))).toThrow(/prefix lengths for a batch/);
+    expect(() => model.hidden(ids, 2, T, { cache: pre })).toThrow(/inference only/);
+    noGrad(() => model.hidden(ids, 2, T, { cache: pre }));
+    expect(() => noGrad(() => model.hidden(ids, 2, T, { cache: pre }))).toThrow(/already ran/);
+    expect(pre.rowKV(0, 1).k.length).toBeGreaterThan(0);
+    expect(() => pre.rowKV(0, 2)).toThrow(/has not run/);
+    const after = new RowsKV(model.numBlocks, Int32Array.from([T, T + 1]), (i, b) => pre.rowKV(i, b));
+    expect(() => noGrad(() => model.hidden(ids.subarray(0, 2), 2, 1, { cache: after }))).toThrow(/10 needed/);
+    expect(() => new RowsKV(model.numBlocks, Int32Array.from([1]))).toThrow(/without a prefix source/);
+    expect(() => new RowsKV(model.numBlocks, Int32Array.from([-1]), () => pre.rowKV(0, 0))).toThrow(/negative/);
   });
 });
 

@@ -2,12 +2,16 @@
 // (trailing context spaces move into the continuation; context tokens = enc(ctx), continuation tokens =
 // enc(ctx + cont)[len(enc(ctx)):]),
 // an empty context becomes the prefix token (BOS, else EOS), inputs are (ctx + cont)[-(L+1):][:-1] (left truncation).
-// Requests with the same input tokens share one forward pass; the rest are batched by length with right padding
-// (exact under causal attention), and the LM head runs only on the continuation rows.
+// Requests with the same context run it once: its keys and values are cached per row and the continuations run after
+// them (bit for bit what running each request whole gives). Requests run whole (truncated ones, unshared contexts)
+// share a forward when their inputs are the same. Both are batched by length with right padding (exact under causal
+// attention), and the LM head runs only on the rows that score a continuation token.
 import { Progress } from "../cli/progress.js";
 import type { Tokenizer } from "../io/tokenizer.js";
-import type { CausalLM } from "../models/registry.js";
+import { RowsKV } from "../models/kvcache.js";
+import type { CausalLM, ForwardOpts } from "../models/registry.js";
 import { noGrad } from "../nn/tape.js";
+import { K } from "../tensor/native.js";
 import { Tensor } from "../tensor/tensor.js";
 
 export interface LoglikRequest {
@@ -57,100 +61,285 @@ export function encodePair(
 export interface ScoreStats {
   forwards: number;
   truncated: number;
+  /** Positions run through the model (each row's real tokens, padding not counted). */
   tokens: number;
 }
 
-/** Scores token requests; `maxBatchTokens` bounds B·T per forward. */
+export interface ScoreOpts {
+  /** Bound on B·T per forward (default 4096). */
+  maxBatchTokens?: number;
+  /** Progress-bar label. */
+  progress?: string;
+  /**
+   * Run a context shared by several requests once (default true): its keys and values are cached per row, and only
+   * the continuations run after it. Bit for bit the same results as running every request whole (`false`).
+   */
+  share?: boolean;
+}
+
+/** Cached keys + values of one position over all blocks, in bytes: an upper bound from the hidden size. */
+function kvBytesPerPosition(model: CausalLM): number {
+  const c = model.config as { hidden_size?: number; n_embd?: number };
+  return model.numBlocks * 2 * 4 * (c.hidden_size ?? c.n_embd ?? 4096);
+}
+/** Bound on the cached keys and values one shared-context batch keeps (contexts, then the rows copying them). */
+const KV_BUDGET_BYTES = 512 * 2 ** 20;
+
+/** Logits rows with each row's log-sum-exp and argmax (native, one pass per row). */
+interface Scored {
+  logits: Float32Array;
+  V: number;
+  lse: Float64Array;
+  argmax: Int32Array;
+}
+
+/** Adds the log-probs of `targets` under consecutive logits rows from `row0`; false in `greedy` once one is not the argmax. */
+function addLogprobs(s: Scored, row0: number, targets: ArrayLike<number>, acc: { lp: number; greedy: boolean }): void {
+  for (let j = 0; j < targets.length; j++) {
+    const t = targets[j];
+    acc.lp += s.logits[(row0 + j) * s.V + t] - s.lse[row0 + j];
+    if (s.argmax[row0 + j] !== t) acc.greedy = false;
+  }
+}
+
+/** Positions a batch may reach before its padding counts (smaller GEMMs lose more to packing than padding costs). */
+const MIN_BATCH_POSITIONS = 512;
+/** Largest share of a batch's positions that may be padding (once it is past MIN_BATCH_POSITIONS). */
+const MAX_PADDING = 0.1;
+
+/**
+ * Batches of items, longest first, each padded to its first item's length: at most `budget` positions (at least one
+ * item), ended when padding would pass MAX_PADDING of it. `accept(e, T, batch)` may hold an item back for a later,
+ * shorter batch.
+ */
+export function packBatches<E>(
+  items: E[],
+  len: (e: E) => number,
+  budget: number,
+  accept: (e: E, T: number, batch: E[]) => boolean = () => true,
+): E[][] {
+  const sorted = [...items].sort((a, b) => len(b) - len(a));
+  const done = new Uint8Array(sorted.length);
+  const out: E[][] = [];
+  for (let r0 = 0; r0 < sorted.length; r0++) {
+    if (done[r0]) continue;
+    const T = len(sorted[r0]);
+    const batch = [sorted[r0]];
+    done[r0] = 1;
+    let padding = 0;
+    for (let r = r0 + 1; r < sorted.length && (batch.length + 1) * T <= budget; r++) {
+      if (done[r]) continue;
+      const p = padding + T - len(sorted[r]);
+      const size = (batch.length + 1) * T;
+      if (size > MIN_BATCH_POSITIONS && p > MAX_PADDING * size) break;
+      if (!accept(sorted[r], T, batch)) continue;
+      batch.push(sorted[r]);
+      done[r] = 1;
+      padding = p;
+    }
+    out.push(batch);
+  }
+  return out;
+}
+
+/** Logits of the chosen rows (indices into the B·T positions) of one forward, scored. */
+function rowLogits(model: CausalLM, ids: Int32Array, B: number, T: number, rows: number[], opts: ForwardOpts): Scored {
+  const h = model.hidden(ids, B, T, opts);
+  const C = h.shape[h.shape.length - 1];
+  const sel = new Float32Array(rows.length * C);
+  for (let i = 0; i < rows.length; i++) sel.set(h.data.subarray(rows[i] * C, (rows[i] + 1) * C), i * C);
+  const logits = model.head(new Tensor(sel, [rows.length, C]));
+  const [M, V] = logits.shape;
+  const lse = new Float64Array(M);
+  const argmax = new Int32Array(M);
+  K.rowLogsumexp(lse, argmax, logits.data, M, V);
+  return { logits: logits.data, V, lse, argmax };
+}
+
+/** Scores token requests (each must fit the context, or is left-truncated to it and counted). */
 export function scoreTokens(
   model: CausalLM,
   reqs: TokenRequest[],
-  opts: { maxBatchTokens?: number; progress?: string } = {},
+  opts: ScoreOpts = {},
 ): { results: LoglikResult[]; stats: ScoreStats } {
   const L = model.maxContext;
   const stats: ScoreStats = { forwards: 0, truncated: 0, tokens: 0 };
-  // input sequence → requests reading it
-  const inputs = new Map<string, { ids: number[]; users: { req: number; contLen: number }[] }>();
+  const budget = opts.maxBatchTokens ?? 4096;
+  const acc = reqs.map(() => ({ lp: 0, greedy: true }));
+  const bar = opts.progress ? new Progress(opts.progress, reqs.length, "req") : null;
+  // Requests whose contexts are shared (and nothing is truncated) take the cached path; the rest run whole.
+  const byCtx = new Map<string, number[]>();
+  const whole: number[] = [];
   reqs.forEach((r, i) => {
     if (r.cont.length === 0) throw new Error(`loglikelihood: request ${i} has an empty continuation`);
-    let all = [...r.ctx, ...r.cont];
-    if (all.length > L + 1) {
+    if (r.ctx.length === 0) throw new Error(`loglikelihood: request ${i} has an empty context`);
+    if (r.ctx.length + r.cont.length > L + 1) {
       stats.truncated++;
-      all = all.slice(all.length - (L + 1));
+      whole.push(i);
+      return;
     }
+    const key = r.ctx.join(",");
+    const g = byCtx.get(key);
+    if (g) g.push(i);
+    else byCtx.set(key, [i]);
+  });
+  const groups: number[][] = [];
+  for (const g of byCtx.values()) {
+    if (opts.share === false || g.length < 2) whole.push(...g);
+    else groups.push(g);
+  }
+  noGrad(() => {
+    scoreWhole(model, reqs, whole, budget, acc, stats, bar);
+    scoreShared(model, reqs, groups, budget, acc, stats, bar);
+  });
+  bar?.end();
+  return { results: acc.map((a) => ({ logprob: a.lp, greedy: a.greedy })), stats };
+}
+
+type Acc = { lp: number; greedy: boolean }[];
+
+/** Each request run as one sequence (ctx + cont)[-(L+1):][:-1]; requests with the same input share a row. */
+function scoreWhole(
+  model: CausalLM,
+  reqs: TokenRequest[],
+  which: number[],
+  budget: number,
+  acc: Acc,
+  stats: ScoreStats,
+  bar: Progress | null,
+): void {
+  const L = model.maxContext;
+  // input sequence → requests reading it
+  const inputs = new Map<string, { ids: number[]; users: { req: number; contLen: number }[] }>();
+  for (const i of which) {
+    const r = reqs[i];
+    let all = [...r.ctx, ...r.cont];
+    if (all.length > L + 1) all = all.slice(all.length - (L + 1));
     const ids = all.slice(0, -1);
     const key = ids.join(",");
     let e = inputs.get(key);
     if (!e) inputs.set(key, (e = { ids, users: [] }));
     e.users.push({ req: i, contLen: r.cont.length });
-  });
-  const uniq = [...inputs.values()].sort((a, b) => b.ids.length - a.ids.length);
-  const budget = opts.maxBatchTokens ?? 4096;
-  const results: LoglikResult[] = new Array(reqs.length);
-  const bar = opts.progress ? new Progress(opts.progress, reqs.length, "req") : null;
-  for (let s = 0; s < uniq.length; ) {
-    const T = uniq[s].ids.length;
-    const B = Math.max(1, Math.min(uniq.length - s, Math.floor(budget / T)));
-    const batch = uniq.slice(s, s + B);
-    s += B;
+  }
+  for (const batch of packBatches([...inputs.values()], (e) => e.ids.length, budget)) {
+    const T = batch[0].ids.length;
+    const B = batch.length;
     const ids = new Int32Array(B * T);
     for (let b = 0; b < batch.length; b++) ids.set(batch[b].ids, b * T);
     stats.forwards++;
     stats.tokens += batch.reduce((a, e) => a + e.ids.length, 0);
     // rows whose logits are needed: the last contLen positions of each input
     const rows: number[] = [];
-    const owners: { req: number; from: number; n: number; end: number }[] = [];
+    const owners: { req: number; from: number; n: number }[] = [];
     batch.forEach((e, b) => {
       const maxCont = Math.max(...e.users.map((u) => u.contLen));
       const from = Math.max(0, e.ids.length - maxCont);
       const base = rows.length;
       for (let p = from; p < e.ids.length; p++) rows.push(b * T + p);
       for (const u of e.users)
-        owners.push({ req: u.req, from: base + (e.ids.length - from) - u.contLen, n: u.contLen, end: b });
+        owners.push({ req: u.req, from: base + (e.ids.length - from) - u.contLen, n: u.contLen });
     });
-    const logits = noGrad(() => {
-      const h = model.hidden(ids, B, T);
-      const C = h.shape[h.shape.length - 1];
-      const sel = new Float32Array(rows.length * C);
-      for (let i = 0; i < rows.length; i++) sel.set(h.data.subarray(rows[i] * C, (rows[i] + 1) * C), i * C);
-      return model.head(new Tensor(sel, [rows.length, C]));
-    });
-    const V = logits.shape[1];
-    for (const o of owners) {
-      const cont = reqs[o.req].cont;
-      let lp = 0;
-      let greedy = true;
-      for (let j = 0; j < o.n; j++) {
-        const row = logits.data.subarray((o.from + j) * V, (o.from + j + 1) * V);
-        let mx = Number.NEGATIVE_INFINITY;
-        let am = 0;
-        for (let v = 0; v < V; v++)
-          if (row[v] > mx) {
-            mx = row[v];
-            am = v;
-          }
-        let sum = 0;
-        for (let v = 0; v < V; v++) sum += Math.exp(row[v] - mx);
-        const t = cont[cont.length - o.n + j];
-        lp += row[t] - mx - Math.log(sum);
-        if (am !== t) greedy = false;
-      }
-      results[o.req] = { logprob: lp, greedy };
-    }
+    const logits = rowLogits(model, ids, B, T, rows, {});
+    for (const o of owners) addLogprobs(logits, o.from, reqs[o.req].cont.slice(-o.n), acc[o.req]);
     bar?.tick(batch.reduce((a, e) => a + e.users.length, 0));
   }
-  bar?.end();
-  return { results, stats };
+}
+
+/**
+ * Requests grouped by context. Contexts run once, in batches (their keys and values kept per row; the logits at each
+ * context's last position score every continuation's first token); then the continuations' other tokens run as rows
+ * of their own after their context's cached keys and values (continuations identical but for their last token share
+ * a row). Contexts are taken in chunks whose cached positions fit half the cache budget; the continuation batches
+ * keep theirs within the other half.
+ */
+function scoreShared(
+  model: CausalLM,
+  reqs: TokenRequest[],
+  groups: number[][],
+  budget: number,
+  acc: Acc,
+  stats: ScoreStats,
+  bar: Progress | null,
+): void {
+  const L = model.maxContext;
+  const half = Math.max(1, Math.floor(KV_BUDGET_BYTES / kvBytesPerPosition(model) / 2));
+  const ctxLen = (g: number[]) => reqs[g[0]].ctx.length;
+  groups.sort((a, b) => ctxLen(b) - ctxLen(a));
+  for (let s = 0; s < groups.length; ) {
+    let e = s + 1;
+    for (let n = ctxLen(groups[s]); e < groups.length && n + ctxLen(groups[e]) <= half; e++) n += ctxLen(groups[e]);
+    const chunk = groups.slice(s, e);
+    s = e;
+    // Contexts, then the continuation rows: cont[:-1] after its context (cached in `kv`, row `row`).
+    type Row = { kv: RowsKV; row: number; past: number; ids: number[]; users: number[] };
+    const rows: Row[] = [];
+    for (const batch of packBatches(chunk, ctxLen, budget)) {
+      const B = batch.length;
+      const T = ctxLen(batch[0]);
+      const ids = new Int32Array(B * T);
+      for (let b = 0; b < B; b++) ids.set(reqs[batch[b][0]].ctx, b * T);
+      const kv = new RowsKV(model.numBlocks, new Int32Array(B));
+      stats.forwards++;
+      stats.tokens += batch.reduce((a, g) => a + ctxLen(g), 0);
+      const last = batch.map((g, b) => b * T + ctxLen(g) - 1);
+      const first = rowLogits(model, ids, B, T, last, { cache: kv });
+      batch.forEach((g, b) => {
+        const seen = new Map<string, Row>();
+        for (const i of g) {
+          addLogprobs(first, b, [reqs[i].cont[0]], acc[i]);
+          const c = reqs[i].cont;
+          if (c.length < 2) continue;
+          const key = c.slice(0, -1).join(",");
+          const r = seen.get(key);
+          if (r) r.users.push(i);
+          else seen.set(key, { kv, row: b, past: ctxLen(g), ids: c.slice(0, -1), users: [i] });
+        }
+        rows.push(...seen.values());
+      });
+    }
+    // A row whose context + padding would pass the model's positions waits for a shorter batch (its own length
+    // always fits: ctx + cont ≤ L + 1).
+    const fits = (r: Row, T: number, batch: Row[]) =>
+      r.past + T <= L && batch.reduce((a, x) => a + x.past + T, r.past + T) <= half;
+    for (const batch of packBatches(rows, (r) => r.ids.length, budget, fits)) {
+      const B = batch.length;
+      const T = batch[0].ids.length;
+      const x = new Int32Array(B * T);
+      const want: number[] = [];
+      batch.forEach((r, b) => {
+        x.set(r.ids, b * T);
+        for (let t = 0; t < r.ids.length; t++) want.push(b * T + t);
+      });
+      const offsets = Int32Array.from(batch, (r) => r.past);
+      const cache = new RowsKV(model.numBlocks, offsets, (i, b) => batch[b].kv.rowKV(i, batch[b].row));
+      stats.forwards++;
+      stats.tokens += want.length;
+      const logits = rowLogits(model, x, B, T, want, { cache });
+      let base = 0;
+      for (const r of batch) {
+        for (const i of r.users) addLogprobs(logits, base, reqs[i].cont.slice(1), acc[i]);
+        base += r.ids.length;
+      }
+    }
+    bar?.tick(chunk.reduce((a, g) => a + g.length, 0));
+  }
 }
 
 export function loglikelihood(
   model: CausalLM,
   tok: Tokenizer,
   reqs: LoglikRequest[],
-  opts: { bos?: BosPolicy; maxBatchTokens?: number; progress?: string } = {},
+  opts: ScoreOpts & { bos?: BosPolicy } = {},
 ): { results: LoglikResult[]; stats: ScoreStats } {
-  return scoreTokens(
-    model,
-    reqs.map((r) => encodePair(tok, r.context, r.continuation, opts.bos)),
-    opts,
-  );
+  const enc = reqs.map((r, i) => {
+    const p = encodePair(tok, r.context, r.continuation, opts.bos);
+    if (p.cont.length === 0)
+      throw new Error(
+        `loglikelihood: request ${i} (continuation ${JSON.stringify(r.continuation)}) has no tokens of its own: ` +
+          "this tokenizer encodes context + continuation in no more tokens than the context alone (a merge across " +
+          "the boundary), and lm-eval's _encode_pair asserts on it too",
+      );
+    return p;
+  });
+  return scoreTokens(model, enc, opts);
 }

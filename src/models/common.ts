@@ -43,6 +43,36 @@ export function runBlocks<B extends Module>(
   return x;
 }
 
+/** Each row's first position: the cache's offsets (one per row: checked against the batch), else 0. */
+export function cacheOffsets(opts: ForwardOpts, B: number): number | Int32Array {
+  const o = opts.cache?.offsets ?? 0;
+  if (typeof o !== "number" && o.length !== B)
+    throw new RangeError(`forward: ${o.length} cached-prefix lengths for a batch of ${B}`);
+  return o;
+}
+
+/**
+ * Learned-position ids (B·T) of rows whose first token sits at `offsets` (one for every row, or one per row), plus
+ * `shift` (OPT's 2); every row must end within the model's `max` positions (config key `key`, named in the error).
+ */
+export function positionIds(
+  B: number,
+  T: number,
+  offsets: number | Int32Array,
+  max: number,
+  what: string,
+  key: string,
+  shift = 0,
+): Int32Array {
+  const pos = new Int32Array(B * T);
+  for (let b = 0; b < B; b++) {
+    const o = typeof offsets === "number" ? offsets : offsets[b];
+    if (o + T > max) throw new RangeError(`${what}: sequence length ${o + T} exceeds ${key} ${max}`);
+    for (let t = 0; t < T; t++) pos[b * T + t] = o + t + shift;
+  }
+  return pos;
+}
+
 /** Column indices that pick part `p` of `parts` from a fused per-head layout (H, parts, D) (GPT-NeoX QKV). */
 export function perHeadCols(H: number, parts: number, D: number, p: number): Int32Array {
   const out = new Int32Array(H * D);

@@ -5,7 +5,15 @@ import { Embedding, LayerNorm, Linear } from "../nn/layers.js";
 import { Module, ModuleList } from "../nn/module.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import type { Tensor } from "../tensor/tensor.js";
-import { headDims, headFromEmbedding, lmHead, perHeadCols, requirePositiveInts, runBlocks } from "./common.js";
+import {
+  cacheOffsets,
+  headDims,
+  headFromEmbedding,
+  lmHead,
+  perHeadCols,
+  requirePositiveInts,
+  runBlocks,
+} from "./common.js";
 import type { BlockKV } from "./kvcache.js";
 import { invFreq, RopeCache, type RopeScaling, ropeSettings } from "./llama.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
@@ -200,7 +208,7 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
   }
 
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
-    const rope = this.rope(T, opts.cache?.length ?? 0);
+    const rope = this.ropeCache.rows(B, T, cacheOffsets(opts, B));
     const h = this.gpt_neox.embed_in.forward(ids);
     const x = runBlocks(this.blocks, h, (b, h, kv) => b.forward(h, B, T, rope, kv), opts, B, T);
     return this.gpt_neox.final_layer_norm.forward(x);

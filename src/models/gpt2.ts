@@ -5,7 +5,16 @@ import { Embedding, LayerNorm, Linear } from "../nn/layers.js";
 import { Module, ModuleList } from "../nn/module.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import type { Tensor } from "../tensor/tensor.js";
-import { blockCols, headDims, headFromEmbedding, lmHead, requirePositiveInts, runBlocks } from "./common.js";
+import {
+  blockCols,
+  cacheOffsets,
+  headDims,
+  headFromEmbedding,
+  lmHead,
+  positionIds,
+  requirePositiveInts,
+  runBlocks,
+} from "./common.js";
 import type { BlockKV } from "./kvcache.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
 
@@ -153,11 +162,10 @@ export class Gpt2LMHeadModel extends Module implements CausalLM {
     return this.blocks.length;
   }
 
-  embed(ids: Int32Array, B: number, T: number, pos0 = 0): Tensor {
-    if (pos0 + T > this.maxContext)
-      throw new RangeError(`GPT-2: sequence length ${pos0 + T} exceeds n_positions ${this.maxContext}`);
+  /** `offsets`: the first position of every row, or of each row. */
+  embed(ids: Int32Array, B: number, T: number, offsets: number | Int32Array = 0): Tensor {
+    const pos = positionIds(B, T, offsets, this.maxContext, "GPT-2", "n_positions");
     const t = this.transformer;
-    const pos = Int32Array.from({ length: B * T }, (_, i) => pos0 + (i % T));
     return F.add(t.wte.forward(ids), t.wpe.forward(pos));
   }
 
@@ -170,7 +178,7 @@ export class Gpt2LMHeadModel extends Module implements CausalLM {
   }
 
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
-    const x = this.embed(ids, B, T, opts.cache?.length ?? 0);
+    const x = this.embed(ids, B, T, cacheOffsets(opts, B));
     return this.transformer.ln_f.forward(runBlocks(this.blocks, x, (b, h, kv) => b.forward(h, B, T, kv), opts, B, T));
   }
 

@@ -1,5 +1,6 @@
-// Keys and values of the positions a model has already seen, per block, so that generation runs each new token
-// through the model once instead of re-running the whole context (transformers' DynamicCache, for batch 1).
+// Keys and values of the positions a model has already seen, per block: KVCache lets generation run each new token
+// through the model once instead of re-running the whole context (transformers' DynamicCache, for batch 1); RowsKV
+// gives every row of a batch a cached prefix of its own (zero-shot scoring runs a context once for all its choices).
 import { isGradEnabled } from "../nn/tape.js";
 import { K } from "../tensor/native.js";
 import { Tensor } from "../tensor/tensor.js";
@@ -13,7 +14,26 @@ export interface BlockKV {
   attend(q: Tensor, k: Tensor, v: Tensor, H: number, KV: number, D: number, scale: number, window?: number): Tensor;
 }
 
-export class KVCache {
+/** What a model's forward needs from a cache (`ForwardOpts.cache`). */
+export interface ForwardCache {
+  /** Position of each row's first new token: one number for every row, or one per row. */
+  readonly offsets: number | Int32Array;
+  /** Block i's view, for a forward of B rows of T new positions. */
+  block(i: number, B: number, T: number): BlockKV;
+  /** After a forward: its T positions join the cache. */
+  commit(T: number): void;
+}
+
+function checkInference(what: string): void {
+  if (isGradEnabled()) throw new Error(`${what}: inference only (run the forward under noGrad)`);
+}
+
+function checkQKV(what: string, i: number, q: Tensor, k: Tensor, v: Tensor, rows: number, qw: number, w: number): void {
+  if (k.size !== rows * w || v.size !== rows * w || q.size !== rows * qw)
+    throw new RangeError(`${what}: block ${i} got q/k/v of ${q.size}/${k.size}/${v.size} floats for ${rows} positions`);
+}
+
+export class KVCache implements ForwardCache {
   /** Positions cached (committed by the model after every block has seen them). */
   length = 0;
   private readonly k: Float32Array[] = [];
@@ -28,6 +48,10 @@ export class KVCache {
       throw new RangeError(`KVCache: blocks (${blocks}) and capacity (${capacity}) must be positive integers`);
   }
 
+  get offsets(): number {
+    return this.length;
+  }
+
   /** Whether T more positions fit. */
   fits(T: number): boolean {
     return this.length + T <= this.capacity;
@@ -40,7 +64,7 @@ export class KVCache {
     if (B !== 1) throw new RangeError(`KVCache: batch ${B} (only batch 1 is supported)`);
     if (!this.fits(T))
       throw new RangeError(`KVCache: ${this.length} cached + ${T} new positions exceed its capacity ${this.capacity}`);
-    if (isGradEnabled()) throw new Error("KVCache: inference only (run the forward under noGrad)");
+    checkInference("KVCache");
     return {
       attend: (q, k, v, H, KVh, D, scale, window = 0) => {
         const w = KVh * D;
@@ -52,10 +76,7 @@ export class KVCache {
             `KVCache: block ${i} was filled with rows of ${this.k[i].length / this.capacity}, now ${w}`,
           );
         }
-        if (k.size !== T * w || v.size !== T * w || q.size !== T * H * D)
-          throw new RangeError(
-            `KVCache: block ${i} got q/k/v of ${q.size}/${k.size}/${v.size} floats for ${T} positions`,
-          );
+        checkQKV("KVCache", i, q, k, v, T, H * D, w);
         const past = this.length;
         const S = past + T;
         this.k[i].set(k.data, past * w);
@@ -91,5 +112,102 @@ export class KVCache {
   /** Forget every position (the buffers are kept). */
   reset(): void {
     this.length = 0;
+  }
+}
+
+/**
+ * A batch whose row b continues after a cached prefix of its own, `offsets[b]` positions long (0: no prefix). Each
+ * block's prefix keys and values come from `prefix(block, row)` (`offsets[b]` rows of KV·D floats each: RoPE applied,
+ * as `rowKV` hands them out), and every block keeps each row's prefix + new keys and values, which `rowKV` reads
+ * back after the forward (a prefix for other rows). Attention runs row by row over that row's own keys, exactly as
+ * the cached attention of KVCache (bit for bit the rows of one causal pass over prefix + new tokens). Rows padded on
+ * the right are exact: causal queries never see later keys.
+ */
+export class RowsKV implements ForwardCache {
+  private readonly k: Float32Array[][] = [];
+  private readonly v: Float32Array[][] = [];
+  private width = 0;
+  private T = -1;
+
+  constructor(
+    readonly blocks: number,
+    readonly offsets: Int32Array,
+    private readonly prefix?: (block: number, row: number) => { k: Float32Array; v: Float32Array },
+  ) {
+    if (!(Number.isInteger(blocks) && blocks > 0)) throw new RangeError(`RowsKV: blocks (${blocks}) must be positive`);
+    if (offsets.some((o) => o < 0)) throw new RangeError("RowsKV: negative prefix length");
+    if (!prefix && offsets.some((o) => o > 0)) throw new RangeError("RowsKV: prefix lengths without a prefix source");
+  }
+
+  block(i: number, B: number, T: number): BlockKV {
+    if (!(Number.isInteger(i) && i >= 0 && i < this.blocks))
+      throw new RangeError(`RowsKV: block ${i} of a cache for ${this.blocks} blocks`);
+    if (B !== this.offsets.length)
+      throw new RangeError(`RowsKV: batch ${B} for a cache of ${this.offsets.length} rows`);
+    if (this.T >= 0 && T !== this.T) throw new RangeError(`RowsKV: ${T} new positions, the cache holds ${this.T}`);
+    if (this.k[i]) throw new RangeError(`RowsKV: block ${i} already ran (one forward per cache)`);
+    checkInference("RowsKV");
+    return {
+      attend: (q, k, v, H, KVh, D, scale, window = 0) => {
+        const w = KVh * D;
+        const qw = H * D;
+        checkQKV("RowsKV", i, q, k, v, B * T, qw, w);
+        if (this.width && w !== this.width)
+          throw new RangeError(`RowsKV: block ${i} has rows of ${w} floats, block 0 had ${this.width}`);
+        this.width = w;
+        const ks: Float32Array[] = [];
+        const vs: Float32Array[] = [];
+        const y = Tensor.alloc(q.shape);
+        for (let b = 0; b < B; b++) {
+          const past = this.offsets[b];
+          const S = past + T;
+          const kb = new Float32Array(S * w);
+          const vb = new Float32Array(S * w);
+          if (past > 0) {
+            const p = (this.prefix as NonNullable<typeof this.prefix>)(i, b);
+            if (p.k.length < past * w || p.v.length < past * w)
+              throw new RangeError(
+                `RowsKV: block ${i} row ${b}: a prefix of ${p.k.length / w} positions, ${past} needed`,
+              );
+            kb.set(p.k.subarray(0, past * w));
+            vb.set(p.v.subarray(0, past * w));
+          }
+          kb.set(k.data.subarray(b * T * w, (b + 1) * T * w), past * w);
+          vb.set(v.data.subarray(b * T * w, (b + 1) * T * w), past * w);
+          ks.push(kb);
+          vs.push(vb);
+          K.attentionFwd(
+            y.data.subarray(b * T * qw, (b + 1) * T * qw),
+            null,
+            q.data.subarray(b * T * qw, (b + 1) * T * qw),
+            kb,
+            vb,
+            1,
+            T,
+            H,
+            KVh,
+            D,
+            scale,
+            window,
+            past,
+          );
+        }
+        this.k[i] = ks;
+        this.v[i] = vs;
+        return y;
+      },
+    };
+  }
+
+  commit(T: number): void {
+    this.T = T;
+  }
+
+  /** Row b's keys and values in block i (its prefix, then the forward's T positions), for use as another's prefix. */
+  rowKV(i: number, b: number): { k: Float32Array; v: Float32Array } {
+    const k = this.k[i]?.[b];
+    const v = this.v[i]?.[b];
+    if (!k || !v) throw new RangeError(`RowsKV: block ${i} row ${b} has not run`);
+    return { k, v };
   }
 }

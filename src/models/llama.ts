@@ -6,7 +6,7 @@ import { Embedding, Linear, RMSNorm } from "../nn/layers.js";
 import { Module, ModuleList } from "../nn/module.js";
 import { Rng } from "../tensor/rng.js";
 import type { Tensor } from "../tensor/tensor.js";
-import { headFromEmbedding, lmHead, runBlocks } from "./common.js";
+import { cacheOffsets, headFromEmbedding, lmHead, runBlocks } from "./common.js";
 import type { BlockKV } from "./kvcache.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
 
@@ -221,6 +221,22 @@ export class RopeCache {
     const t = this.tab;
     return { ...t, cos: t.cos.subarray(pos0 * half, need * half), sin: t.sin.subarray(pos0 * half, need * half) };
   }
+
+  /** Tables for B rows of T positions starting at `offsets` (one for every row, or one per row: per-token tables). */
+  rows(B: number, T: number, offsets: number | Int32Array): F.RopeTables {
+    if (typeof offsets === "number") return this.get(T, offsets);
+    if (offsets.every((o) => o === offsets[0])) return this.get(T, offsets[0] ?? 0);
+    const half = this.rotDim / 2;
+    const all = this.get(Math.max(...offsets) + T);
+    const cos = new Float32Array(B * T * half);
+    const sin = new Float32Array(B * T * half);
+    for (let b = 0; b < B; b++) {
+      const from = offsets[b] * half;
+      cos.set(all.cos.subarray(from, from + T * half), b * T * half);
+      sin.set(all.sin.subarray(from, from + T * half), b * T * half);
+    }
+    return { ...all, cos, sin, perToken: true };
+  }
 }
 
 class LlamaAttention extends Module {
@@ -412,7 +428,7 @@ export class LlamaForCausalLM extends Module implements CausalLM {
 
   /** Final hidden states (B·T, C) for token ids (B·T). */
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
-    const rope = this.rope(T, opts.cache?.length ?? 0);
+    const rope = this.ropeCache.rows(B, T, cacheOffsets(opts, B));
     const x = runBlocks(this.blocks, this.embed(ids, B, T), (b, h, kv) => b.forward(h, B, T, rope, kv), opts, B, T);
     return this.model.norm.forward(x);
   }

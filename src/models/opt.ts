@@ -5,7 +5,15 @@ import { Embedding, LayerNorm, Linear } from "../nn/layers.js";
 import { Module, ModuleList } from "../nn/module.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import type { Tensor } from "../tensor/tensor.js";
-import { headDims, headFromEmbedding, lmHead, requirePositiveInts, runBlocks } from "./common.js";
+import {
+  cacheOffsets,
+  headDims,
+  headFromEmbedding,
+  lmHead,
+  positionIds,
+  requirePositiveInts,
+  runBlocks,
+} from "./common.js";
 import type { BlockKV } from "./kvcache.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
 
@@ -185,13 +193,12 @@ export class OptForCausalLM extends Module implements CausalLM {
     return this.blocks.length;
   }
 
-  embed(ids: Int32Array, B: number, T: number, pos0 = 0): Tensor {
+  /** `offsets`: the first position of every row, or of each row. */
+  embed(ids: Int32Array, B: number, T: number, offsets: number | Int32Array = 0): Tensor {
     const d = this.model.decoder;
-    if (pos0 + T > this.maxContext)
-      throw new RangeError(`OPT: sequence length ${pos0 + T} exceeds max_position_embeddings ${this.maxContext}`);
+    const pos = positionIds(B, T, offsets, this.maxContext, "OPT", "max_position_embeddings", OFFSET);
     let x = d.embed_tokens.forward(ids);
     if (d.project_in) x = d.project_in.forward(x);
-    const pos = Int32Array.from({ length: B * T }, (_, i) => pos0 + (i % T) + OFFSET);
     return F.add(x, d.embed_positions.forward(pos));
   }
 
@@ -205,7 +212,7 @@ export class OptForCausalLM extends Module implements CausalLM {
 
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
     const d = this.model.decoder;
-    let x = this.embed(ids, B, T, opts.cache?.length ?? 0);
+    let x = this.embed(ids, B, T, cacheOffsets(opts, B));
     x = runBlocks(this.blocks, x, (b, h, kv) => b.forward(h, B, T, kv), opts, B, T);
     if (d.final_layer_norm) x = d.final_layer_norm.forward(x);
     if (d.project_out) x = d.project_out.forward(x);

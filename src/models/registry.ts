@@ -4,7 +4,7 @@ import type { Module } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { GptNeoxForCausalLM } from "./gpt-neox.js";
 import { Gpt2LMHeadModel } from "./gpt2.js";
-import type { KVCache } from "./kvcache.js";
+import type { ForwardCache } from "./kvcache.js";
 import { type LlamaConfig, LlamaForCausalLM } from "./llama.js";
 import { OptForCausalLM } from "./opt.js";
 
@@ -13,9 +13,10 @@ export type HfConfig = Record<string, unknown> & { model_type?: string };
 export interface ForwardOpts {
   /** Per-block gradient checkpointing (recompute each block in backward). */
   checkpoint?: boolean;
-  /** Inference with a KV cache (batch 1, no gradients): ids are the positions after the cached ones, and the cache
-   * holds them too afterwards. */
-  cache?: KVCache;
+  /** Inference with a KV cache (no gradients): ids are the positions after the cached ones (`cache.offsets`), and
+   * the cache holds them too afterwards. A `KVCache` (batch 1, generation) or a `RowsKV` (a batch, a cached prefix of
+   * its own per row: zero-shot contexts shared by their choices). */
+  cache?: ForwardCache;
 }
 
 /** What every family exposes to the stages (eval, prune, retrain, export). */

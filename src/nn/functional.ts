@@ -348,15 +348,21 @@ export interface RopeTables {
   /** Rotated dims per head (partial rotary: R < D). */
   R: number;
   interleaved: boolean;
+  /** Tables hold one row per token of the batch (B·T rows: each row of the batch at positions of its own). */
+  perToken?: boolean;
 }
 
-/** x: (B, T, H, D) → rotated copy. Tables are (T, R/2) for positions 0..T-1 of this call. */
+/**
+ * x: (B, T, H, D) → rotated copy. Tables are (T, R/2) for the T positions of this call, or with `perToken` (B·T, R/2):
+ * a position per token.
+ */
 export function rope(x: Tensor, B: number, T: number, H: number, D: number, tab: RopeTables): Tensor {
   const y = Tensor.alloc(x.shape);
-  K.rope(y.data, x.data, tab.cos, tab.sin, B, T, H, D, tab.R, tab.interleaved, false);
+  const [b, t] = tab.perToken ? [1, B * T] : [B, T];
+  K.rope(y.data, x.data, tab.cos, tab.sin, b, t, H, D, tab.R, tab.interleaved, false);
   return record(y, [x], (g) => {
     const dx = allocRaw(x.size);
-    K.rope(dx, g, tab.cos, tab.sin, B, T, H, D, tab.R, tab.interleaved, true);
+    K.rope(dx, g, tab.cos, tab.sin, b, t, H, D, tab.R, tab.interleaved, true);
     addGrad(x, dx);
   });
 }

@@ -39,6 +39,7 @@ export interface Kernels
     | "maskApply"
     | "maskedScaleAdd"
     | "colSumsq"
+    | "rowLogsumexp"
     | "topkPrune"
     | "nmKeep"
     | "cholesky"

@@ -478,6 +478,24 @@ export function colSumsq(out: Float64Array, x: Arr, n: number, cols: number): vo
   for (let i = 0; i < n; i++) for (let j = 0; j < cols; j++) out[j] += x[i * cols + j] * x[i * cols + j];
 }
 
+/** Per row of x (M x V): out[i] = log Σ_j exp(x[i, j]) in double; argmax[i] = the first index of the row's maximum. */
+export function rowLogsumexp(out: Float64Array, argmax: Int32Array, x: Arr, M: number, V: number): void {
+  check("rowLogsumexp", V > 0 && out.length === M && argmax.length === M && x.length === M * V, "length mismatch");
+  for (let i = 0; i < M; i++) {
+    let mx = Number.NEGATIVE_INFINITY;
+    let am = 0;
+    for (let j = 0; j < V; j++)
+      if (x[i * V + j] > mx) {
+        mx = x[i * V + j];
+        am = j;
+      }
+    let sum = 0;
+    for (let j = 0; j < V; j++) sum += Math.exp(x[i * V + j] - mx);
+    out[i] = Math.log(sum) + mx;
+    argmax[i] = am;
+  }
+}
+
 /** out = base + s·(x ⊙ mask); base null: s·(x ⊙ mask). */
 export function maskedScaleAdd(out: Arr, base: Arr | null, x: Arr, mask: Uint8Array, s: number): void {
   const n = out.length;
