@@ -264,6 +264,40 @@ Napi::Value AttentionFwd(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// attentionFwdRows(out, q, k, v, pk: Float32Array[] (B), pv: Float32Array[] (B), past: Int32Array (B), B, T, H, KV, D,
+// scale, window)
+Napi::Value AttentionFwdRows(const Napi::CallbackInfo& info) {
+  Args a{info, "attentionFwdRows"};
+  a.need(14);
+  long B, T, H, KV, D;
+  att_dims(a, 7, &B, &T, &H, &KV, &D);
+  const int32_t* past = a.i32(6, "past", B);
+  const long ldk = KV * D;
+  std::vector<const float*> pk(B), pv(B);
+  for (int which = 0; which < 2; ++which) {
+    const char* name = which ? "pv" : "pk";
+    if (!info[4 + which].IsArray()) a.fail(std::string(name) + " must be an array of Float32Arrays");
+    auto arr = info[4 + which].As<Napi::Array>();
+    if ((long)arr.Length() != B) a.fail(std::string(name) + " has " + std::to_string(arr.Length()) + " rows, B is " +
+                                        std::to_string(B));
+    for (long b = 0; b < B; ++b) {
+      Napi::Value e = arr.Get((uint32_t)b);
+      if (!e.IsTypedArray() || e.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+        a.fail(std::string(name) + "[" + std::to_string(b) + "] must be a Float32Array");
+      auto t = e.As<Napi::TypedArray>();
+      if (past[b] < 0 || (long)t.ElementLength() < (long)past[b] * ldk)
+        a.fail(std::string(name) + "[" + std::to_string(b) + "] holds " + std::to_string(t.ElementLength()) +
+               " floats, " + std::to_string(past[b]) + " cached positions need " + std::to_string((long)past[b] * ldk));
+      (which ? pv : pk)[b] =
+          reinterpret_cast<const float*>(static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset());
+    }
+  }
+  attention_fwd_rows(a.f32(0, "out", B * T * H * D), a.f32(1, "q", B * T * H * D), a.f32(2, "k", B * T * ldk),
+                     a.f32(3, "v", B * T * ldk), pk.data(), pv.data(), past, B, T, H, KV, D,
+                     (float)a.num(12, "scale"), a.dim(13, "window"));
+  return info.Env().Undefined();
+}
+
 Napi::Value AttentionBwd(const Napi::CallbackInfo& info) {
   Args a{info, "attentionBwd"};
   a.need(14);
@@ -591,6 +625,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("attentionFwd", Napi::Function::New(env, AttentionFwd));
   exports.Set("attentionBwd", Napi::Function::New(env, AttentionBwd));
+  exports.Set("attentionFwdRows", Napi::Function::New(env, AttentionFwdRows));
   exports.Set("actFwd", Napi::Function::New(env, ActFwd));
   exports.Set("actBwd", Napi::Function::New(env, ActBwd));
   exports.Set("swigluFwd", Napi::Function::New(env, SwigluFwd));

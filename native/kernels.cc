@@ -279,41 +279,63 @@ inline RowsA rows_a(const IsaKernels* isa, float* buf, const float* src, long ld
 inline long att_cols(long t0, long mr, long NR, long T) { return std::min(T, (t0 + mr + NR - 1) / NR * NR); }
 }  // namespace
 
-void attention_fwd(float* out, float* P, const float* q, const float* k, const float* v, long B, long T, long H,
-                   long KV, long D, float scale, long window, long past) {
+namespace {
+// The forward over B rows of T queries, S_b = past_b + T keys each. Without prefixes (pk null) row b's keys and values
+// are rows [b S, b S + S) of k / v. With them, row b's first past_rows[b] keys and values are rows of pk[b] / pv[b]
+// and the T after them rows [b T, b T + T) of k / v: each head's are gathered into one buffer first, so the panels
+// packed from it hold the same values as from one contiguous k (the same bits).
+void attention_fwd_impl(float* out, float* P, const float* q, const float* k, const float* v, long B, long T, long H,
+                        long KV, long D, float scale, long window, long past, const float* const* pk,
+                        const float* const* pv, const int32_t* past_rows) {
   const IsaKernels* isa = isa_active();
   const softmax_fn softmax = isa->softmax;
   const long rep = H / KV, ldq = H * D, ldk = KV * D, MR = isa->MR, NR = isa->NR;
-  const long S = past + T;                                    // keys: the cached ones, then this call's
-  const long np = (S + NR - 1) / NR, dp = (D + NR - 1) / NR;  // key panels, head-dim panels
+  long Smax = past + T;
+  if (past_rows)
+    for (long b = 0; b < B; ++b) Smax = std::max(Smax, (long)past_rows[b] + T);
+  const long npm = (Smax + NR - 1) / NR, dp = (D + NR - 1) / NR;  // key panels (at most), head-dim panels
   pool_run([&](int ith, int nth) {
     long b0, e0;
     pool_split(B * H, ith, nth, 1, &b0, &e0);
     if (b0 >= e0) return;
-    float* Kt = t_att_k.get(np * NR * D);  // Kᵀ as B of scores = Q Kᵀ: panel j = keys [jNR, jNR+NR), D deep
-    float* Vc = t_att_v.get(dp * NR * S);  // V as B of O = P V: panel p = columns [pNR, pNR+NR), S deep
+    float* Kt = t_att_k.get(npm * NR * D);  // Kᵀ as B of scores = Q Kᵀ: panel j = keys [jNR, jNR+NR), D deep
+    float* Vc = t_att_v.get(dp * NR * Smax);  // V as B of O = P V: panel p = columns [pNR, pNR+NR), S deep
     float* Qp = t_att_q.get(MR * D);
-    float* Pp = t_att_a.get(MR * S);
-    float* Sbuf = P ? nullptr : t_att_s.get(MR * S);
+    float* Pp = t_att_a.get(MR * Smax);
+    float* Sbuf = P ? nullptr : t_att_s.get(MR * Smax);
+    float* Kg = pk ? t_att_o.get(2 * Smax * D) : nullptr;  // gathered keys, then values, of one head (rows D apart)
     long packed_kv = -1;
     for (long bh = b0; bh < e0; ++bh) {
       const long b = bh / H, h = bh % H, kh = h / rep;
+      const long pb = past_rows ? past_rows[b] : past, S = pb + T;  // keys: the cached ones, then this call's
       const float* qb = q + b * T * ldq + h * D;
       float* ob = out + b * T * ldq + h * D;
       if (packed_kv != b * KV + kh) {  // consecutive heads of a GQA group share K and V
         packed_kv = b * KV + kh;
-        pack_panels(Kt, NR, k + b * S * ldk + kh * D, ldk, true, S, D, NR * D);
-        pack_panels(Vc, NR, v + b * S * ldk + kh * D, ldk, false, D, S, NR * S);
+        if (pk) {
+          float* Vg = Kg + Smax * D;
+          for (long t = 0; t < S; ++t) {
+            const float* ks = t < pb ? pk[b] + t * ldk : k + (b * T + t - pb) * ldk;
+            const float* vs = t < pb ? pv[b] + t * ldk : v + (b * T + t - pb) * ldk;
+            std::memcpy(Kg + t * D, ks + kh * D, D * sizeof(float));
+            std::memcpy(Vg + t * D, vs + kh * D, D * sizeof(float));
+          }
+          pack_panels(Kt, NR, Kg, D, true, S, D, NR * D);
+          pack_panels(Vc, NR, Vg, D, false, D, S, NR * S);
+        } else {
+          pack_panels(Kt, NR, k + b * S * ldk + kh * D, ldk, true, S, D, NR * D);
+          pack_panels(Vc, NR, v + b * S * ldk + kh * D, ldk, false, D, S, NR * S);
+        }
       }
       for (long t0 = 0; t0 < T; t0 += MR) {
-        const long mr = std::min(MR, T - t0), cols = att_cols(past + t0, mr, NR, S);
+        const long mr = std::min(MR, T - t0), cols = att_cols(pb + t0, mr, NR, S);
         float* sc = P ? P + bh * T * T + t0 * T : Sbuf;  // (P only without a cache: S == T)
         const RowsA qa = rows_a(isa, Qp, qb + t0 * ldq, ldq, mr, D);
         att_row(isa, D, qa.a, Kt, NR * D, 0, sc, S, mr, cols, scale, 0.0f, qa.sa, qa.rowa);
         for (long r = 0; r < mr; ++r) {
           // Query t (absolute position) sees keys [s0, t]: s0 = 0, or t + 1 - window under a sliding window
           // (Mistral). The keys before s0 get probability exactly 0, so the backward needs no window of its own.
-          const long t = past + t0 + r, s0 = window > 0 && t + 1 > window ? t + 1 - window : 0;
+          const long t = pb + t0 + r, s0 = window > 0 && t + 1 > window ? t + 1 - window : 0;
           float* row = sc + r * S;
           softmax(row + s0, t + 1 - s0, cols - s0);
           if (s0 > 0) std::memset(row, 0, s0 * sizeof(float));
@@ -323,6 +345,18 @@ void attention_fwd(float* out, float* P, const float* q, const float* k, const f
       }
     }
   });
+}
+}  // namespace
+
+void attention_fwd(float* out, float* P, const float* q, const float* k, const float* v, long B, long T, long H,
+                   long KV, long D, float scale, long window, long past) {
+  attention_fwd_impl(out, P, q, k, v, B, T, H, KV, D, scale, window, past, nullptr, nullptr, nullptr);
+}
+
+void attention_fwd_rows(float* out, const float* q, const float* k, const float* v, const float* const* pk,
+                        const float* const* pv, const int32_t* past, long B, long T, long H, long KV, long D,
+                        float scale, long window) {
+  attention_fwd_impl(out, nullptr, q, k, v, B, T, H, KV, D, scale, window, 0, pk, pv, past);
 }
 
 void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,

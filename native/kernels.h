@@ -28,6 +28,12 @@ void rope(float* out, const float* x, const float* cos, const float* sin, long B
 // first, and query t sits at position past + t (it sees keys up to there); P must then be null.
 void attention_fwd(float* out, float* P, const float* q, const float* k, const float* v, long B, long T, long H,
                    long KV, long D, float scale, long window = 0, long past = 0);
+// Rows with cached prefixes of their own (inference): row b's T queries (q, out: (B, T, H, D)) follow past[b] cached
+// keys and values, rows of pk[b] / pv[b] ((past[b], KV, D)), then its T new ones, rows [bT, bT + T) of k / v
+// ((B, T, KV, D)); otherwise as attention_fwd with P null: bit for bit what it gives each row over the keys back to back.
+void attention_fwd_rows(float* out, const float* q, const float* k, const float* v, const float* const* pk,
+                        const float* const* pv, const int32_t* past, long B, long T, long H, long KV, long D,
+                        float scale, long window);
 void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
                    const float* P, long B, long T, long H, long KV, long D, float scale);
 

@@ -635,6 +635,50 @@ describe.each(paths)("cpu path %s", (path) => {
     );
   });
 
+  it("attention rows after cached prefixes of their own (attentionFwdRows): attentionFwd over the keys back to back", () => {
+    K.setCpu(path);
+    for (const [T, H, KV, D, win] of [
+      [1, 4, 2, 8, 0],
+      [17, 4, 2, 64, 0],
+      [3, 4, 4, 8, 7],
+      [12, 4, 1, 40, 20],
+    ]) {
+      const past = Int32Array.of(0, 5, 129, 1, 33);
+      const B = past.length;
+      const w = KV * D;
+      const n = T * H * D;
+      const q = randF32(B * n, T + H);
+      const k = randF32(B * T * w, T + 1);
+      const v = randF32(B * T * w, T + 2);
+      // prefixes in arrays of their own, some longer than needed
+      const pk = Array.from(past, (p, b) => randF32((p + b) * w, 10 + b));
+      const pv = Array.from(past, (p, b) => randF32((p + b) * w, 20 + b));
+      const o = new Float32Array(q.length);
+      K.attentionFwdRows(o, q, k, v, pk, pv, past, B, T, H, KV, D, 0.35, win);
+      const ro = new Float64Array(q.length);
+      const f64 = (a: Float32Array) => Float64Array.from(a);
+      refK.attentionFwdRows(ro, f64(q), f64(k), f64(v), pk.map(f64), pv.map(f64), past, B, T, H, KV, D, 0.35, win);
+      expectClose(o, ro, 1e-5, 1e-5, `attention rows T ${T}`);
+      for (let b = 0; b < B; b++) {
+        const S = past[b] + T;
+        const [kk, vv] = [new Float32Array(S * w), new Float32Array(S * w)];
+        kk.set(pk[b].subarray(0, past[b] * w));
+        kk.set(k.subarray(b * T * w, (b + 1) * T * w), past[b] * w);
+        vv.set(pv[b].subarray(0, past[b] * w));
+        vv.set(v.subarray(b * T * w, (b + 1) * T * w), past[b] * w);
+        const one = new Float32Array(n);
+        K.attentionFwd(one, null, q.subarray(b * n, (b + 1) * n), kk, vv, 1, T, H, KV, D, 0.35, win, past[b]);
+        expect(bitsEqual(o.subarray(b * n, (b + 1) * n), one)).toBe(true);
+      }
+    }
+    const z = new Float32Array(8);
+    const one = Int32Array.of(1);
+    expect(() => K.attentionFwdRows(z, z, z, z, [new Float32Array(4)], [z], one, 1, 1, 1, 1, 8, 1, 0)).toThrow(
+      /pk\[0\] holds 4 floats, 1 cached positions need 8/,
+    );
+    expect(() => K.attentionFwdRows(z, z, z, z, [z, z], [z, z], one, 1, 1, 1, 1, 8, 1, 0)).toThrow(/2 rows, B is 1/);
+  });
+
   it("activations, SwiGLU, elementwise, mask", () => {
     K.setCpu(path);
     for (const n of [...AWKWARD, 1000, 5000]) {

@@ -583,6 +583,9 @@ describe("RowsKV, bad use", () => {
     expect(() => pre.rowKV(0, 2)).toThrow(/has not run/);
     const after = new RowsKV(model.numBlocks, Int32Array.from([T, T + 1]), (i, b) => pre.rowKV(i, b));
     expect(() => noGrad(() => model.hidden(ids.subarray(0, 2), 2, 1, { cache: after }))).toThrow(/10 needed/);
+    const next = new RowsKV(model.numBlocks, Int32Array.from([T, 2]), (i, b) => pre.rowKV(i, b));
+    noGrad(() => model.hidden(ids.subarray(0, 2), 2, 1, { cache: next }));
+    expect(() => next.rowKV(0, 0)).toThrow(/cannot be one/);
     expect(() => new RowsKV(model.numBlocks, Int32Array.from([1]))).toThrow(/without a prefix source/);
     expect(() => new RowsKV(model.numBlocks, Int32Array.from([-1]), () => pre.rowKV(0, 0))).toThrow(/negative/);
   });

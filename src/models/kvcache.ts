@@ -2,6 +2,7 @@
 // through the model once instead of re-running the whole context (transformers' DynamicCache, for batch 1); RowsKV
 // gives every row of a batch a cached prefix of its own (zero-shot scoring runs a context once for all its choices).
 import { isGradEnabled } from "../nn/tape.js";
+import { activeArena } from "../tensor/arena.js";
 import { K } from "../tensor/native.js";
 import { Tensor } from "../tensor/tensor.js";
 
@@ -117,15 +118,16 @@ export class KVCache implements ForwardCache {
 
 /**
  * A batch whose row b continues after a cached prefix of its own, `offsets[b]` positions long (0: no prefix). Each
- * block's prefix keys and values come from `prefix(block, row)` (`offsets[b]` rows of KV·D floats each: RoPE applied,
- * as `rowKV` hands them out), and every block keeps each row's prefix + new keys and values, which `rowKV` reads
- * back after the forward (a prefix for other rows). Attention runs row by row over that row's own keys, exactly as
- * the cached attention of KVCache (bit for bit the rows of one causal pass over prefix + new tokens). Rows padded on
- * the right are exact: causal queries never see later keys.
+ * block's prefix keys and values come from `prefix(block, row)` (at least `offsets[b]` rows of KV·D floats each,
+ * RoPE applied, as `rowKV` hands them out; nothing is copied), and each block keeps the keys and values this forward
+ * computed, which `rowKV` hands out afterwards as another batch's prefixes. Attention runs over each row's own keys
+ * (`attentionFwdRows`), bit for bit the rows of one causal pass over prefix + new tokens. Rows padded on the right are
+ * exact: causal queries never see later keys.
  */
 export class RowsKV implements ForwardCache {
-  private readonly k: Float32Array[][] = [];
-  private readonly v: Float32Array[][] = [];
+  /** Per block: the keys and values this forward computed, (B, T, KV·D). */
+  private readonly k: Float32Array[] = [];
+  private readonly v: Float32Array[] = [];
   private width = 0;
   private T = -1;
 
@@ -150,50 +152,32 @@ export class RowsKV implements ForwardCache {
     return {
       attend: (q, k, v, H, KVh, D, scale, window = 0) => {
         const w = KVh * D;
-        const qw = H * D;
-        checkQKV("RowsKV", i, q, k, v, B * T, qw, w);
+        checkQKV("RowsKV", i, q, k, v, B * T, H * D, w);
         if (this.width && w !== this.width)
           throw new RangeError(`RowsKV: block ${i} has rows of ${w} floats, block 0 had ${this.width}`);
         this.width = w;
-        const ks: Float32Array[] = [];
-        const vs: Float32Array[] = [];
         const y = Tensor.alloc(q.shape);
-        for (let b = 0; b < B; b++) {
-          const past = this.offsets[b];
-          const S = past + T;
-          const kb = new Float32Array(S * w);
-          const vb = new Float32Array(S * w);
-          if (past > 0) {
-            const p = (this.prefix as NonNullable<typeof this.prefix>)(i, b);
-            if (p.k.length < past * w || p.v.length < past * w)
+        if (this.offsets.every((o) => o === 0)) {
+          K.attentionFwd(y.data, null, q.data, k.data, v.data, B, T, H, KVh, D, scale, window, 0);
+        } else {
+          const pk: Float32Array[] = [];
+          const pv: Float32Array[] = [];
+          const none = new Float32Array(0);
+          for (let b = 0; b < B; b++) {
+            const p =
+              this.offsets[b] > 0 ? (this.prefix as NonNullable<typeof this.prefix>)(i, b) : { k: none, v: none };
+            if (p.k.length < this.offsets[b] * w || p.v.length < this.offsets[b] * w)
               throw new RangeError(
-                `RowsKV: block ${i} row ${b}: a prefix of ${p.k.length / w} positions, ${past} needed`,
+                `RowsKV: block ${i} row ${b}: a prefix of ${p.k.length / w} positions, ${this.offsets[b]} needed`,
               );
-            kb.set(p.k.subarray(0, past * w));
-            vb.set(p.v.subarray(0, past * w));
+            pk.push(p.k);
+            pv.push(p.v);
           }
-          kb.set(k.data.subarray(b * T * w, (b + 1) * T * w), past * w);
-          vb.set(v.data.subarray(b * T * w, (b + 1) * T * w), past * w);
-          ks.push(kb);
-          vs.push(vb);
-          K.attentionFwd(
-            y.data.subarray(b * T * qw, (b + 1) * T * qw),
-            null,
-            q.data.subarray(b * T * qw, (b + 1) * T * qw),
-            kb,
-            vb,
-            1,
-            T,
-            H,
-            KVh,
-            D,
-            scale,
-            window,
-            past,
-          );
+          K.attentionFwdRows(y.data, q.data, k.data, v.data, pk, pv, this.offsets, B, T, H, KVh, D, scale, window);
         }
-        this.k[i] = ks;
-        this.v[i] = vs;
+        // (an arena would hand these buffers out again after the step: keep copies then)
+        this.k[i] = activeArena() ? k.data.slice() : k.data;
+        this.v[i] = activeArena() ? v.data.slice() : v.data;
         return y;
       },
     };
@@ -203,11 +187,14 @@ export class RowsKV implements ForwardCache {
     this.T = T;
   }
 
-  /** Row b's keys and values in block i (its prefix, then the forward's T positions), for use as another's prefix. */
+  /** The keys and values row b computed in block i (T positions), as a prefix for a later batch's rows. */
   rowKV(i: number, b: number): { k: Float32Array; v: Float32Array } {
-    const k = this.k[i]?.[b];
-    const v = this.v[i]?.[b];
-    if (!k || !v) throw new RangeError(`RowsKV: block ${i} row ${b} has not run`);
-    return { k, v };
+    const k = this.k[i];
+    const v = this.v[i];
+    if (!k || !v || this.T < 0 || !(b >= 0 && b < this.offsets.length))
+      throw new RangeError(`RowsKV: block ${i} row ${b} has not run`);
+    if (this.offsets[b] > 0) throw new RangeError(`RowsKV: row ${b} has a prefix of its own, so it cannot be one`);
+    const n = this.T * this.width;
+    return { k: k.subarray(b * n, (b + 1) * n), v: v.subarray(b * n, (b + 1) * n) };
   }
 }

@@ -29,6 +29,7 @@ export interface Kernels
     | "rope"
     | "attentionFwd"
     | "attentionBwd"
+    | "attentionFwdRows"
     | "actFwd"
     | "actBwd"
     | "swigluFwd"

@@ -211,6 +211,45 @@ export function rope(
 }
 
 /**
+ * Rows with cached prefixes of their own (inference): row b's T queries (q, out: (B, T, H·D)) follow past[b] cached
+ * keys and values, rows of pk[b] / pv[b] ((past[b], KV·D)), then its T new ones, rows [bT, bT + T) of k / v; each
+ * row as attentionFwd over its keys back to back.
+ */
+export function attentionFwdRows(
+  out: Arr,
+  q: Arr,
+  k: Arr,
+  v: Arr,
+  pk: Arr[],
+  pv: Arr[],
+  past: Int32Array,
+  B: number,
+  T: number,
+  H: number,
+  KV: number,
+  D: number,
+  scale: number,
+  window = 0,
+): void {
+  const w = KV * D;
+  const n = T * H * D;
+  check("attentionFwdRows", pk.length === B && pv.length === B, "pk / pv need one array per row");
+  for (let b = 0; b < B; b++) {
+    const p = past[b];
+    check("attentionFwdRows", p >= 0 && pk[b].length >= p * w && pv[b].length >= p * w, `row ${b}: short prefix`);
+    const kk = new Float64Array((p + T) * w);
+    const vv = new Float64Array((p + T) * w);
+    kk.set(pk[b].subarray(0, p * w));
+    vv.set(pv[b].subarray(0, p * w));
+    kk.set(k.subarray(b * T * w, (b + 1) * T * w), p * w);
+    vv.set(v.subarray(b * T * w, (b + 1) * T * w), p * w);
+    const o = new Float64Array(n);
+    attentionFwd(o, null, q.subarray(b * n, (b + 1) * n), kk, vv, 1, T, H, KV, D, scale, window, p);
+    out.set(o, b * n);
+  }
+}
+
+/**
  * Causal attention (GQA, optional sliding window). P (B, H, T, T), when given, receives the probabilities for the
  * backward: every row's entries for keys up to the query itself are written; the native kernel leaves the rest of a
  * row (zeros by causality) past its query panel's diagonal key panel as it was, and its backward never reads it.
