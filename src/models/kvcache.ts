@@ -175,9 +175,14 @@ export class RowsKV implements ForwardCache {
           }
           K.attentionFwdRows(y.data, q.data, k.data, v.data, pk, pv, this.offsets, B, T, H, KVh, D, scale, window);
         }
-        // (an arena would hand these buffers out again after the step: keep copies then)
-        this.k[i] = activeArena() ? k.data.slice() : k.data;
-        this.v[i] = activeArena() ? v.data.slice() : v.data;
+        // Kept for the rows that can be prefixes (those without one of their own); an arena would hand these buffers
+        // out again after its scope, so then as copies.
+        if (this.offsets.some((o) => o === 0)) {
+          this.k[i] = activeArena() ? k.data.slice() : k.data;
+          this.v[i] = activeArena() ? v.data.slice() : v.data;
+        } else {
+          this.k[i] = this.v[i] = new Float32Array(0);
+        }
         return y;
       },
     };
