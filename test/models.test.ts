@@ -13,7 +13,7 @@ import { invFreq, ropeAttentionFactor, ropeSettings, ropeTables } from "../src/m
 import { loadModel, saveModel } from "../src/models/load.js";
 import { supportedModelTypes } from "../src/models/registry.js";
 import { noGrad } from "../src/nn/tape.js";
-import { refK } from "../src/tensor/native.js";
+import { K, refK } from "../src/tensor/native.js";
 import { Rng } from "../src/tensor/rng.js";
 import { expectClose } from "./helpers.js";
 
@@ -564,6 +564,18 @@ describe.each(FAMILIES)("$name, contexts shared by their continuations (RowsKV)"
         expect(r.greedy).toBe(whole.results[i].greedy);
       });
     }
+    // and whatever the thread count
+    const before = K.threads();
+    const withThreads = (n: number) => {
+      K.setThreads(n);
+      try {
+        return scoreTokens(model, reqs, { maxBatchTokens: 40 }).results;
+      } finally {
+        K.setThreads(before);
+      }
+    };
+    const [one, two] = [withThreads(1), withThreads(2)];
+    expect(one.map((r) => r.logprob)).toEqual(two.map((r) => r.logprob));
   });
 });
 
