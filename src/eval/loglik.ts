@@ -83,8 +83,8 @@ function kvBytesPerPosition(model: CausalLM): number {
   const c = model.config as { hidden_size?: number; n_embd?: number };
   return model.numBlocks * 2 * 4 * (c.hidden_size ?? c.n_embd ?? 4096);
 }
-/** Bound on the cached keys and values one shared-context batch keeps (contexts, then the rows copying them). */
-const KV_BUDGET_BYTES = 512 * 2 ** 20;
+/** Bound on the keys and values a chunk of contexts keeps for its continuations to read. */
+const KV_BUDGET_BYTES = 256 * 2 ** 20;
 
 /** Logits rows with each row's log-sum-exp and argmax (native, one pass per row). */
 interface Scored {
@@ -110,14 +110,14 @@ const MAX_PADDING = 0.1;
 
 /**
  * Batches of items, longest first, each padded to its first item's length: at most `budget` positions (at least one
- * item), ended when padding would pass MAX_PADDING of it. `accept(e, T, batch)` may hold an item back for a later,
- * shorter batch.
+ * item), ended when padding would pass MAX_PADDING of it. `accept(e, T)` may hold an item back for a later, shorter
+ * batch.
  */
-export function packBatches<E>(
+function packBatches<E>(
   items: E[],
   len: (e: E) => number,
   budget: number,
-  accept: (e: E, T: number, batch: E[]) => boolean = () => true,
+  accept: (e: E, T: number) => boolean = () => true,
 ): E[][] {
   const sorted = [...items].sort((a, b) => len(b) - len(a));
   const done = new Uint8Array(sorted.length);
@@ -133,7 +133,7 @@ export function packBatches<E>(
       const p = padding + T - len(sorted[r]);
       const size = (batch.length + 1) * T;
       if (size > MIN_BATCH_POSITIONS && p > MAX_PADDING * size) break;
-      if (!accept(sorted[r], T, batch)) continue;
+      if (!accept(sorted[r], T)) continue;
       batch.push(sorted[r]);
       done[r] = 1;
       padding = p;
@@ -250,8 +250,8 @@ function scoreWhole(
  * Requests grouped by context. Contexts run once, in batches (their keys and values kept per row; the logits at each
  * context's last position score every continuation's first token); then the continuations' other tokens run as rows
  * of their own after their context's cached keys and values (continuations identical but for their last token share
- * a row). Contexts are taken in chunks whose cached positions fit half the cache budget; the continuation batches
- * keep theirs within the other half.
+ * a row). Contexts are taken in chunks whose keys and values fit the cache budget; the continuation batches read
+ * them in place.
  */
 function scoreShared(
   model: CausalLM,
@@ -263,13 +263,14 @@ function scoreShared(
   bar: Progress | null,
 ): void {
   const L = model.maxContext;
-  // (at most 4 batches of contexts at a time: a larger chunk buys nothing and stops fitting the caches)
-  const half = Math.max(1, Math.min(4 * budget, Math.floor(KV_BUDGET_BYTES / kvBytesPerPosition(model) / 2)));
+  // Context positions per chunk: within the budget, and at most 4 batches (a larger chunk buys nothing and stops
+  // fitting the caches).
+  const chunkMax = Math.max(1, Math.min(4 * budget, Math.floor(KV_BUDGET_BYTES / kvBytesPerPosition(model))));
   const ctxLen = (g: number[]) => reqs[g[0]].ctx.length;
   groups.sort((a, b) => ctxLen(b) - ctxLen(a));
   for (let s = 0; s < groups.length; ) {
     let e = s + 1;
-    for (let n = ctxLen(groups[s]); e < groups.length && n + ctxLen(groups[e]) <= half; e++) n += ctxLen(groups[e]);
+    for (let n = ctxLen(groups[s]); e < groups.length && n + ctxLen(groups[e]) <= chunkMax; e++) n += ctxLen(groups[e]);
     const chunk = groups.slice(s, e);
     s = e;
     // Contexts, then the continuation rows: cont[:-1] after its context (cached in `kv`, row `row`).
@@ -301,9 +302,12 @@ function scoreShared(
     }
     // A row whose context + padding would pass the model's positions waits for a shorter batch (its own length
     // always fits: ctx + cont ≤ L + 1).
-    const fits = (r: Row, T: number, batch: Row[]) =>
-      r.past + T <= L && batch.reduce((a, x) => a + x.past + T, r.past + T) <= half;
-    for (const batch of packBatches(rows, (r) => r.ids.length, budget, fits)) {
+    for (const batch of packBatches(
+      rows,
+      (r) => r.ids.length,
+      budget,
+      (r, T) => r.past + T <= L,
+    )) {
       const B = batch.length;
       const T = batch[0].ids.length;
       const x = new Int32Array(B * T);
