@@ -189,26 +189,28 @@ export function scoreTokens(
     if (opts.share === false || g.length < 2) whole.push(...g);
     else groups.push(g);
   }
+  const run: Run = { model, reqs, budget, acc, stats, bar };
   noGrad(() => {
-    scoreWhole(model, reqs, whole, budget, acc, stats, bar);
-    scoreShared(model, reqs, groups, budget, acc, stats, bar);
+    scoreWhole(run, whole);
+    scoreShared(run, groups);
   });
   bar?.end();
   return { results: acc.map((a) => ({ logprob: a.lp, greedy: a.greedy })), stats };
 }
 
-type Acc = { lp: number; greedy: boolean }[];
+/** What the parts of one scoring run share: the model, the requests, the batch budget, and where results go. */
+interface Run {
+  model: CausalLM;
+  reqs: TokenRequest[];
+  budget: number;
+  acc: { lp: number; greedy: boolean }[];
+  stats: ScoreStats;
+  bar: Progress | null;
+}
 
 /** Each request run as one sequence (ctx + cont)[-(L+1):][:-1]; requests with the same input share a row. */
-function scoreWhole(
-  model: CausalLM,
-  reqs: TokenRequest[],
-  which: number[],
-  budget: number,
-  acc: Acc,
-  stats: ScoreStats,
-  bar: Progress | null,
-): void {
+function scoreWhole(run: Run, which: number[]): void {
+  const { model, reqs, budget, acc, stats, bar } = run;
   const L = model.maxContext;
   // input sequence → requests reading it
   const inputs = new Map<string, { ids: Int32Array; users: { req: number; contLen: number }[] }>();
@@ -253,15 +255,8 @@ function scoreWhole(
  * a row). Contexts are taken in chunks whose keys and values fit the cache budget; the continuation batches read
  * them in place.
  */
-function scoreShared(
-  model: CausalLM,
-  reqs: TokenRequest[],
-  groups: number[][],
-  budget: number,
-  acc: Acc,
-  stats: ScoreStats,
-  bar: Progress | null,
-): void {
+function scoreShared(run: Run, groups: number[][]): void {
+  const { model, reqs, budget, acc, stats, bar } = run;
   const L = model.maxContext;
   // Context positions per chunk: within the budget, and at most 4 batches (a larger chunk buys nothing and stops
   // fitting the caches).
