@@ -85,6 +85,8 @@ function kvBytesPerPosition(model: CausalLM): number {
 }
 /** Bound on the keys and values a chunk of contexts keeps for its continuations to read. */
 const KV_BUDGET_BYTES = 256 * 2 ** 20;
+/** Bound on the logits of one batch of continuation rows. */
+const LOGITS_BUDGET_BYTES = 512 * 2 ** 20;
 
 /** Logits rows with each row's log-sum-exp and argmax (native, one pass per row). */
 interface Scored {
@@ -261,6 +263,9 @@ function scoreShared(run: Run, groups: number[][]): void {
   // Context positions per chunk: within the budget, and at most 4 batches (a larger chunk buys nothing and stops
   // fitting the caches).
   const chunkMax = Math.max(1, Math.min(4 * budget, Math.floor(KV_BUDGET_BYTES / kvBytesPerPosition(model))));
+  // Every position of a continuation row is scored, so its batches also keep their logits within LOGITS_BUDGET_BYTES
+  // (4096 rows of a 128K vocabulary would be 2 GB).
+  const rowBudget = Math.max(1, Math.min(budget, Math.floor(LOGITS_BUDGET_BYTES / (4 * model.vocabSize))));
   const ctxLen = (g: number[]) => reqs[g[0]].ctx.length;
   groups.sort((a, b) => ctxLen(b) - ctxLen(a));
   for (let s = 0; s < groups.length; ) {
@@ -300,7 +305,7 @@ function scoreShared(run: Run, groups: number[][]): void {
     for (const batch of packBatches(
       rows,
       (r) => r.ids.length,
-      budget,
+      rowBudget,
       (r, T) => r.past + T <= L,
     )) {
       const B = batch.length;
