@@ -53,10 +53,16 @@ struct Args {
       if (nullable) return nullptr;
       fail(std::string(name) + " is required");
     }
-    if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != TT)
-      fail(std::string(name) + " must be a " + tname);
-    auto a = info[i].As<Napi::TypedArray>();
+    return typed_value<T, TT>(info[i], name, tname, need_len, exact);
+  }
+  // The same checks on any value (an element of an array argument); `len_out` gets its length.
+  template <typename T, napi_typedarray_type TT>
+  T* typed_value(const Napi::Value& v, const std::string& name, const char* tname, long need_len, bool exact,
+                 long* len_out = nullptr) const {
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != TT) fail(name + " must be a " + tname);
+    auto a = v.As<Napi::TypedArray>();
     long len = (long)a.ElementLength();
+    if (len_out) *len_out = len;
     if (exact ? len != need_len : len < need_len)
       fail(std::string(name) + " has length " + std::to_string(len) + ", expected " + (exact ? "" : "at least ") +
            std::to_string(need_len));
@@ -281,15 +287,13 @@ Napi::Value AttentionFwdRows(const Napi::CallbackInfo& info) {
     if ((long)arr.Length() != B) a.fail(std::string(name) + " has " + std::to_string(arr.Length()) + " rows, B is " +
                                         std::to_string(B));
     for (long b = 0; b < B; ++b) {
-      Napi::Value e = arr.Get((uint32_t)b);
-      if (!e.IsTypedArray() || e.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-        a.fail(std::string(name) + "[" + std::to_string(b) + "] must be a Float32Array");
-      auto t = e.As<Napi::TypedArray>();
-      if (past[b] < 0 || (long)t.ElementLength() < (long)past[b] * ldk)
-        a.fail(std::string(name) + "[" + std::to_string(b) + "] holds " + std::to_string(t.ElementLength()) +
-               " floats, " + std::to_string(past[b]) + " cached positions need " + std::to_string((long)past[b] * ldk));
-      (which ? pv : pk)[b] =
-          reinterpret_cast<const float*>(static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset());
+      const std::string el = std::string(name) + "[" + std::to_string(b) + "]";
+      long len = 0;
+      (which ? pv : pk)[b] = a.typed_value<float, napi_float32_array>(arr.Get((uint32_t)b), el, "Float32Array", 0,
+                                                                       false, &len);
+      if (past[b] < 0 || len < (long)past[b] * ldk)
+        a.fail(el + " holds " + std::to_string(len) + " floats, " + std::to_string(past[b]) +
+               " cached positions need " + std::to_string((long)past[b] * ldk));
     }
   }
   attention_fwd_rows(a.f32(0, "out", B * T * H * D), a.f32(1, "q", B * T * H * D), a.f32(2, "k", B * T * ldk),

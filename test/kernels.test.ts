@@ -677,6 +677,10 @@ describe.each(paths)("cpu path %s", (path) => {
       /pk\[0\] holds 4 floats, 1 cached positions need 8/,
     );
     expect(() => K.attentionFwdRows(z, z, z, z, [z, z], [z, z], one, 1, 1, 1, 1, 8, 1, 0)).toThrow(/2 rows, B is 1/);
+    const wrong = [new Float64Array(8)] as unknown as Float32Array[];
+    expect(() => K.attentionFwdRows(z, z, z, z, [z], wrong, one, 1, 1, 1, 1, 8, 1, 0)).toThrow(
+      /pv\[0\] must be a Float32Array/,
+    );
   });
 
   it("activations, SwiGLU, elementwise, mask", () => {
