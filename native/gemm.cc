@@ -3,6 +3,7 @@
 // computed by the same sequence of FMAs whatever the tile position or thread split (bitwise thread-count invariance).
 #include "gemm.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -147,12 +148,21 @@ struct Shape {
   int MR, NR;
   micro_fn micro;
   pack_fn pk;
+  micro_rows_fn rows;  // the micro-kernel over A's rows in place (nullptr: none for this tile)
 };
 
 Shape shape_for(const GemmArgs& g, const IsaKernels* isa) {
-  if (g.N <= 16 && isa->micro16) return {isa->MR16, 16, isa->micro16, packer(isa)};
-  return {isa->MR, isa->NR, isa->micro, packer(isa)};
+  if (g.N <= 16 && isa->micro16) return {isa->MR16, 16, isa->micro16, packer(isa), nullptr};
+  return {isa->MR, isa->NR, isa->micro, packer(isa), isa->micro_rowa};
 }
+
+// A row-major op(A) of up to kRowsMaxM rows is read in place by the rows micro-kernel, where the ISA has one: packing
+// its MR-row panels cost 3-7% of a model-shape GEMM (A is read once per panel either way; its 12 rows stream through
+// L1 like a packed panel). Only a second product's few columns and a ragged last panel are still packed. Taller
+// products (sgemm 4096^3, calibration batches) pack as before: in place measured no faster there, and it makes a
+// column split (every thread reading all of A) the natural one, which cost 4096^3 a point of peak.
+constexpr long kRowsMaxM = 2048;
+inline bool a_rows(const GemmArgs& g, const Shape& sh) { return sh.rows && !g.transA && g.M <= kRowsMaxM; }
 
 // MR-row panels [q0, q1) of op(A) rows [i0, i0+mc), columns [p0, p0+kc), panel stride ps, at row offset k_off.
 inline void pack_a_panels(float* dst, const GemmArgs& g, pack_fn pk, long i0, long mc, long q0, long q1, long p0,
@@ -201,16 +211,18 @@ long k_block(long K) {
 // operand is already k-major (A^T: element (i, k) at A[k*lda + i]; row-major B: (k, j) at B[k*ldb + j]) and
 // packing would not pay: a contiguous layout (ld <= 2 panel widths) or a panel reused at most twice. Edge panels
 // (fewer than MR rows / NR columns) are always packed (zero padding; reading past them could leave the buffer).
+// a_rows: A row-major, read in place by the rows micro-kernel (see a_rows()).
 struct Operands {
-  bool a_direct, b_direct;
+  bool a_direct, b_direct, a_rows;
 };
 
 Operands choose_operands(const GemmArgs& g, const Shape& sh, long mc, long nc) {
-  if (g.K2 > 0) return {false, false};  // the last K block is a packed concatenation with the second product
+  const bool rows = a_rows(g, sh);
+  if (g.K2 > 0) return {false, false, rows};  // the last K block of B is a packed concatenation with the second product
   const long MR = sh.MR, NR = sh.NR;
   const long a_reuse = (nc + NR - 1) / NR, b_reuse = (mc + MR - 1) / MR;
   return {g.transA && (g.lda <= 2 * MR || a_reuse <= 2),
-          !g.transB && g.btype == B_F32 && (g.ldb <= 2 * NR || b_reuse <= 2)};
+          !g.transB && g.btype == B_F32 && (g.ldb <= 2 * NR || b_reuse <= 2), rows};
 }
 
 // A span of memory to pull toward the caches a little at a time, between micro-kernel calls: the next block of a
@@ -228,16 +240,17 @@ struct Ahead {
 
 // C[ic+ir.., jc+jr..] over the block: ir outer, jr inner, so the A micro-panel (MR x kc) stays in L1 while B
 // micro-panels stream from L2 (BLIS's assignment, with our row-major roles swapped). Edge tiles go through a padded
-// copy (same FMAs as a full tile).
+// copy (same FMAs as a full tile). kc counts the second product's k2 rows too.
 void macro(const GemmArgs& g, const Shape& sh, Operands op, const float* pa, const float* pb, long ic, long mc, long jc,
-           long nc, long pc, long kc, float beta, Ahead* ahead = nullptr) {
+           long nc, long pc, long kc, long k2, float beta, Ahead* ahead = nullptr) {
   const int MR = sh.MR, NR = sh.NR;
   alignas(64) float tile[32 * 32];
   for (long ir = 0; ir < mc; ir += MR) {
     const long mr = mc - ir < MR ? mc - ir : MR;
-    const bool ad = op.a_direct && mr == MR;
-    const float* ap = ad ? g.A + pc * g.lda + ic + ir : pa + ir * kc;
-    const long sa = ad ? g.lda : MR;
+    const bool ad = op.a_direct && mr == MR, rows = op.a_rows && mr == MR;
+    const float* ap = ad ? g.A + pc * g.lda + ic + ir : rows ? g.A + (ic + ir) * g.lda + pc : pa + ir * kc;
+    const long sa = ad || rows ? g.lda : MR;
+    const float* a2 = pa + ir * kc + (kc - k2) * MR;  // with rows: the packed second product
     for (long jr = 0; jr < nc; jr += NR) {
       const long nr = nc - jr < NR ? nc - jr : NR;
       const bool bd = op.b_direct && nr == NR;
@@ -256,12 +269,16 @@ void macro(const GemmArgs& g, const Shape& sh, Operands op, const float* pa, con
           }
         }
       }
+      const auto run = [&](float* cc, long ldc) {
+        if (rows) sh.rows(kc - k2, ap, sa, k2, a2, bp, sb, cc, ldc, g.alpha, beta);
+        else sh.micro(kc, ap, sa, bp, sb, cc, ldc, g.alpha, beta);
+      };
       if (mr == MR && nr == NR) {
-        sh.micro(kc, ap, sa, bp, sb, c, g.ldc, g.alpha, beta);
+        run(c, g.ldc);
       } else {
         if (beta != 0.0f)
           for (long r = 0; r < mr; ++r) std::memcpy(tile + r * NR, c + r * g.ldc, nr * sizeof(float));
-        sh.micro(kc, ap, sa, bp, sb, tile, NR, g.alpha, beta);
+        run(tile, NR);
         for (long r = 0; r < mr; ++r) std::memcpy(c + r * g.ldc, tile + r * NR, nr * sizeof(float));
       }
     }
@@ -280,15 +297,13 @@ void row_blocks(const GemmArgs& g, const Shape& sh, Operands op, float* pa, cons
   for (long ic = 0; ic < g.M; ic += MC) {
     const long mc = g.M - ic < MC ? g.M - ic : MC;
     const long mpan = (mc + MR - 1) / MR;
-    if (!op.a_direct) {
-      if (kc > 0) pack_a_panels(pa, g, sh.pk, ic, mc, 0, mpan, pc, kc, MR, MR * kt);
-      if (k2 > 0) pack_a_panels(pa + kc * MR, g, sh.pk, ic, mc, 0, mpan, 0, k2, MR, MR * kt, true);
-    } else if (mc % MR) {
-      pack_a_panels(pa, g, sh.pk, ic, mc, mpan - 1, mpan, pc, kc, MR, MR * kt);
-    }
+    // Panels of A read in place (k-major A^T, or rows) are packed only where ragged; a second product always is.
+    const long q0 = op.a_direct || op.a_rows ? (mc % MR ? mpan - 1 : mpan) : 0;
+    if (kc > 0) pack_a_panels(pa, g, sh.pk, ic, mc, q0, mpan, pc, kc, MR, MR * kt);
+    if (k2 > 0) pack_a_panels(pa + kc * MR, g, sh.pk, ic, mc, 0, mpan, 0, k2, MR, MR * kt, true);
     const long G = JG > 0 ? JG * sh.NR : nc;
     for (long jg = 0; jg < nc; jg += G)  // column groups of B panels (see JG)
-      macro(g, sh, op, pa, pb + jg * kt, ic, mc, jc + jg, nc - jg < G ? nc - jg : G, pc, kt, beta, ahead);
+      macro(g, sh, op, pa, pb + jg * kt, ic, mc, jc + jg, nc - jg < G ? nc - jg : G, pc, kt, k2, beta, ahead);
   }
 }
 
@@ -307,12 +322,15 @@ struct PackedLayout {
   }
 };
 
-// The layout a pre-packed B must have for g on this ISA, or nullptr data when g.packed does not match it.
+// The layout a pre-packed B must have for g on this ISA, or nullptr data when g.packed does not match it. The data
+// returned starts at the call's first column (packed_n0); lay->np counts the panels of all the packed columns.
 const float* packed_data(const GemmArgs& g, const Shape& sh, PackedLayout* lay) {
   if (!g.packed || g.packed_len < kPackHeader || g.K <= 0) return nullptr;
+  const long ncols = g.packed_ncols > 0 ? g.packed_ncols : g.N;
+  if (g.packed_n0 < 0 || g.packed_n0 % sh.NR || g.packed_n0 + g.N > ncols) return nullptr;
   const int32_t* h = reinterpret_cast<const int32_t*>(g.packed);
-  const long kc_max = k_block(g.K), np = (g.N + sh.NR - 1) / sh.NR, K2 = g.K2 > 0 ? g.K2 : 0;
-  if (h[0] != kPackMagic || h[1] != sh.NR || h[2] != kc_max || h[3] != g.K || h[4] != g.N || h[5] != K2 ||
+  const long kc_max = k_block(g.K), np = (ncols + sh.NR - 1) / sh.NR, K2 = g.K2 > 0 ? g.K2 : 0;
+  if (h[0] != kPackMagic || h[1] != sh.NR || h[2] != kc_max || h[3] != g.K || h[4] != ncols || h[5] != K2 ||
       h[6] != isa_active_id())
     return nullptr;
   if (g.packed_len < kPackHeader + np * sh.NR * (g.K + K2)) return nullptr;
@@ -343,7 +361,7 @@ void gemm_block(const GemmArgs& g, const Shape& sh) {
     auto block = [&](long jc, long pc, long* len) {
       const long nc = g.N - jc < ncp ? g.N - jc : ncp;
       if (len) *len = ((nc + NR - 1) / NR) * lay.stride(pc, g.K);
-      return pre + lay.block_offset(pc, g.K) + (jc / NR) * lay.stride(pc, g.K);
+      return pre + lay.block_offset(pc, g.K) + ((g.packed_n0 + jc) / NR) * lay.stride(pc, g.K);
     };
     for (long jc = 0; jc < g.N; jc += ncp) {
       const long nc = g.N - jc < ncp ? g.N - jc : ncp;
@@ -432,10 +450,11 @@ void gemm_blocking(long* kc, long* nc, long* mcp, long* jg) {
   *jg = JG;
 }
 
-// Multi-threaded: each thread runs the whole loop nest on its own contiguous block of C (rows when M >= N, else
-// columns), packing what it needs itself. One join at the end and no barriers in between: on a shared VM a
-// preempted core then delays only its own block (measured: a cooperative pack-then-compute scheme with shared
-// panels and two barriers per block was 5-10% slower here).
+// Multi-threaded: each thread runs the whole loop nest on its own block of C (columns when A's rows are read in place,
+// else rows when M >= N, else columns), packing what it needs itself. One join at the end and no barriers in between:
+// on a shared VM a preempted core then delays only its own block (measured: a cooperative pack-then-compute scheme
+// with shared panels and two barriers per block was 5-10% slower here; gemm_coop is the exception, for products
+// where every thread would pack a large operand in full).
 // Skinny N (e.g. the LoRA down-projection u = x A^T, N = r): the inner-product kernel reads A and B^T rows in place,
 // so the large A (M x K activations) is never packed. B in (K x N) layout is transposed into a small buffer first.
 // Chosen by shape only (never by thread count), so results stay bitwise thread-count invariant.
@@ -518,6 +537,22 @@ GemmArgs row_view(const GemmArgs& g, long b, long e) {
   return s;
 }
 
+// Columns [b, e) of g as a GEMM of their own (b a multiple of NR where B is pre-packed).
+GemmArgs col_view(const GemmArgs& g, long b, long e) {
+  GemmArgs s = g;
+  s.N = e - b;
+  s.C = g.C + b;
+  const long off = g.transB ? b * g.ldb : b;
+  s.B = g.btype == B_F32 ? static_cast<const void*>(static_cast<const float*>(g.B) + off)
+                         : static_cast<const void*>(static_cast<const uint16_t*>(g.B) + off);
+  if (g.K2 > 0) s.B2 = g.transB2 ? g.B2 + b * g.ldb2 : g.B2 + b;
+  if (g.packed) {  // the same pre-packed B, from column b on
+    s.packed_n0 = g.packed_n0 + b;
+    s.packed_ncols = g.packed_ncols > 0 ? g.packed_ncols : g.N;
+  }
+  return s;
+}
+
 // Spin barrier for the threads of one pool job (waits are short: one B block's packing).
 struct SpinBarrier {
   std::atomic<int> count{0};
@@ -589,32 +624,53 @@ bool gemm_coop(const GemmArgs& g, const Shape& sh, Split part, double* rate) {
   return true;
 }
 
-// Each thread runs the whole loop nest on its own contiguous block of C (rows when M >= N, else columns).
+// Each thread runs the whole loop nest on its own contiguous block of C: rows (split_m) or columns.
 template <class Split>
-void run_split(const GemmArgs& g, const Shape& sh, Split part, double* rate, bool rows_only) {
-  const bool split_m = rows_only || g.M >= g.N;  // (a pre-packed B is laid out for all N columns: rows only)
+void run_split(const GemmArgs& g, const Shape& sh, Split part, double* rate, bool split_m) {
   const long dim = split_m ? g.M : g.N, align = split_m ? sh.MR : sh.NR, units = (dim + align - 1) / align;
   pool_run([&](int ith, int n) {
     long ub, ue;
     part(ith, n, units, &ub, &ue);
     const long b = ub * align < dim ? ub * align : dim, e = ue * align < dim ? ue * align : dim;
-    GemmArgs s = g;
-    if (split_m) {
-      s = row_view(g, b, e);
-    } else {
-      s.N = e - b;
-      s.C = g.C + b;
-      long off = g.transB ? b * g.ldb : b;
-      s.B = g.btype == B_F32 ? static_cast<const void*>(static_cast<const float*>(g.B) + off)
-                             : static_cast<const void*>(static_cast<const uint16_t*>(g.B) + off);
-      if (g.K2 > 0) s.B2 = g.transB2 ? g.B2 + b * g.ldb2 : g.B2 + b;
-    }
+    const GemmArgs s = split_m ? row_view(g, b, e) : col_view(g, b, e);
     if (e <= b) return;
     const auto t0 = std::chrono::steady_clock::now();
     gemm_block(s, sh);
     if (ith < kMaxSpeedThreads) {
       const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       rate[ith] = (double)(e - b) / (dt > 1e-9 ? dt : 1e-9);
+    }
+  });
+}
+
+// Columns split with A's rows read in place (see gemm()): each thread takes its share of the first column panels
+// (in proportion to its measured speed), then the last quarter are handed out a few at a time to whichever thread is
+// free. Two vCPUs of this VM run at speeds that differ call by call, by 5-10% on a 4 ms product; with a static split
+// the faster one waited out the difference at every join. A panel on its own streams A's rows once per K block, as a
+// group of panels does, so the tail costs no extra traffic; with many K blocks (A too large to stay cached) it would,
+// and those products split statically.
+template <class Split>
+void run_cols(const GemmArgs& g, const Shape& sh, Split part, double* rate) {
+  const long NR = sh.NR, P = (g.N + NR - 1) / NR;
+  const int nth = pool_threads();
+  const long tail = g.K <= 2 * KC ? std::min(P - nth, std::max<long>(nth, P / 4)) : 0, head = P - tail;
+  const long chunk = std::max<long>(1, P / 64);
+  std::atomic<long> next{head};
+  pool_run([&](int ith, int n) {
+    long ub, ue;
+    part(ith, n, head, &ub, &ue);
+    const auto t0 = std::chrono::steady_clock::now();
+    long done = 0;
+    const auto run = [&](long p0, long p1) {
+      const long b = p0 * NR, e = std::min(g.N, p1 * NR);
+      if (e > b) gemm_block(col_view(g, b, e), sh);
+      done += e - b;
+    };
+    run(ub, ue);
+    for (long p; (p = next.fetch_add(chunk, std::memory_order_relaxed)) < P;) run(p, std::min(P, p + chunk));
+    if (ith < kMaxSpeedThreads) {
+      const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      rate[ith] = (double)done / (dt > 1e-9 ? dt : 1e-9);
     }
   });
 }
@@ -654,15 +710,23 @@ void gemm(const GemmArgs& g) {
     if (adaptive) weighted_split(units, ith, n, ub, ue);
     else pool_split(units, ith, n, 1, ub, ue);
   };
-  // Shared B blocks pay when the operand a row or column split would have every thread pack in full (B when
-  // splitting rows, A when splitting columns) is at least what each thread packs of the other.
+  // With A's rows read in place, a column split has no thread pack anything twice (each packs only its own B panels,
+  // and a second product's few A columns) and no barriers; its column panels also divide more evenly than the 43 row
+  // panels of a 512-row product (22 + 21: one thread idled 1/22 of the time), and a pre-packed B splits the same way.
+  // Measured on llama768 steps, against packed A and the old splits: full fwd+bwd +1.5-3%, PEFT +4-5%.
+  const bool cols = a_rows(g, sh) && g.N >= 2L * nth * sh.NR;
+  // Otherwise rows when M >= N, and always for a pre-packed B not split by columns above; shared B blocks pay when
+  // the operand a row or column split would have every thread pack in full (B when splitting rows, A when splitting
+  // columns) is at least what each thread packs of the other.
+  const bool split_m = !cols && (pre || g.M >= g.N);
   const double a_elems = (double)g.M * g.K, b_elems = (double)g.K * g.N;
-  const bool dup_heavy = g.M >= g.N ? b_elems >= a_elems / nth : a_elems >= b_elems / nth;
+  const bool dup_heavy = split_m ? b_elems >= a_elems / nth : a_elems >= b_elems / nth;
   // Barriers want every thread on a core of its own: not with more threads than CPUs.
   static const int cpus = (int)std::thread::hardware_concurrency();
-  const bool coop = !pre && kCoop && adaptive && dup_heavy && (cpus <= 0 || nth <= cpus) && g.M >= 4L * nth * sh.MR &&
-                    gemm_coop(g, sh, part, rate);
-  if (!coop) run_split(g, sh, part, rate, pre);
+  const bool coop = !cols && !pre && kCoop && adaptive && dup_heavy && (cpus <= 0 || nth <= cpus) &&
+                    g.M >= 4L * nth * sh.MR && gemm_coop(g, sh, part, rate);
+  if (cols) run_cols(g, sh, part, rate);
+  else if (!coop) run_split(g, sh, part, rate, split_m);
   if (adaptive) update_speeds(rate, nth);
 }
 
@@ -676,7 +740,7 @@ long gemm_pack_size(long K, long N, long k2) {
 
 void gemm_pack_b(float* dst, const void* B, int btype, long ldb, bool transB, long K, long N, long k2) {
   const IsaKernels* isa = isa_active();
-  const Shape sh{isa->MR, isa->NR, isa->micro, packer(isa)};
+  const Shape sh{isa->MR, isa->NR, isa->micro, packer(isa), isa->micro_rowa};
   k2 = k2 > 0 ? k2 : 0;
   const long kc_max = K > 0 ? k_block(K) : 0, np = (N + sh.NR - 1) / sh.NR;
   int32_t* h = reinterpret_cast<int32_t*>(dst);

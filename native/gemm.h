@@ -34,6 +34,9 @@ struct GemmArgs {
   // second product are scratch, written by the call.
   float* packed = nullptr;
   long packed_len = 0;
+  // A column block of a multi-threaded call (packed_ncols > 0): columns [packed_n0, packed_n0 + N) of a packed op(B)
+  // with packed_ncols columns in all (packed_n0 a multiple of the ISA's NR).
+  long packed_n0 = 0, packed_ncols = 0;
 };
 
 // Multi-threaded over the pool (each thread owns a block of C; per-element results do not depend on the split).

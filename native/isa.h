@@ -10,6 +10,11 @@ namespace perp {
 // Rounding contract shared by every ISA and by the edge path: c = fma(beta, c_old, alpha * acc).
 typedef void (*micro_fn)(long K, const float* A, long sa, const float* B, long sb, float* C, long ldc, float alpha,
                          float beta);
+// The same tile with A's first K values per row read in place from MR rows of a row-major matrix (row i at
+// A + i * lda, element k at [k]), then K2 more from a k-major MR-wide panel A2 (k stride MR; none when K2 == 0), B
+// running on over K + K2 rows. The same FMAs in the same order as micro_fn over the packed panel, so the same bits.
+typedef void (*micro_rows_fn)(long K, const float* A, long lda, long K2, const float* A2, const float* B, long sb,
+                              float* C, long ldc, float alpha, float beta);
 // x[i] = exp(x[i] - sub); returns the sum of the new x (fixed lane order for a given ISA).
 typedef float (*expsum_fn)(float* x, long n, float sub);
 // Attention rows: x[0, len) = softmax(x[0, len)), x[len, n) = 0 (the causal tail).
@@ -71,10 +76,9 @@ struct IsaKernels {
   // Fused elementwise kernels; nullptr: the generic loops in kernels.cc (over this table's expsum).
   swiglu_fwd_fn swiglu_fwd;
   swiglu_bwd_fn swiglu_bwd;
-  // The main micro-kernel over a row-major A: row i of the MR-row tile at A + i * sa, element k at [k] (sa is the row
-  // stride, not the k stride). The same FMAs in the same order as `micro` over the packed panel, so the same bits.
-  // nullptr: pack the rows (the callers fall back to `pack` + `micro`).
-  micro_fn micro_rowa;
+  // The main micro-kernel over a row-major A (see micro_rows_fn), for GEMMs and attention products whose A is
+  // row-major: its rows are then never packed. nullptr: pack the rows (callers fall back to `pack` + `micro`).
+  micro_rows_fn micro_rowa;
   // nullptr: the scalar loop in kernels.cc.
   obs_update_fn obs_update;
 };

@@ -12,8 +12,10 @@ namespace {
 constexpr int MR = 6, NR = 16;
 
 // ROWS: A row-major in place (row i at A + i * sa), else a k-major panel (k stride sa); the same FMAs either way.
+// With ROWS, K2 more steps follow over the k-major panel A2.
 template <bool ROWS>
-void micro_t(long K, const float* A, long sa, const float* B, long sb, float* C, long ldc, float alpha, float beta) {
+void micro_t(long K, const float* A, long sa, const float* B, long sb, float* C, long ldc, float alpha, float beta,
+             long K2 = 0, const float* A2 = nullptr) {
   __m256 c[MR][2];
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = _mm256_setzero_ps();
@@ -27,6 +29,18 @@ void micro_t(long K, const float* A, long sa, const float* B, long sb, float* C,
       c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
     }
     if (!ROWS) A += sa;
+    B += sb;
+  }
+  for (long k = 0; k < K2; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(B);
+    const __m256 b1 = _mm256_loadu_ps(B + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      const __m256 a = _mm256_broadcast_ss(A2 + i);
+      c[i][0] = _mm256_fmadd_ps(a, b0, c[i][0]);
+      c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
+    }
+    A2 += MR;
     B += sb;
   }
   const __m256 va = _mm256_set1_ps(alpha);
@@ -51,9 +65,9 @@ void micro(long K, const float* A, long sa, const float* B, long sb, float* C, l
   micro_t<false>(K, A, sa, B, sb, C, ldc, alpha, beta);
 }
 
-void micro_rowa(long K, const float* A, long lda, const float* B, long sb, float* C, long ldc, float alpha,
-                float beta) {
-  micro_t<true>(K, A, lda, B, sb, C, ldc, alpha, beta);
+void micro_rowa(long K, const float* A, long lda, long K2, const float* A2, const float* B, long sb, float* C,
+                long ldc, float alpha, float beta) {
+  micro_t<true>(K, A, lda, B, sb, C, ldc, alpha, beta, K2, A2);
 }
 
 inline __m256 vexp(__m256 x) {

@@ -45,10 +45,11 @@ inline void store_tile(const __m512 (&c)[MR_][NV], float* C, long ldc, float alp
 
 // MR_ x (16 NV) register tile. A: a k-major panel (MR_ values per k, k stride sa), or with ROWS MR_ rows read in place
 // (row i at A + i * sa, element k at [k]; addressed from bases three rows apart plus 0-2 row strides, so twelve rows
-// take five registers). The same FMAs in the same order either way, so the same bits.
+// take five registers) followed by K2 steps over the k-major panel A2. The same FMAs in the same order either way, so
+// the same bits.
 template <int MR_, int NV, bool ROWS = false>
 inline void micro_t(long K, const float* A, long sa, const float* B, long sb, float* C, long ldc, float alpha,
-                    float beta) {
+                    float beta, long K2 = 0, const float* A2 = nullptr) {
   static_assert(!ROWS || MR_ % 3 == 0, "row bases are three rows apart");
   __m512 c[MR_][NV];
 #pragma GCC unroll 32
@@ -82,6 +83,20 @@ inline void micro_t(long K, const float* A, long sa, const float* B, long sb, fl
     }
     B += sb;
   }
+  if (ROWS)
+    for (long k = 0; k < K2; ++k) {
+      __m512 b[NV];
+#pragma GCC unroll 2
+      for (int j = 0; j < NV; ++j) b[j] = _mm512_loadu_ps(B + 16 * j);
+#pragma GCC unroll 32
+      for (int i = 0; i < MR_; ++i) {
+        const __m512 a = _mm512_set1_ps(A2[i]);
+#pragma GCC unroll 2
+        for (int j = 0; j < NV; ++j) c[i][j] = _mm512_fmadd_ps(a, b[j], c[i][j]);
+      }
+      A2 += MR_;
+      B += sb;
+    }
   store_tile<MR_, NV>(c, C, ldc, alpha, beta);
 }
 
@@ -89,10 +104,10 @@ void micro(long K, const float* A, long sa, const float* B, long sb, float* C, l
   micro_t<MR, 2>(K, A, sa, B, sb, C, ldc, alpha, beta);
 }
 
-// micro_t<12, 2> with A read row-major in place: row i at A + i * lda.
-void micro_rowa(long K, const float* A, long lda, const float* B, long sb, float* C, long ldc, float alpha,
-                float beta) {
-  micro_t<MR, 2, true>(K, A, lda, B, sb, C, ldc, alpha, beta);
+// micro_t<12, 2> with A read row-major in place (row i at A + i * lda), then K2 steps over the panel A2.
+void micro_rowa(long K, const float* A, long lda, long K2, const float* A2, const float* B, long sb, float* C,
+                long ldc, float alpha, float beta) {
+  micro_t<MR, 2, true>(K, A, lda, B, sb, C, ldc, alpha, beta, K2, A2);
 }
 
 // Narrow tile for N <= 16 (LoRA ranks): 24 accumulators, one B vector per k.

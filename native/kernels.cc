@@ -240,16 +240,19 @@ thread_local AttScratch t_att_k, t_att_v, t_att_q, t_att_o, t_att_a, t_att_s;
 // `rowa` MR full rows read in place (row stride sa, the ISA's micro_rowa); B: an NR-wide panel, K of both.
 void att_tile(const IsaKernels* isa, long K, const float* A, const float* B, float* C, long ldc, long mr, long nr,
               float alpha, float beta, long sa = 0, bool rowa = false) {
-  const micro_fn micro = rowa ? isa->micro_rowa : isa->micro;
   if (!sa) sa = isa->MR;
+  const auto micro = [&](float* c, long l) {
+    if (rowa) isa->micro_rowa(K, A, sa, 0, nullptr, B, isa->NR, c, l, alpha, beta);
+    else isa->micro(K, A, sa, B, isa->NR, c, l, alpha, beta);
+  };
   if (mr == isa->MR && nr == isa->NR) {
-    micro(K, A, sa, B, isa->NR, C, ldc, alpha, beta);
+    micro(C, ldc);
     return;
   }
   alignas(64) float t[32 * 32];
   if (beta != 0.0f)
     for (long r = 0; r < mr; ++r) std::memcpy(t + r * isa->NR, C + r * ldc, nr * sizeof(float));
-  micro(K, A, sa, B, isa->NR, t, isa->NR, alpha, beta);
+  micro(t, isa->NR);
   for (long r = 0; r < mr; ++r) std::memcpy(C + r * ldc, t + r * isa->NR, nr * sizeof(float));
 }
 

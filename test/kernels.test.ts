@@ -220,10 +220,12 @@ describe.each(paths)("cpu path %s", (path) => {
         for (const blocking of blockings) {
           K.gemmBlocking(blocking[0], blocking[1], blocking[2], blocking[3]);
           for (const [M, N, Kd, ta, tb, K2, btype] of [
-            [200, 260, 500, false, false, 0, "f32"],
-            [260, 200, 500, true, true, 0, "f32"],
-            [200, 260, 480, false, true, 16, "f32"],
-            [260, 200, 500, false, true, 0, "bf16"],
+            // (Aᵀ operands: a row-major A is read in place where the ISA has a rows micro-kernel, and then splits by
+            // columns, each thread packing only its own B panels)
+            [260, 200, 500, true, false, 0, "f32"],
+            [200, 260, 500, true, true, 0, "f32"],
+            [260, 200, 480, true, true, 16, "f32"],
+            [260, 200, 500, true, true, 0, "bf16"],
           ] as const) {
             const { A, B, Bw, A2, B2, C0 } = gemmOperands(M, N, Kd, K2, btype, 11);
             const run = (threads: number) => {
@@ -311,10 +313,14 @@ describe.each(paths)("cpu path %s", (path) => {
     () => {
       K.setCpu(path);
       withGemmBlocking(() => {
-        // kc 64 / nc 96: several K blocks and column blocks; N 70 leaves a ragged last panel; K2 16 a LoRA term.
+        // kc 64 / nc 96: several K blocks and column blocks; N 70 leaves a ragged last panel; K2 16 a LoRA term;
+        // N 230 splits by columns on 2 threads (each thread a column range of the packed panels, the second one
+        // starting inside a column block).
         K.gemmBlocking(64, 96, 4);
         for (const [M, N, Kd, ta, tb, K2, btype] of [
           [150, 70, 200, false, true, 16, "f32"],
+          [100, 230, 200, false, true, 16, "f32"],
+          [100, 230, 200, false, false, 0, "bf16"],
           [150, 70, 200, false, false, 16, "f32"],
           [130, 200, 70, true, true, 0, "f32"],
           [150, 70, 200, false, true, 8, "bf16"],
@@ -330,15 +336,18 @@ describe.each(paths)("cpu path %s", (path) => {
             return o;
           };
           const label = `${M}x${N}x${Kd}${ta ? " tA" : ""}${tb ? " tB" : ""}+${K2} ${btype}`;
+          const outs: Float32Array[] = [];
           for (const threads of [1, 2]) {
             const n0 = K.gemmBlocking().packedGemms;
             const withPack = run(threads, packed);
+            outs.push(withPack);
             expect(K.gemmBlocking().packedGemms - n0, `${label}: pre-packed path taken`).toBe(1);
             expect(
               bitsEqual(withPack, run(threads)),
               `${label}, ${threads} threads: pre-packed vs packed at the call`,
             ).toBe(true);
           }
+          expect(bitsEqual(outs[0], outs[1]), `${label}: pre-packed, 1 vs 2 threads`).toBe(true);
           // A pack made under another blocking does not match: the call packs B itself (same result, path not taken).
           K.gemmBlocking(96, 0, 0);
           const n1 = K.gemmBlocking().packedGemms;
