@@ -594,6 +594,7 @@ Napi::Value GemmBlocking(const Napi::CallbackInfo& info) {
   o.Set("jg", (double)jg);
   o.Set("coopGemms", (double)gemm_coop_count());
   o.Set("packedGemms", (double)gemm_packed_count());
+  o.Set("colsGemms", (double)gemm_cols_count());
   return o;
 }
 

@@ -574,6 +574,7 @@ struct SpinBarrier {
   }
 };
 
+std::atomic<long> g_cols_count{0};
 Scratch g_coop_b;  // shared B blocks of the cooperative path (only the main thread starts GEMMs)
 long g_coop_count = 0;
 
@@ -656,6 +657,7 @@ void run_cols(const GemmArgs& g, const Shape& sh, Split part, double* rate) {
   const long tail = g.K <= 2 * KC ? std::min(P - nth, std::max<long>(nth, P / 4)) : 0, head = P - tail;
   const long chunk = std::max<long>(1, P / 64);
   std::atomic<long> next{head};
+  ++g_cols_count;
   pool_run([&](int ith, int n) {
     long ub, ue;
     part(ith, n, head, &ub, &ue);
@@ -731,6 +733,7 @@ void gemm(const GemmArgs& g) {
 }
 
 long gemm_coop_count() { return g_coop_count; }
+long gemm_cols_count() { return g_cols_count.load(); }
 long gemm_packed_count() { return g_packed_count; }
 
 long gemm_pack_size(long K, long N, long k2) {

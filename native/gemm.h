@@ -61,6 +61,8 @@ void pack_panels(float* dst, int W, const float* src, long ld, bool trans, long 
 long gemm_packed_count();
 // Number of GEMMs that ran the cooperative shared-B path (a diagnostic for tests and benchmarks).
 long gemm_coop_count();
+// Number of GEMMs split by columns with A's rows read in place (run_cols; a diagnostic for tests).
+long gemm_cols_count();
 
 float bf16_to_f32(uint16_t h);
 float f16_to_f32(uint16_t h);

@@ -309,6 +309,52 @@ describe.each(paths)("cpu path %s", (path) => {
   );
 
   it.skipIf(!isNative)(
+    "gemm: a row-major A read in place, columns split with a dynamic tail: 1 vs 2 threads bitwise, packed or not",
+    () => {
+      K.setCpu(path);
+      withGemmBlocking(() => {
+        // Ragged M and N; one, two (a dynamic tail) and, under kc 128, three K blocks (a static column split); a LoRA
+        // term; a bf16 B; a pre-packed B split by columns too.
+        for (const kc of [0, 128]) {
+          if (kc) K.gemmBlocking(kc, 0, 0);
+          for (const [M, N, Kd, tb, K2, btype] of [
+            [100, 700, 300, true, 16, "f32"],
+            [37, 530, 1100, false, 0, "bf16"],
+            [61, 300, 200, true, 0, "f32"],
+          ] as const) {
+            const { A, B, Bw, A2, B2, C0 } = gemmOperands(M, N, Kd, K2, btype, 31);
+            const packed = K.gemmPack(Bw, Kd, N, tb, btype, K2);
+            const run = (threads: number, pk?: Float32Array) => {
+              K.setThreads(threads);
+              const o = C0.slice();
+              const [a2, b2] = K2 > 0 ? [A2, B2] : [undefined, undefined];
+              const u = undefined;
+              K.gemm(o, A, Bw as never, M, N, Kd, false, tb, 0.75, 0.5, btype, u, u, u, a2, b2, K2, false, true, pk);
+              return o;
+            };
+            const label = `${M}x${N}x${Kd}${tb ? " tB" : ""}+${K2} ${btype} kc ${kc || "default"}`;
+            const c0 = K.gemmBlocking().colsGemms;
+            const one = run(1);
+            const two = run(2);
+            const twoPacked = run(2, packed);
+            // (the column split needs a rows micro-kernel, which the scalar path does not have)
+            if (path !== "scalar") expect(K.gemmBlocking().colsGemms - c0, `${label}: column split taken`).toBe(2);
+            expect(bitsEqual(one, two), `${label}: 1 vs 2 threads`).toBe(true);
+            expect(bitsEqual(two, twoPacked), `${label}: pre-packed, 2 threads`).toBe(true);
+            const r = Float64Array.from(C0);
+            const rargs = [M, N, Kd, false, tb, 0.75, 0.5, btype, undefined, undefined, undefined] as const;
+            const Br = btype === "bf16" ? Bw : Float64Array.from(B);
+            const [A64, A264, B264] = [A, A2, B2].map((x) => Float64Array.from(x));
+            if (K2 > 0) refK.gemm(r, A64, Br, ...rargs, A264, B264, K2, false, true);
+            else refK.gemm(r, A64, Br, ...rargs);
+            expectClose(two, r, 1e-5 * Math.sqrt(Kd + K2), 1e-5, label);
+          }
+        }
+      });
+    },
+  );
+
+  it.skipIf(!isNative)(
     "gemm: a pre-packed B gives the same bits as packing at the call, and a stale one is ignored",
     () => {
       K.setCpu(path);

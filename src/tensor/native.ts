@@ -83,6 +83,8 @@ export interface GemmBlocking {
   coopGemms: number;
   /** GEMMs that used a pre-packed B (gemmPack). */
   packedGemms: number;
+  /** GEMMs split by columns with a row-major A read in place (2+ threads; a dynamic tail up to 2 K blocks). */
+  colsGemms: number;
 }
 
 const refKernels: Kernels = {
@@ -97,7 +99,7 @@ const refKernels: Kernels = {
   cpu: () => ({ active: "scalar", best: "scalar", supported: ["scalar"], mr: 1, nr: 1 }),
   setCpu: (p: CpuPath) => p === "scalar",
   peakGflops: () => Number.NaN,
-  gemmBlocking: () => ({ kc: 0, nc: 0, mcp: 0, jg: 0, coopGemms: 0, packedGemms: 0 }),
+  gemmBlocking: () => ({ kc: 0, nc: 0, mcp: 0, jg: 0, coopGemms: 0, packedGemms: 0, colsGemms: 0 }),
   gemmPack: () => new Float32Array(0),
 };
 
