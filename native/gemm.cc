@@ -715,7 +715,8 @@ void gemm(const GemmArgs& g) {
   // With A's rows read in place, a column split has no thread pack anything twice (each packs only its own B panels,
   // and a second product's few A columns) and no barriers; its column panels also divide more evenly than the 43 row
   // panels of a 512-row product (22 + 21: one thread idled 1/22 of the time), and a pre-packed B splits the same way.
-  // Measured on llama768 steps, against packed A and the old splits: full fwd+bwd +1.5-3%, PEFT +4-5%.
+  // Measured on llama768 steps against packed A and the old splits: one model at a time, full fwd+bwd +1.5-3% and
+  // PEFT +4-5%; in the bench (both models in memory, old and new processes alternated) +1-2% each.
   const bool cols = a_rows(g, sh) && g.N >= 2L * nth * sh.NR;
   // Otherwise rows when M >= N, and always for a pre-packed B not split by columns above; shared B blocks pay when
   // the operand a row or column split would have every thread pack in full (B when splitting rows, A when splitting
