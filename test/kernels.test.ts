@@ -32,7 +32,6 @@ function toF16(x: Float32Array): Uint16Array {
   });
 }
 
-/** Random operands of one GEMM (A, B and its bf16 copy, a K2 second product, C), seeds from `seed` on. */
 /** Every (transA, transB) combination. */
 const TRANSPOSES = [
   [false, false],
@@ -41,16 +40,44 @@ const TRANSPOSES = [
   [true, true],
 ] as const;
 
-function gemmOperands(M: number, N: number, Kd: number, K2: number, btype: "f32" | "bf16", seed: number) {
+/**
+ * One GEMM case, C = 0.75 (op(A) op(B) + A2 B2ᵀ) + 0.5 C0 (the A2 B2ᵀ term when K2 > 0), with random operands from
+ * `seed` on: `run` computes it natively on `threads` threads (with a pre-packed B when given), `ref` in float64.
+ */
+function gemmCase(
+  M: number,
+  N: number,
+  Kd: number,
+  ta: boolean,
+  tb: boolean,
+  K2: number,
+  btype: "f32" | "bf16",
+  seed: number,
+) {
   const B = randF32(Kd * N, seed + 1);
-  return {
-    A: randF32(M * Kd, seed),
-    B,
-    Bw: btype === "bf16" ? toBf16(B) : B,
-    A2: randF32(M * Math.max(K2, 1), seed + 2),
-    B2: randF32(Math.max(K2, 1) * N, seed + 3),
-    C0: randF32(M * N, seed + 4),
+  const A = randF32(M * Kd, seed);
+  const Bw = btype === "bf16" ? toBf16(B) : B;
+  const A2 = randF32(M * Math.max(K2, 1), seed + 2);
+  const B2 = randF32(Math.max(K2, 1) * N, seed + 3);
+  const C0 = randF32(M * N, seed + 4);
+  const [a2, b2] = K2 > 0 ? [A2, B2] : [undefined, undefined];
+  const u = undefined;
+  const run = (threads: number, pk?: Float32Array) => {
+    K.setThreads(threads);
+    const o = C0.slice();
+    K.gemm(o, A, Bw as never, M, N, Kd, ta, tb, 0.75, 0.5, btype, u, u, u, a2, b2, K2, false, true, pk);
+    return o;
   };
+  const ref = () => {
+    const r = Float64Array.from(C0);
+    const Br = btype === "bf16" ? Bw : Float64Array.from(B);
+    const [A64, A264, B264] = [A, A2, B2].map((x) => Float64Array.from(x));
+    const args = [M, N, Kd, ta, tb, 0.75, 0.5, btype, u, u, u] as const;
+    if (K2 > 0) refK.gemm(r, A64, Br, ...args, A264, B264, K2, false, true);
+    else refK.gemm(r, A64, Br, ...args);
+    return r;
+  };
+  return { Bw, run, ref };
 }
 
 /** Runs fn, then restores the GEMM blocking and the thread count it may have changed. */
@@ -227,15 +254,7 @@ describe.each(paths)("cpu path %s", (path) => {
             [260, 200, 480, true, true, 16, "f32"],
             [260, 200, 500, true, true, 0, "bf16"],
           ] as const) {
-            const { A, B, Bw, A2, B2, C0 } = gemmOperands(M, N, Kd, K2, btype, 11);
-            const run = (threads: number) => {
-              K.setThreads(threads);
-              const o = C0.slice();
-              const args = [M, N, Kd, ta, tb, 0.75, 0.5, btype, undefined, undefined, undefined] as const;
-              if (K2 > 0) K.gemm(o, A, Bw as never, ...args, A2, B2, K2, false, true);
-              else K.gemm(o, A, Bw as never, ...args);
-              return o;
-            };
+            const { run, ref } = gemmCase(M, N, Kd, ta, tb, K2, btype, 11);
             const before = K.threads();
             const coop0 = K.gemmBlocking().coopGemms;
             const [one, two] = [run(1), run(2)];
@@ -249,12 +268,7 @@ describe.each(paths)("cpu path %s", (path) => {
             const key = `${label.split(" blocking")[0]} ${ta}${tb}`;
             let r = largeRefs.get(key);
             if (!r) {
-              r = Float64Array.from(C0);
-              const rargs = [M, N, Kd, ta, tb, 0.75, 0.5, btype, undefined, undefined, undefined] as const;
-              const Br = btype === "bf16" ? Bw : Float64Array.from(B);
-              const [A64, A264, B264] = [A, A2, B2].map((x) => Float64Array.from(x));
-              if (K2 > 0) refK.gemm(r, A64, Br, ...rargs, A264, B264, K2, false, true);
-              else refK.gemm(r, A64, Br, ...rargs);
+              r = ref();
               largeRefs.set(key, r);
             }
             expectClose(two, r, 1e-5 * Math.sqrt(Kd + K2), 1e-5, label);
@@ -322,16 +336,8 @@ describe.each(paths)("cpu path %s", (path) => {
             [37, 530, 1100, false, 0, "bf16"],
             [61, 300, 200, true, 0, "f32"],
           ] as const) {
-            const { A, B, Bw, A2, B2, C0 } = gemmOperands(M, N, Kd, K2, btype, 31);
+            const { Bw, run, ref } = gemmCase(M, N, Kd, false, tb, K2, btype, 31);
             const packed = K.gemmPack(Bw, Kd, N, tb, btype, K2);
-            const run = (threads: number, pk?: Float32Array) => {
-              K.setThreads(threads);
-              const o = C0.slice();
-              const [a2, b2] = K2 > 0 ? [A2, B2] : [undefined, undefined];
-              const u = undefined;
-              K.gemm(o, A, Bw as never, M, N, Kd, false, tb, 0.75, 0.5, btype, u, u, u, a2, b2, K2, false, true, pk);
-              return o;
-            };
             const label = `${M}x${N}x${Kd}${tb ? " tB" : ""}+${K2} ${btype} kc ${kc || "default"}`;
             const c0 = K.gemmBlocking().colsGemms;
             const one = run(1);
@@ -341,13 +347,7 @@ describe.each(paths)("cpu path %s", (path) => {
             if (path !== "scalar") expect(K.gemmBlocking().colsGemms - c0, `${label}: column split taken`).toBe(2);
             expect(bitsEqual(one, two), `${label}: 1 vs 2 threads`).toBe(true);
             expect(bitsEqual(two, twoPacked), `${label}: pre-packed, 2 threads`).toBe(true);
-            const r = Float64Array.from(C0);
-            const rargs = [M, N, Kd, false, tb, 0.75, 0.5, btype, undefined, undefined, undefined] as const;
-            const Br = btype === "bf16" ? Bw : Float64Array.from(B);
-            const [A64, A264, B264] = [A, A2, B2].map((x) => Float64Array.from(x));
-            if (K2 > 0) refK.gemm(r, A64, Br, ...rargs, A264, B264, K2, false, true);
-            else refK.gemm(r, A64, Br, ...rargs);
-            expectClose(two, r, 1e-5 * Math.sqrt(Kd + K2), 1e-5, label);
+            expectClose(two, ref(), 1e-5 * Math.sqrt(Kd + K2), 1e-5, label);
           }
         }
       });
@@ -371,16 +371,8 @@ describe.each(paths)("cpu path %s", (path) => {
           [130, 200, 70, true, true, 0, "f32"],
           [150, 70, 200, false, true, 8, "bf16"],
         ] as const) {
-          const { Bw, A, A2, B2, C0 } = gemmOperands(M, N, Kd, K2, btype, 21);
+          const { Bw, run } = gemmCase(M, N, Kd, ta, tb, K2, btype, 21);
           const packed = K.gemmPack(Bw, Kd, N, tb, btype, K2);
-          const run = (threads: number, pk?: Float32Array) => {
-            K.setThreads(threads);
-            const o = C0.slice();
-            const [a2, b2] = K2 > 0 ? [A2, B2] : [undefined, undefined];
-            const u = undefined;
-            K.gemm(o, A, Bw as never, M, N, Kd, ta, tb, 0.75, 0.5, btype, u, u, u, a2, b2, K2, false, true, pk);
-            return o;
-          };
           const label = `${M}x${N}x${Kd}${ta ? " tA" : ""}${tb ? " tB" : ""}+${K2} ${btype}`;
           const outs: Float32Array[] = [];
           for (const threads of [1, 2]) {
