@@ -57,6 +57,13 @@ typedef void (*swiglu_bwd_fn)(float* dg, float* du, const float* dout, const flo
 // in double (no FMA), so every ISA gives the bits of the scalar loop.
 typedef void (*obs_update_fn)(float* w, const float* h, double e, long n);
 
+// RoPE over one token's H heads of D values (head h at x + h*D), the first R of each rotated by the angles (c, s)
+// (R/2 each), s scaled by sgn (-1: the inverse rotation); the rest of each head is left as it was (out may be x).
+// Pairs (2i, 2i+1) when interleaved, else (i, i + R/2); per pair a' = a c - b s', b' = b c + a s' with separate
+// multiplies and adds, so every ISA gives the bits of the generic loop in kernels.cc.
+typedef void (*rope_fn)(float* out, const float* x, const float* c, const float* s, long H, long D, long R,
+                        bool interleaved, float sgn);
+
 struct IsaKernels {
   const char* name;
   int MR, NR;
@@ -81,6 +88,7 @@ struct IsaKernels {
   micro_rows_fn micro_rowa;
   // nullptr: the scalar loop in kernels.cc.
   obs_update_fn obs_update;
+  rope_fn rope;  // nullptr: the generic loop in kernels.cc
 };
 
 enum Isa { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };

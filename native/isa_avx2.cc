@@ -132,11 +132,50 @@ double peak(long iters, float* sink) {
   return 2.0 * 12 * 8 * (double)iters;
 }
 
+// See rope_fn: 8 lanes; interleaved pairs swapped within the vector, their angles widened to both lanes of a pair.
+void rope(float* out, const float* x, const float* c, const float* s, long H, long D, long R, bool interleaved,
+          float sgn) {
+  const long half = R / 2;
+  const __m256 vs = _mm256_set1_ps(sgn);
+  for (long h = 0; h < H; ++h) {
+    const float* xi = x + h * D;
+    float* oi = out + h * D;
+    long i = 0;
+    if (interleaved) {
+      for (; i + 4 <= half; i += 4) {  // 8 values = pairs i .. i+3
+        const __m128 c4 = _mm_loadu_ps(c + i), s4 = _mm_mul_ps(_mm256_castps256_ps128(vs), _mm_loadu_ps(s + i));
+        const __m256 cc = _mm256_set_m128(_mm_unpackhi_ps(c4, c4), _mm_unpacklo_ps(c4, c4));
+        const __m128 n4 = _mm_sub_ps(_mm_setzero_ps(), s4);
+        const __m256 ss = _mm256_set_m128(_mm_unpackhi_ps(n4, s4), _mm_unpacklo_ps(n4, s4));
+        const __m256 v = _mm256_loadu_ps(xi + 2 * i), w = _mm256_permute_ps(v, 0xB1);
+        _mm256_storeu_ps(oi + 2 * i, _mm256_add_ps(_mm256_mul_ps(v, cc), _mm256_mul_ps(w, ss)));
+      }
+      for (; i < half; ++i) {
+        const float a = xi[2 * i], b = xi[2 * i + 1], si = sgn * s[i];
+        oi[2 * i] = a * c[i] - b * si;
+        oi[2 * i + 1] = b * c[i] + a * si;
+      }
+    } else {
+      for (; i + 8 <= half; i += 8) {
+        const __m256 a = _mm256_loadu_ps(xi + i), b = _mm256_loadu_ps(xi + i + half);
+        const __m256 cv = _mm256_loadu_ps(c + i), sv = _mm256_mul_ps(vs, _mm256_loadu_ps(s + i));
+        _mm256_storeu_ps(oi + i, _mm256_sub_ps(_mm256_mul_ps(a, cv), _mm256_mul_ps(b, sv)));
+        _mm256_storeu_ps(oi + i + half, _mm256_add_ps(_mm256_mul_ps(b, cv), _mm256_mul_ps(a, sv)));
+      }
+      for (; i < half; ++i) {
+        const float a = xi[i], b = xi[i + half], si = sgn * s[i];
+        oi[i] = a * c[i] - b * si;
+        oi[i + half] = b * c[i] + a * si;
+      }
+    }
+  }
+}
+
 // name, MR, NR, micro, MR16, micro16, pack, dot, expsum, softmax, softmax_bwd, xent_row, adamw, nonfinite, peak,
-// swiglu_fwd, swiglu_bwd, micro_rowa, obs_update (the generic loop: a small share of a SparseGPT run)
+// swiglu_fwd, swiglu_bwd, micro_rowa, obs_update (the generic loop: a small share of a SparseGPT run), rope
 const IsaKernels kTable = {"avx2",  MR,      NR,      micro,   0,       nullptr, nullptr, nullptr,    expsum,
                            nullptr, nullptr, nullptr, nullptr, nullptr, peak,    nullptr, nullptr, micro_rowa,
-                           nullptr};
+                           nullptr, rope};
 
 }  // namespace
 

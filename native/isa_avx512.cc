@@ -571,11 +571,44 @@ void obs_update(float* w, const float* h, double e, long n) {
   for (; j < n; ++j) w[j] = (float)((double)w[j] - e * (double)h[j]);
 }
 
+// See rope_fn: 16 lanes (a masked tail); interleaved pairs swapped within the vector, their angles widened to both
+// lanes of a pair.
+void rope(float* out, const float* x, const float* c, const float* s, long H, long D, long R, bool interleaved,
+          float sgn) {
+  const long half = R / 2;
+  const __m512 vs = _mm512_set1_ps(sgn), z = _mm512_setzero_ps();
+  // lane l of a 16-lane step over pairs i.. reads angle i + l/2
+  const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+  for (long h = 0; h < H; ++h) {
+    const float* xi = x + h * D;
+    float* oi = out + h * D;
+    if (interleaved) {
+      for (long i = 0; i < half; i += 8) {  // 16 values = pairs i .. i+7
+        const long np = half - i < 8 ? half - i : 8;
+        const __mmask16 m = lanes(2 * np), m8 = lanes(np);
+        const __m512 cc = _mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(m8, c + i));
+        const __m512 sp = _mm512_permutexvar_ps(dup, _mm512_mul_ps(vs, _mm512_maskz_loadu_ps(m8, s + i)));
+        const __m512 ss = _mm512_mask_sub_ps(sp, (__mmask16)0x5555, z, sp);  // even lanes -s', odd lanes s'
+        const __m512 v = _mm512_maskz_loadu_ps(m, xi + 2 * i), w = _mm512_permute_ps(v, 0xB1);
+        _mm512_mask_storeu_ps(oi + 2 * i, m, _mm512_add_ps(_mm512_mul_ps(v, cc), _mm512_mul_ps(w, ss)));
+      }
+    } else {
+      for (long i = 0; i < half; i += 16) {
+        const __mmask16 m = lanes(half - i);
+        const __m512 a = _mm512_maskz_loadu_ps(m, xi + i), b = _mm512_maskz_loadu_ps(m, xi + i + half);
+        const __m512 cv = _mm512_maskz_loadu_ps(m, c + i), sv = _mm512_mul_ps(vs, _mm512_maskz_loadu_ps(m, s + i));
+        _mm512_mask_storeu_ps(oi + i, m, _mm512_sub_ps(_mm512_mul_ps(a, cv), _mm512_mul_ps(b, sv)));
+        _mm512_mask_storeu_ps(oi + i + half, m, _mm512_add_ps(_mm512_mul_ps(b, cv), _mm512_mul_ps(a, sv)));
+      }
+    }
+  }
+}
+
 // name, MR, NR, micro, MR16, micro16, pack, dot, expsum, softmax, softmax_bwd, xent_row, adamw, nonfinite, peak,
-// swiglu_fwd, swiglu_bwd, micro_rowa, obs_update
-const IsaKernels kTable = {"avx512", MR,          NR,       micro, 24,    micro24x16, pack,      dot,
-                           expsum,   softmax,     softmax_bwd, xent_row, adamw, nonfinite, peak,
-                           swiglu_fwd, swiglu_bwd, micro_rowa, obs_update};
+// swiglu_fwd, swiglu_bwd, micro_rowa, obs_update, rope
+const IsaKernels kTable = {"avx512",   MR,          NR,       micro,      24,         micro24x16, pack,      dot,
+                           expsum,     softmax,     softmax_bwd, xent_row, adamw,     nonfinite,  peak,
+                           swiglu_fwd, swiglu_bwd, micro_rowa, obs_update, rope};
 
 }  // namespace
 

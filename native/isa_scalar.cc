@@ -94,9 +94,9 @@ double peak(long iters, float* sink) {
 
 // name, MR, NR, micro, MR16, micro16, pack, dot, expsum, softmax, softmax_bwd, xent_row, adamw, nonfinite, peak,
 // swiglu_fwd, swiglu_bwd, micro_rowa (none: reading A rows in place ran 2-3x slower than packing them here),
-// obs_update (the generic loop)
-const IsaKernels kTable = {"scalar", MR,   NR,      micro,   0,         nullptr, nullptr, nullptr, expsum, softmax,
-                           softmax_bwd, xent_row, adamw, nonfinite, peak,    nullptr, nullptr, nullptr, nullptr};
+// obs_update, rope (the generic loops)
+const IsaKernels kTable = {"scalar",    MR,       NR,    micro,     0,    nullptr, nullptr, nullptr, expsum, softmax,
+                           softmax_bwd, xent_row, adamw, nonfinite, peak, nullptr, nullptr, nullptr, nullptr, nullptr};
 
 }  // namespace
 

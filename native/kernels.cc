@@ -194,22 +194,30 @@ void rope(float* out, const float* x, const float* cs, const float* sn, long B, 
           bool interleaved, bool inverse) {
   const long half = R / 2;
   const float sgn = inverse ? -1.0f : 1.0f;
+  const rope_fn row = isa_active()->rope;
   parallel_rows(B * T, 1, [&](long r0, long r1) {
     for (long bt = r0; bt < r1; ++bt) {
       const long t = bt % T;
       const float *c = cs + t * half, *s = sn + t * half;
-      for (long h = 0; h < H; ++h) {
-        const float* xi = x + (bt * H + h) * D;
-        float* oi = out + (bt * H + h) * D;
-        for (long i = 0; i < half; ++i) {
-          const long i0 = interleaved ? 2 * i : i, i1 = interleaved ? 2 * i + 1 : i + half;
-          const float a = xi[i0], b = xi[i1], si = sgn * s[i];
-          oi[i0] = a * c[i] - b * si;
-          oi[i1] = b * c[i] + a * si;
+      const float* xr = x + bt * H * D;
+      float* orow = out + bt * H * D;
+      if (row) {
+        row(orow, xr, c, s, H, D, R, interleaved, sgn);
+      } else {
+        for (long h = 0; h < H; ++h) {
+          const float* xi = xr + h * D;
+          float* oi = orow + h * D;
+          for (long i = 0; i < half; ++i) {
+            const long i0 = interleaved ? 2 * i : i, i1 = interleaved ? 2 * i + 1 : i + half;
+            const float a = xi[i0], b = xi[i1], si = sgn * s[i];
+            oi[i0] = a * c[i] - b * si;
+            oi[i1] = b * c[i] + a * si;
+          }
         }
-        if (out != x)
-          for (long i = R; i < D; ++i) oi[i] = xi[i];
       }
+      if (out != x)
+        for (long h = 0; h < H; ++h)
+          if (D > R) std::memcpy(orow + h * D + R, xr + h * D + R, (D - R) * sizeof(float));
     }
   });
 }

@@ -536,46 +536,42 @@ describe.each(paths)("cpu path %s", (path) => {
     );
   });
 
-  it("rope: rotate-half and interleaved, partial rotary, inverse", () => {
-    K.setCpu(path);
-    for (const interleaved of [false, true]) {
-      const [B, T, H, D, R] = [2, 17, 3, 8, interleaved ? 8 : 6];
-      const x = randF32(B * T * H * D, 7);
-      const cos = randF32((T * R) / 2, 8);
-      const sin = randF32((T * R) / 2, 9);
-      const o = new Float32Array(x.length);
-      const r = new Float64Array(x.length);
-      K.rope(o, x, cos, sin, B, T, H, D, R, interleaved, false);
-      refK.rope(
-        r,
-        Float64Array.from(x),
-        Float64Array.from(cos),
-        Float64Array.from(sin),
-        B,
-        T,
-        H,
-        D,
-        R,
-        interleaved,
-        false,
-      );
-      expectClose(o, r, 1e-5, 1e-6, "rope");
-      K.rope(o, x, cos, sin, B, T, H, D, R, interleaved, true);
-      refK.rope(
-        r,
-        Float64Array.from(x),
-        Float64Array.from(cos),
-        Float64Array.from(sin),
-        B,
-        T,
-        H,
-        D,
-        R,
-        interleaved,
-        true,
-      );
-      expectClose(o, r, 1e-5, 1e-6, "rope inverse");
+  it("rope: rotate-half and interleaved, partial rotary, inverse, in place; the bits of the scalar loop", () => {
+    // [D, R]: the small case; a model head (64); partial rotary whose R/2 leaves a masked tail (24 = 16 + 8 lanes,
+    // 12 = 8 + 4 pairs); a head shorter than one vector
+    for (const [D, R] of [
+      [8, 8],
+      [8, 6],
+      [64, 64],
+      [80, 48],
+      [40, 24],
+      [4, 2],
+    ]) {
+      for (const interleaved of [false, true]) {
+        for (const inverse of [false, true]) {
+          const [B, T, H] = [2, 17, 3];
+          const x = randF32(B * T * H * D, 7 + D);
+          const cos = randF32((T * R) / 2, 8);
+          const sin = randF32((T * R) / 2, 9);
+          const o = new Float32Array(x.length);
+          const r = new Float64Array(x.length);
+          K.setCpu(path);
+          K.rope(o, x, cos, sin, B, T, H, D, R, interleaved, inverse);
+          const f64 = (a: Float32Array) => Float64Array.from(a);
+          refK.rope(r, f64(x), f64(cos), f64(sin), B, T, H, D, R, interleaved, inverse);
+          const what = `rope D ${D} R ${R}${interleaved ? " interleaved" : ""}${inverse ? " inverse" : ""}`;
+          expectClose(o, r, 1e-5, 1e-6, what);
+          const inPlace = x.slice();
+          K.rope(inPlace, inPlace, cos, sin, B, T, H, D, R, interleaved, inverse);
+          expect(inPlace, `${what} in place`).toEqual(o);
+          K.setCpu("scalar");
+          const scalar = new Float32Array(x.length);
+          K.rope(scalar, x, cos, sin, B, T, H, D, R, interleaved, inverse);
+          expect(o, `${what} vs the scalar path`).toEqual(scalar);
+        }
+      }
     }
+    K.setCpu(path);
   });
 
   it("causal GQA attention forward and backward", () => {
