@@ -215,9 +215,8 @@ void rope(float* out, const float* x, const float* cs, const float* sn, long B, 
           }
         }
       }
-      if (out != x)
-        for (long h = 0; h < H; ++h)
-          if (D > R) std::memcpy(orow + h * D + R, xr + h * D + R, (D - R) * sizeof(float));
+      if (out != x && D > R)  // the heads' unrotated rest
+        for (long h = 0; h < H; ++h) std::memcpy(orow + h * D + R, xr + h * D + R, (D - R) * sizeof(float));
     }
   });
 }
