@@ -148,6 +148,36 @@ static size_t advise_huge(void* p, size_t bytes) {
 #endif
 }
 
+// A zeroed Float32Array of n elements whose data starts on a 64-byte boundary (a cache line, an AVX-512 vector): V8
+// puts large array buffers 16 bytes past a page start, so every vector load or store of such an array touched two cache
+// lines. One ArrayBuffer 64 bytes larger than the data, viewed from its first aligned byte. Measured on llama768 steps
+// (alternated in one process, arena buffers aligned vs not): full fwd+bwd 1.3-1.9% faster, PEFT 0.4-1.8%.
+static Napi::Float32Array aligned_f32(Napi::Env env, size_t n) {
+  constexpr size_t kAlign = 64;
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, n * sizeof(float) + kAlign);
+  const size_t skip = (kAlign - (reinterpret_cast<uintptr_t>(ab.Data()) & (kAlign - 1))) & (kAlign - 1);
+  return Napi::Float32Array::New(env, n, ab, skip);
+}
+
+// allocF32(n) -> a zeroed, 64-byte-aligned Float32Array (see aligned_f32).
+Napi::Value AllocF32(const Napi::CallbackInfo& info) {
+  Args a{info, "allocF32"};
+  a.need(1);
+  return aligned_f32(info.Env(), (size_t)a.dim(0, "n"));
+}
+
+// alignment(array) -> the largest power of two, up to 4096, that divides the address of the array's first element.
+Napi::Value Alignment(const Napi::CallbackInfo& info) {
+  Args a{info, "alignment"};
+  a.need(1);
+  if (!info[0].IsTypedArray()) a.fail("array must be a TypedArray");
+  auto ta = info[0].As<Napi::TypedArray>();
+  const uintptr_t p = reinterpret_cast<uintptr_t>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
+  uintptr_t al = 1;
+  while (al < 4096 && p % (al * 2) == 0) al *= 2;
+  return Napi::Number::New(info.Env(), (double)al);
+}
+
 // adviseHuge(array) -> bytes advised (see advise_huge); for large buffers not yet written.
 Napi::Value AdviseHuge(const Napi::CallbackInfo& info) {
   Args a{info, "adviseHuge"};
@@ -177,7 +207,7 @@ Napi::Value GemmPack(const Napi::CallbackInfo& info) {
     a.fail("btype must be f32, bf16 or f16");
   }
   const long len = gemm_pack_size(K, N, k2);
-  Napi::Float32Array out = Napi::Float32Array::New(info.Env(), (size_t)len);
+  Napi::Float32Array out = aligned_f32(info.Env(), (size_t)len);
   advise_huge(out.Data(), (size_t)len * sizeof(float));  // before the packing below first touches it
   gemm_pack_b(out.Data(), B, btype, cols, transB, K, N, k2);
   return out;
@@ -648,6 +678,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("trtriLower", Napi::Function::New(env, TrtriLower));
   exports.Set("sparsegptObs", Napi::Function::New(env, SparsegptObs));
   exports.Set("mmapFile", Napi::Function::New(env, MmapFile));
+  exports.Set("allocF32", Napi::Function::New(env, AllocF32));
+  exports.Set("alignment", Napi::Function::New(env, Alignment));
   exports.Set("adviseHuge", Napi::Function::New(env, AdviseHuge));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("threads", Napi::Function::New(env, Threads));

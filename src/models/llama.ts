@@ -4,6 +4,7 @@
 import * as F from "../nn/functional.js";
 import { Embedding, Linear, RMSNorm } from "../nn/layers.js";
 import { Module, ModuleList } from "../nn/module.js";
+import { newF32 } from "../tensor/arena.js";
 import { Rng } from "../tensor/rng.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { cacheOffsets, headFromEmbedding, lmHead, runBlocks } from "./common.js";
@@ -183,8 +184,8 @@ export function ropeTables(
   scaling?: RopeScaling | null,
 ): F.RopeTables {
   const half = rotDim / 2;
-  const cos = new Float32Array(T * half);
-  const sin = new Float32Array(T * half);
+  const cos = newF32(T * half);
+  const sin = newF32(T * half);
   const freqs = invFreq(rotDim, theta, scaling);
   const af = Math.fround(ropeAttentionFactor(scaling));
   for (let i = 0; i < half; i++) {
@@ -228,8 +229,8 @@ export class RopeCache {
     if (offsets.every((o) => o === offsets[0])) return this.get(T, offsets[0] ?? 0);
     const half = this.rotDim / 2;
     const all = this.get(Math.max(...offsets) + T);
-    const cos = new Float32Array(B * T * half);
-    const sin = new Float32Array(B * T * half);
+    const cos = newF32(B * T * half);
+    const sin = newF32(B * T * half);
     for (let b = 0; b < B; b++) {
       const from = offsets[b] * half;
       cos.set(all.cos.subarray(from, from + T * half), b * T * half);

@@ -72,15 +72,12 @@ export class Linear extends Module {
     let B: Tensor;
     if (type === "scale_lora") {
       const v = 1 / Math.sqrt(r);
-      A = parameter(new Float32Array(r * this.inFeatures).fill(v), [r, this.inFeatures]);
-      B = parameter(new Float32Array(this.outFeatures * r).fill(v), [this.outFeatures, r]);
+      A = parameter(newF32(r * this.inFeatures).fill(v), [r, this.inFeatures]);
+      B = parameter(newF32(this.outFeatures * r).fill(v), [this.outFeatures, r]);
     } else {
       const bound = 1 / Math.sqrt(this.inFeatures); // kaiming_uniform_(a=√5): gain·√(3/fan_in) = 1/√fan_in
-      A = parameter(rng.fillUniform(new Float32Array(r * this.inFeatures), -bound, bound) as Float32Array, [
-        r,
-        this.inFeatures,
-      ]);
-      B = parameter(new Float32Array(this.outFeatures * r), [this.outFeatures, r]);
+      A = parameter(rng.fillUniform(newF32(r * this.inFeatures), -bound, bound) as Float32Array, [r, this.inFeatures]);
+      B = parameter(newF32(this.outFeatures * r), [this.outFeatures, r]);
     }
     this.lora = { type, A, B, scale: alpha / r, r };
     this.registerParam("lora_A", A);

@@ -184,7 +184,7 @@ export async function run(recipe: Recipe, o: RunOptions): Promise<Json> {
     for (const [n, l] of prunableLinears(m.model)) {
       const d = back.get(`${n}.weight`);
       if (!d) continue;
-      const a = new Uint32Array(d.buffer);
+      const a = new Uint32Array(d.buffer, d.byteOffset, d.length);
       const b = new Uint32Array(l.weight.data.buffer, l.weight.data.byteOffset, l.weight.data.length);
       for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) roundTrip = false;
     }

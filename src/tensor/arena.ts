@@ -8,12 +8,13 @@ import { K } from "./native.js";
 const HUGE_MIN = 1 << 20;
 
 /**
- * A zeroed Float32Array of n elements, like new Float32Array(n); a large one is first asked to live on 2 MiB pages
+ * A zeroed Float32Array of n elements, like new Float32Array(n), but starting on a cache line (K.allocF32: the vector
+ * loads and stores of the kernels then never straddle two lines); a large one is first asked to live on 2 MiB pages
  * (K.adviseHuge; PERP_HUGEPAGES=0 turns that off), while its zero pages are still untouched: GEMMs streaming it then miss
- * the TLB far less often.
+ * the TLB far less often. Its `.buffer` is 64 bytes longer than the data: view it with byteOffset and length.
  */
 export function newF32(n: number): Float32Array {
-  const a = new Float32Array(n);
+  const a = K.allocF32(n);
   if (n >= HUGE_MIN) K.adviseHuge(a);
   return a;
 }

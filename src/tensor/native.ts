@@ -48,6 +48,11 @@ export interface Kernels
     | "sparsegptObs"
   > {
   mmapFile(path: string): ArrayBuffer;
+  /** A zeroed Float32Array of n elements whose first element sits on a 64-byte boundary (a cache line): a view into an
+   * ArrayBuffer 64 bytes longer than the data, so read `.buffer` only with the view's byteOffset and length. */
+  allocF32(n: number): Float32Array;
+  /** The largest power of two, up to 4096, dividing the address of the array's first element (for tests). */
+  alignment(a: ArrayBufferView): number;
   /** Asks for 2 MiB pages (transparent huge pages) behind the array's aligned interior, for a large buffer not yet
    * written; returns the bytes advised (0: none, e.g. off Linux, under 2 MiB or PERP_HUGEPAGES=0). Never changes the
    * contents. */
@@ -93,6 +98,8 @@ const refKernels: Kernels = {
     const b = readFileSync(path);
     return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
   },
+  allocF32: (n: number) => new Float32Array(n),
+  alignment: () => 1,
   adviseHuge: () => 0,
   setThreads: () => 1,
   threads: () => 1,
