@@ -51,21 +51,6 @@ long JG = env_in("PERP_JG", 3, 0, kMaxJG);
 const bool kCoop = env_or("PERP_COOP", 1) != 0;
 const bool kPackedAhead = env_or("PERP_AHEAD", 1) != 0;
 
-struct Scratch {
-  float* buf = nullptr;
-  size_t cap = 0;
-  ~Scratch() { std::free(buf); }
-  float* get(size_t n) {
-    if (n > cap) {
-      std::free(buf);
-      size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
-      buf = static_cast<float*>(std::aligned_alloc(64, bytes));
-      cap = n;
-    }
-    return buf;
-  }
-};
-
 thread_local Scratch t_pack_a, t_pack_b;
 
 inline float load_b(const void* B, int btype, long idx) {

@@ -1,7 +1,10 @@
 // SGEMM, row-major: C(M x N) = alpha * op(A)(M x K) * op(B)(K x N) + beta * C. B may be f32, bf16 or f16
 // (frozen weights kept in their file dtype, widened while packing). BLIS-style packing + per-ISA micro-kernel.
 #pragma once
+#include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 
 namespace perp {
 
@@ -63,6 +66,29 @@ long gemm_packed_count();
 long gemm_coop_count();
 // Number of GEMMs split by columns with A's rows read in place (run_cols; a diagnostic for tests).
 long gemm_cols_count();
+
+// A growable per-thread work buffer on a 64-byte boundary (packed panels, attention tiles): the micro-kernels' vector
+// loads then never straddle two cache lines. get(n) keeps nothing of the old contents when it grows.
+struct Scratch {
+  float* buf = nullptr;
+  size_t cap = 0;
+  Scratch() = default;
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() { std::free(buf); }
+  float* get(size_t n) {
+    if (n > cap) {
+      std::free(buf);
+      buf = static_cast<float*>(std::aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64));
+      if (!buf) {
+        cap = 0;
+        throw std::bad_alloc();
+      }
+      cap = n;
+    }
+    return buf;
+  }
+};
 
 float bf16_to_f32(uint16_t h);
 float f16_to_f32(uint16_t h);

@@ -76,15 +76,14 @@ double sum8(long n, F&& term) {
 // happen in the same order whatever the thread count, and x and dout are read once (a second, column-split pass
 // over them took 2.3x the time of the row pass: 232 vs 100 us per 512x768 RMSNorm backward from DRAM).
 constexpr long kRowChunk = 32;
-thread_local std::vector<float> t_colsum;
+thread_local Scratch t_colsum;
 
 template <typename F>
 void rows_with_colsums(long M, long C, int nacc, float* const* out, F&& row) {
   bool any = false;
   for (int a = 0; a < nacc; ++a) any = any || out[a];
   const long nch = (M + kRowChunk - 1) / kRowChunk, stride = nacc * C;
-  if (any && (long)t_colsum.size() < nch * stride) t_colsum.resize(nch * stride);
-  float* part = any ? t_colsum.data() : nullptr;
+  float* part = any ? t_colsum.get(nch * stride) : nullptr;
   parallel_rows(nch, 1, [&](long c0, long c1) {
     for (long ch = c0; ch < c1; ++ch) {
       float* acc = part ? part + ch * stride : nullptr;
@@ -229,18 +228,11 @@ void rope(float* out, const float* x, const float* cs, const float* sn, long B, 
 // (batch, KV head) per task, with the same panels inside.
 namespace {
 
-struct AttScratch {
-  std::vector<float> buf;
-  float* get(size_t n) {
-    if (buf.size() < n) buf.resize(n);
-    return buf.data();
-  }
-};
 constexpr long kAttKeyPanels = 8;
 // Longest sequence whose Pᵀ / dSᵀ panels are read in place: a column strip of rows 4T bytes apart maps to few cache
 // sets, and past this it thrashes L2 (T = 2048: bwd 60 ms per layer in place, 49 packed; T = 1024: 28 vs 30).
 constexpr long kAttDirectMaxT = 1024;
-thread_local AttScratch t_att_k, t_att_v, t_att_q, t_att_o, t_att_a, t_att_s;
+thread_local Scratch t_att_k, t_att_v, t_att_q, t_att_o, t_att_a, t_att_s;
 
 // The ISA's register tile for (mr x nr) of C (mr <= MR, nr <= NR): a full tile in place, a partial one through a padded
 // copy (the same FMAs, as in the GEMM's edge path). A: an MR-wide k-major panel (k stride sa, default MR), or with
@@ -729,9 +721,8 @@ void invert_lower_small(float* out, long ldo, const float* L, long ldl, long m) 
 }
 // Scratch for Cholesky's panel product, kept between calls (grown, never shrunk).
 float* panel_scratch(size_t n) {
-  static thread_local std::vector<float> b;
-  if (b.size() < n) b.resize(n);
-  return b.data();
+  static thread_local Scratch b;
+  return b.get(n);
 }
 }  // namespace
 
