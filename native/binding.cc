@@ -151,7 +151,7 @@ static size_t advise_huge(void* p, size_t bytes) {
 // A zeroed Float32Array of n elements whose data starts on a 64-byte boundary (a cache line, an AVX-512 vector): V8
 // puts large array buffers 16 bytes past a page start, so every vector load or store of such an array touched two cache
 // lines. One ArrayBuffer 64 bytes larger than the data, viewed from its first aligned byte. Measured on llama768 steps
-// (alternated in one process, arena buffers aligned vs not): full fwd+bwd 1.3-1.9% faster, PEFT 0.4-1.8%.
+// (alternated in one process, arena buffers aligned vs not): full fwd+bwd 1.3-2.3% faster, PEFT 0.4-1.8%.
 static Napi::Float32Array aligned_f32(Napi::Env env, size_t n) {
   constexpr size_t kAlign = 64;
   Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, n * sizeof(float) + kAlign);

@@ -141,24 +141,21 @@ describe.skipIf(!isNative)("native argument checks", () => {
     expect(() => K.adviseHuge(42 as never)).toThrow(/adviseHuge: array must be a TypedArray/);
   });
 
-  it.skipIf(!isNative)(
-    "allocF32 / newF32: zeroed arrays on a cache line, of every size; bad sizes are clear errors",
-    () => {
-      for (const n of [0, 1, 3, 17, 1000, 4096, 1 << 20, 3 << 20]) {
-        const a = newF32(n);
-        expect(a.length).toBe(n);
-        expect(K.alignment(a)).toBeGreaterThanOrEqual(64);
-        expect(a.byteOffset + a.byteLength).toBeLessThanOrEqual(a.buffer.byteLength);
-        expect(a.every((v) => v === 0)).toBe(true);
-        if (n) a[n - 1] = 3;
-      }
-      // the probe itself: a view one float in is 4-byte but not 8-byte aligned
-      expect(K.alignment(newF32(8).subarray(1))).toBe(4);
-      expect(() => K.allocF32(-1)).toThrow(/allocF32: n must be a non-negative integer/);
-      expect(() => K.allocF32(2.5)).toThrow(/allocF32: n must be a non-negative integer/);
-      expect(() => K.alignment(42 as never)).toThrow(/alignment: array must be a TypedArray/);
-    },
-  );
+  it("allocF32 / newF32: zeroed arrays on a cache line, of every size; bad sizes are clear errors", () => {
+    for (const n of [0, 1, 3, 17, 1000, 4096, 1 << 20, 3 << 20]) {
+      const a = newF32(n);
+      expect(a.length).toBe(n);
+      expect(K.alignment(a)).toBeGreaterThanOrEqual(64);
+      expect(a.byteOffset + a.byteLength).toBeLessThanOrEqual(a.buffer.byteLength);
+      expect(a.every((v) => v === 0)).toBe(true);
+      if (n) a[n - 1] = 3;
+    }
+    // the probe itself: a view one float in is 4-byte but not 8-byte aligned
+    expect(K.alignment(newF32(8).subarray(1))).toBe(4);
+    expect(() => K.allocF32(-1)).toThrow(/allocF32: n must be a non-negative integer/);
+    expect(() => K.allocF32(2.5)).toThrow(/allocF32: n must be a non-negative integer/);
+    expect(() => K.alignment(42 as never)).toThrow(/alignment: array must be a TypedArray/);
+  });
 });
 
 describe("tensor-level errors", () => {
