@@ -576,6 +576,18 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 
 Napi::Value Threads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), pool_threads()); }
 
+// The default thread count's source: CPUs in the affinity mask, capped by the CPU quota under a cgroup root
+// (default /sys/fs/cgroup; tests point it at a folder of their own).
+Napi::Value UsableCpus(const Napi::CallbackInfo& info) {
+  Args a{info, "usableCpus"};
+  std::string root = "/sys/fs/cgroup";
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    if (!info[0].IsString()) a.fail("cgroupRoot must be a string");
+    root = info[0].As<Napi::String>().Utf8Value();
+  }
+  return Napi::Number::New(info.Env(), usable_cpus(root.c_str()));
+}
+
 const char* isa_name(int id) { return id == ISA_AVX512 ? "avx512" : id == ISA_AVX2 ? "avx2" : "scalar"; }
 
 Napi::Value Cpu(const Napi::CallbackInfo& info) {
@@ -683,6 +695,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("adviseHuge", Napi::Function::New(env, AdviseHuge));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("threads", Napi::Function::New(env, Threads));
+  exports.Set("usableCpus", Napi::Function::New(env, UsableCpus));
   exports.Set("cpu", Napi::Function::New(env, Cpu));
   exports.Set("setCpu", Napi::Function::New(env, SetCpu));
   exports.Set("peakGflops", Napi::Function::New(env, PeakGflops));

@@ -2,11 +2,19 @@
 // relax()), then sleep on a condition variable.
 #include "pool.h"
 
+#ifdef __linux__
+#include <sched.h>
+#endif
+
 #include <atomic>
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdlib>
+#include <fstream>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -85,17 +93,62 @@ void pool_shutdown() {
   g_pool = nullptr;
 }
 
+// The first line of a small file, or "" when it cannot be read.
+std::string first_line(const std::string& path) {
+  std::ifstream f(path);
+  std::string line;
+  if (f) std::getline(f, line);
+  return line;
+}
+
+// A cgroup CPU quota as whole CPUs (rounded up), or 0 for none: v2 "max 100000" / "150000 100000", v1 quota -1 or
+// microseconds per period.
+long quota_cpus(const std::string& quota, const std::string& period) {
+  char* end = nullptr;
+  const double q = std::strtod(quota.c_str(), &end);
+  if (end == quota.c_str()) return 0;  // "max", or nothing there
+  const double p = std::strtod(period.c_str(), &end);
+  if (end == period.c_str() || !(q > 0) || !(p > 0)) return 0;
+  return (long)std::ceil(q / p);
+}
+
 int default_threads() {
   const char* env = std::getenv("PERP_THREADS");
   if (env && *env) {
     int n = std::atoi(env);
     if (n > 0) return n;
   }
-  unsigned hc = std::thread::hardware_concurrency();
-  return hc ? (int)hc : 1;
+  return usable_cpus("/sys/fs/cgroup");
 }
 
 }  // namespace
+
+// hardware_concurrency() counts the machine's CPUs. In a container limited to a few (docker --cpus, a Kubernetes CPU
+// limit, a cpuset) a pool that wide has most of its threads descheduled or throttled at every join.
+int usable_cpus(const char* cgroup_root) {
+  long n = (long)std::thread::hardware_concurrency();
+#ifdef __linux__
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) n = CPU_COUNT(&set);
+#endif
+  const std::string root = cgroup_root ? cgroup_root : "";
+  long q = 0;
+  if (!root.empty()) {
+    const std::string v2 = first_line(root + "/cpu.max");
+    if (!v2.empty()) {
+      const size_t sp = v2.find(' ');
+      q = quota_cpus(v2.substr(0, sp), sp == std::string::npos ? "" : v2.substr(sp + 1));
+    } else {
+      for (const char* dir : {"/cpu", "/cpu,cpuacct"}) {
+        q = quota_cpus(first_line(root + dir + "/cpu.cfs_quota_us"), first_line(root + dir + "/cpu.cfs_period_us"));
+        if (q > 0) break;
+      }
+    }
+  }
+  if (q > 0 && (n <= 0 || q < n)) n = q;
+  return n > 0 ? (int)std::min(n, 256L) : 1;
+}
 
 void pool_init(int n) {
   if (n <= 0) n = default_threads();

@@ -1,5 +1,9 @@
 // Every native kernel against its TS twin, on every CPU path this machine supports, over random awkward shapes.
-import { cpus } from "node:os";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
 import { type CpuPath, isNative, K, refK } from "../src/tensor/native.js";
@@ -970,5 +974,44 @@ describe("threads", () => {
       expectClose(a1[i], a2[i], 1e-6, 1e-7, "1 vs 2 threads");
     }
     K.setThreads(before);
+  });
+
+  it.skipIf(!isNative)("the default thread count: the affinity mask, capped by a cgroup CPU quota (v2 and v1)", () => {
+    const root = mkdtempSync(join(tmpdir(), "perp-cgroup-"));
+    try {
+      const none = K.usableCpus(root); // no quota files: the affinity mask alone
+      expect(none).toBeGreaterThanOrEqual(1);
+      const v2 = (text: string) => {
+        writeFileSync(join(root, "cpu.max"), text);
+        return K.usableCpus(root);
+      };
+      expect(v2("max 100000\n")).toBe(none);
+      expect(v2("50000 100000\n")).toBe(1); // half a CPU: one thread
+      expect(v2("150000 100000\n")).toBe(Math.min(none, 2)); // rounded up
+      expect(v2("100000000 100000\n")).toBe(none); // a quota above the mask changes nothing
+      expect(v2("garbage\n")).toBe(none);
+      rmSync(join(root, "cpu.max"));
+      mkdirSync(join(root, "cpu"));
+      writeFileSync(join(root, "cpu", "cpu.cfs_period_us"), "100000\n");
+      writeFileSync(join(root, "cpu", "cpu.cfs_quota_us"), "-1\n");
+      expect(K.usableCpus(root)).toBe(none);
+      writeFileSync(join(root, "cpu", "cpu.cfs_quota_us"), "80000\n");
+      expect(K.usableCpus(root)).toBe(1);
+      expect(() => K.usableCpus(3 as unknown as string)).toThrow(/usableCpus: cgroupRoot must be a string/);
+      // without PERP_THREADS a fresh process sizes its pool from the real cgroup root
+      const nativePath = fileURLToPath(new URL("../build/Release/perp_native.node", import.meta.url));
+      const env = { ...process.env };
+      delete env.PERP_THREADS;
+      const out = execFileSync(
+        process.execPath,
+        ["-e", `const K = require(${JSON.stringify(nativePath)}); console.log(K.threads(), K.usableCpus())`],
+        { env, encoding: "utf8" },
+      ).trim();
+      const [threads, usable] = out.split(" ").map(Number);
+      expect(threads).toBe(usable);
+      expect(usable).toBeLessThanOrEqual(cpus().length);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });

@@ -124,8 +124,9 @@ export function mainHelp(cmds: CommandDef[], version: string): string {
     "Commands:",
     ...cmds.map((c) => `  ${c.name.padEnd(12)}${c.summary}`),
     "",
-    "Environment: PERP_THREADS (threads, default: cores), PERP_CPU=avx512|avx2|scalar (force a kernel path),",
-    "PERP_SPIN_MS (how long idle worker threads spin before sleeping, default 20), PERP_HUGEPAGES=0 (no 2 MiB",
-    "pages for large tensors), PERP_NATIVE=0 (pure-TS kernels), PERP_DATA (data directory, default ../shared/data).",
+    "Environment: PERP_THREADS (threads, default: the CPUs this process may use, i.e. its affinity mask capped by a",
+    "cgroup CPU quota), PERP_CPU=avx512|avx2|scalar (force a kernel path), PERP_SPIN_MS (how long idle worker threads",
+    "spin before sleeping, default 20), PERP_HUGEPAGES=0 (no 2 MiB pages for large tensors), PERP_NATIVE=0 (pure-TS",
+    "kernels), PERP_DATA (data directory, default ../shared/data).",
   ].join("\n");
 }

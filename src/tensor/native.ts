@@ -59,6 +59,11 @@ export interface Kernels
   adviseHuge(a: Float32Array): number;
   setThreads(n: number): number;
   threads(): number;
+  /**
+   * The default thread count (without PERP_THREADS): CPUs in the affinity mask, capped by the cgroup CPU quota under
+   * `cgroupRoot` (default /sys/fs/cgroup: v2 cpu.max, or v1 cpu.cfs_quota_us / cpu.cfs_period_us), rounded up.
+   */
+  usableCpus(cgroupRoot?: string): number;
   cpu(): CpuInfo;
   setCpu(path: CpuPath): boolean;
   peakGflops(seconds?: number): number;
@@ -103,6 +108,7 @@ const refKernels: Kernels = {
   adviseHuge: () => 0,
   setThreads: () => 1,
   threads: () => 1,
+  usableCpus: () => 1,
   cpu: () => ({ active: "scalar", best: "scalar", supported: ["scalar"], mr: 1, nr: 1 }),
   setCpu: (p: CpuPath) => p === "scalar",
   peakGflops: () => Number.NaN,
