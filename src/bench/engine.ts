@@ -1,5 +1,6 @@
 // Engine benchmark on the DESIGN.md "llama768" config (random weights, seed 0, batch 1x512): sgemm 4096³ vs a
 // measured FMA peak, forward, forward+backward (full and PEFT: norms + LoRA r=16). A benchmark, never a test.
+import { cpus } from "node:os";
 import { LlamaForCausalLM } from "../models/llama.js";
 import * as F from "../nn/functional.js";
 import { packFrozenWeights } from "../nn/packed.js";
@@ -188,6 +189,9 @@ export function runEngineBench(
     bench: "perp",
     native: isNative,
     cpu: cpu.active,
+    // the processor as the OS names it, and the CPUs this process may use: runs on different machines stay apart
+    cpu_model: cpus()[0]?.model.trim() ?? "unknown",
+    usable_cpus: K.usableCpus(),
     threads,
     peak_gflops: +peak.toFixed(1),
     sgemm_gflops_4096: +sgemm.toFixed(1),
