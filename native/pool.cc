@@ -6,8 +6,8 @@
 #include <sched.h>
 #endif
 
-#include <atomic>
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
