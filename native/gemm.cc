@@ -50,9 +50,9 @@ long MC_PANELS = env_in("PERP_MCP", 48, 1, kMaxMCP);
 // micro-panel brings the group in from L3 (measured: that call takes about twice as long), so a group should serve
 // many A panels. The order of the FMAs per element is the same whatever the group size.
 // The default scales with the L2 per core the machine reports: 3 panels per MiB, a group of 3/8 of Zen 5's 1 MiB,
-// which measured best there (groups of 8: 2.7 points of peak less on sgemm 4096^3, alternated in one process). On an Intel
-// Xeon with 2 MiB (Emerald Rapids, 2 threads of a 16-vCPU guest) groups of 8 beat 3 by 4 points (88.8 -> 92.9% of
-// peak, three rounds alternated in one process); this rule gives 6 there, untried. An unknown size keeps 3.
+// which measured best there (groups of 8: 2.7 points of peak less on sgemm 4096^3, alternated in one process). On an
+// Intel Xeon with 2 MiB (Emerald Rapids, 2 threads of a 16-vCPU guest) groups of 8 beat 3 by 4 points (88.8 -> 92.9%
+// of peak, three rounds alternated in one process); this rule gives 6 there, untried. An unknown size keeps 3.
 long default_jg() {
 #ifdef _SC_LEVEL2_CACHE_SIZE
   const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
