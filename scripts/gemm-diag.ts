@@ -71,7 +71,7 @@ for (const t of [1, 2]) {
       K.gemm(C, A, B, n, n, n, false, false, 1, 0);
       shares[i].push(+((100 * (2 * n ** 3)) / (now() - s2) / 1e9 / p).toFixed(1));
     });
-  cands.forEach((c, i) => out({ sgemm_2_threads_blocking: c.join("/"), pct_peak: shares[i] }));
+  for (const [i, c] of cands.entries()) out({ sgemm_2_threads_blocking: c.join("/"), pct_peak: shares[i] });
   use([initial.kc, initial.mcp, initial.jg]);
 }
 
