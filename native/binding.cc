@@ -580,7 +580,7 @@ Napi::Value Threads(const Napi::CallbackInfo& info) { return Napi::Number::New(i
 // (default /sys/fs/cgroup; tests point it at a folder of their own).
 Napi::Value UsableCpus(const Napi::CallbackInfo& info) {
   Args a{info, "usableCpus"};
-  std::string root = "/sys/fs/cgroup";
+  std::string root = kCgroupRoot;
   if (info.Length() > 0 && !info[0].IsUndefined()) {
     if (!info[0].IsString()) a.fail("cgroupRoot must be a string");
     root = info[0].As<Napi::String>().Utf8Value();

@@ -726,7 +726,7 @@ void gemm(const GemmArgs& g) {
   const double a_elems = (double)g.M * g.K, b_elems = (double)g.K * g.N;
   const bool dup_heavy = split_m ? b_elems >= a_elems / nth : a_elems >= b_elems / nth;
   // Barriers want every thread on a core of its own: not with more threads than CPUs.
-  static const int cpus = usable_cpus("/sys/fs/cgroup");
+  static const int cpus = usable_cpus();
   const bool coop = !cols && !pre && kCoop && adaptive && dup_heavy && (cpus <= 0 || nth <= cpus) &&
                     g.M >= 4L * nth * sh.MR && gemm_coop(g, sh, part, rate);
   if (cols) run_cols(g, sh, part, rate);

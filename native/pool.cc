@@ -118,7 +118,7 @@ int default_threads() {
     int n = std::atoi(env);
     if (n > 0) return n;
   }
-  return usable_cpus("/sys/fs/cgroup");
+  return usable_cpus();
 }
 
 }  // namespace

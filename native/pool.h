@@ -5,11 +5,12 @@
 
 namespace perp {
 
-// nthreads <= 0: PERP_THREADS, else usable_cpus("/sys/fs/cgroup").
+// nthreads <= 0: PERP_THREADS, else usable_cpus().
 void pool_init(int nthreads);
 // CPUs this process may use: its affinity mask (Linux; else all), capped by a CPU quota under cgroup_root (v2
 // cpu.max, or v1 cpu/cpu.cfs_quota_us over cpu.cfs_period_us), rounded up. At least 1.
-int usable_cpus(const char* cgroup_root);
+constexpr const char* kCgroupRoot = "/sys/fs/cgroup";
+int usable_cpus(const char* cgroup_root = kCgroupRoot);
 int pool_threads();
 void pool_run(const std::function<void(int, int)>& fn);
 // True on a thread that is running a pool job (a pool_run from there runs inline on one thread).

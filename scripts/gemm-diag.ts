@@ -1,16 +1,16 @@
 // `node --import tsx scripts/gemm-diag.ts`: where the engine's GEMM stands on a new machine, one JSON line per
-// measurement. FMA peak on 1 and 2 threads (2 FMA-throughput readings well apart: two vCPUs on one core's hyper-threads
-// show up as a 2-thread peak near the 1-thread one); the micro-kernel with its operands in L2; sgemm 4096³ on one
-// thread and, on two, under candidate blockings taken in turn (share of a peak read just before each); the llama768
-// product shapes on two threads (a reused C, a fresh C: first-touch page faults, one thread); a 64 MB copy. Used on
-// an Intel Xeon in session 16 (README, Performance). A dev tool, not a test.
+// measurement. FMA peak on 1 and 2 threads (two vCPUs that are hyper-threads of one core show a 2-thread peak near the
+// 1-thread one); the micro-kernel with its operands in L2; sgemm 4096³ on one thread and, on two, under candidate
+// blockings taken in turn (share of a peak read just before each, as the bench does); the llama768 product shapes on
+// two threads (a reused C, a fresh C: first-touch page faults, one thread); a 64 MB copy. Used on an Intel Xeon in
+// session 16 (README, Performance). A dev tool, not a test.
+import { median, sgemmVsPeak } from "../src/bench/engine.js";
 import { newF32 } from "../src/tensor/arena.js";
 import { K } from "../src/tensor/native.js";
 import { Rng } from "../src/tensor/rng.js";
 
 const out = (o: Record<string, unknown>) => console.log(JSON.stringify(o));
 const now = () => performance.now() / 1000;
-const med = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1];
 const rng = new Rng(0);
 const rnd = (n: number) => rng.fillNormal(newF32(n)) as Float32Array;
 const t0 = now();
@@ -49,10 +49,7 @@ for (const t of [1, 2]) {
   const C = newF32(n * n);
   K.setThreads(1);
   K.gemm(C, A, B, n, n, n, false, false, 1, 0); // first touch of C and of the pack buffers
-  const p1 = K.peakGflops(0.2);
-  const s = now();
-  K.gemm(C, A, B, n, n, n, false, false, 1, 0);
-  out({ sgemm_1_thread_pct_peak: +((100 * (2 * n ** 3)) / (now() - s) / 1e9 / p1).toFixed(1) });
+  out({ sgemm_1_thread_pct_peak: +(100 * sgemmVsPeak(C, A, B, n).share).toFixed(1) });
   K.setThreads(2);
   const cands = [
     [initial.kc, initial.mcp, initial.jg],
@@ -66,10 +63,7 @@ for (const t of [1, 2]) {
   for (let r = 0; r < 3; r++)
     cands.forEach((c, i) => {
       use(c);
-      const p = K.peakGflops(0.1);
-      const s2 = now();
-      K.gemm(C, A, B, n, n, n, false, false, 1, 0);
-      shares[i].push(+((100 * (2 * n ** 3)) / (now() - s2) / 1e9 / p).toFixed(1));
+      shares[i].push(+(100 * sgemmVsPeak(C, A, B, n).share).toFixed(1));
     });
   for (const [i, c] of cands.entries()) out({ sgemm_2_threads_blocking: c.join("/"), pct_peak: shares[i] });
   use([initial.kc, initial.mcp, initial.jg]);
@@ -97,8 +91,8 @@ for (const t of [1, 2]) {
       return f / (now() - s) / 1e9;
     };
     time(C);
-    const reused = med(Array.from({ length: reps }, () => time(C)));
-    const fresh = med(Array.from({ length: Math.min(reps, 5) }, () => time(newF32(M * N))));
+    const reused = median(Array.from({ length: reps }, () => time(C)));
+    const fresh = median(Array.from({ length: Math.min(reps, 5) }, () => time(newF32(M * N))));
     K.setThreads(1);
     const one = time(C);
     K.setThreads(2);
@@ -117,8 +111,8 @@ for (const t of [1, 2]) {
   };
   const gbs = (t: number) => +((3 * 4 * n) / t / 1e9).toFixed(1);
   out({
-    copy_64mb_gbs: gbs(med(Array.from({ length: 5 }, () => time(() => K.ew(0, d, a, a, 0))))),
-    fresh_dest_gbs: gbs(med(Array.from({ length: 5 }, () => time(() => K.ew(0, newF32(n), a, a, 0))))),
+    copy_64mb_gbs: gbs(median(Array.from({ length: 5 }, () => time(() => K.ew(0, d, a, a, 0))))),
+    fresh_dest_gbs: gbs(median(Array.from({ length: 5 }, () => time(() => K.ew(0, newF32(n), a, a, 0))))),
   });
 }
 K.setThreads(threads);
