@@ -298,8 +298,8 @@ const CFG = {
 };
 const [B, T, C, H, KV, D, I] = [2, 5, 16, 4, 2, 4, 24];
 
-function makeLayer(seed: number): LlamaDecoderLayer {
-  const layer = new LlamaDecoderLayer(CFG);
+function makeLayer(seed: number, modelType = "llama"): LlamaDecoderLayer {
+  const layer = new LlamaDecoderLayer({ ...CFG, model_type: modelType, attention_bias: modelType === "qwen3" });
   const rng = new Rng(seed);
   for (const p of layer.parameters())
     if (p.shape.length === 2) rng.fillNormal(p.data, 0.3);
@@ -307,27 +307,34 @@ function makeLayer(seed: number): LlamaDecoderLayer {
   return layer;
 }
 
-/** Independent float64 forward of the LLaMA block, written directly with the reference kernels. */
+/**
+ * Independent float64 forward of the LLaMA block, written directly with the reference kernels; with the Qwen2 / Qwen3
+ * parts when `p` has them (q, k, v, o biases; q_norm and k_norm over each head).
+ */
 function block64(x: F64, p: Record<string, F64>, tab: F.RopeTables): F64 {
   const M = B * T;
-  const rms = (a: F64, w: F64) => {
+  const rms = (a: F64, w: F64, width = C) => {
     const y = f64(a.length);
-    R.rmsnormFwd(y, null, a, w, M, C, 1e-5);
+    R.rmsnormFwd(y, null, a, w, a.length / width, width, 1e-5);
     return y;
   };
   const cos = Float64Array.from(tab.cos);
   const sin = Float64Array.from(tab.sin);
   const h = rms(x, p.input_layernorm);
-  const q = lin64(h, p.q_proj, null, M, H * D, C);
-  const k = lin64(h, p.k_proj, null, M, KV * D, C);
-  const v = lin64(h, p.v_proj, null, M, KV * D, C);
+  let q = lin64(h, p.q_proj, p.q_proj_b ?? null, M, H * D, C);
+  let k = lin64(h, p.k_proj, p.k_proj_b ?? null, M, KV * D, C);
+  const v = lin64(h, p.v_proj, p.v_proj_b ?? null, M, KV * D, C);
+  if (p.q_norm) {
+    q = rms(q, p.q_norm, D);
+    k = rms(k, p.k_norm, D);
+  }
   const qr = f64(q.length);
   const kr = f64(k.length);
   R.rope(qr, q, cos, sin, B, T, H, D, D, false, false);
   R.rope(kr, k, cos, sin, B, T, KV, D, D, false, false);
   const att = f64(q.length);
   R.attentionFwd(att, null, qr, kr, v, B, T, H, KV, D, 1 / Math.sqrt(D));
-  const o = lin64(att, p.o_proj, null, M, C, H * D);
+  const o = lin64(att, p.o_proj, p.o_proj_b ?? null, M, C, H * D);
   const x1 = x.map((a, i) => a + o[i]);
   const h2 = rms(x1, p.post_attention_layernorm);
   const g = lin64(h2, p.gate_proj, null, M, I, C);
@@ -344,6 +351,12 @@ const SHORT: Record<string, string> = {
   "self_attn.k_proj.weight": "k_proj",
   "self_attn.v_proj.weight": "v_proj",
   "self_attn.o_proj.weight": "o_proj",
+  "self_attn.q_proj.bias": "q_proj_b",
+  "self_attn.k_proj.bias": "k_proj_b",
+  "self_attn.v_proj.bias": "v_proj_b",
+  "self_attn.o_proj.bias": "o_proj_b",
+  "self_attn.q_norm.weight": "q_norm",
+  "self_attn.k_norm.weight": "k_norm",
   "post_attention_layernorm.weight": "post_attention_layernorm",
   "mlp.gate_proj.weight": "gate_proj",
   "mlp.up_proj.weight": "up_proj",
@@ -387,6 +400,35 @@ describe("LLaMA decoder block (RMSNorm, GQA + RoPE, SwiGLU) end to end", () => {
       );
     });
   }
+
+  // Qwen2: biases on q, k, v (not o); Qwen3 (attention_bias here): biases on q, k, v, o and an RMSNorm of each head of
+  // q and k before RoPE.
+  for (const [modelType, nParams] of [
+    ["qwen2", 12],
+    ["qwen3", 15],
+  ] as const)
+    it(`${modelType}: forward matches the float64 block, and the gradients of x and all ${nParams} parameters match finite differences`, () => {
+      const layer = makeLayer(1, modelType);
+      const named = layer.namedParameters();
+      expect(named.length).toBe(nParams);
+      const x = randF32(B * T * C, 2);
+      const params = (ps: F64[]) => {
+        const p: Record<string, F64> = {};
+        named.forEach(([n], i) => {
+          p[SHORT[n]] = ps[i];
+        });
+        return p;
+      };
+      const y = noGrad(() => layer.forward(new Tensor(x.slice(), [B, T, C]), B, T, tab));
+      const r = block64(Float64Array.from(x), params(named.map(([, t]) => Float64Array.from(t.data))), tab);
+      expectClose(y.data, r, 1e-5, 1e-5, `${modelType} block forward`);
+      gradcheck(
+        [{ data: x, shape: [B, T, C] }, ...named.map(([, p]) => ({ data: p.data.slice(), shape: p.shape, tensor: p }))],
+        ([xt]) => layer.forward(xt, B, T, tab),
+        ([xs, ...ps]) => block64(xs, params(ps), tab),
+        { samples: 24, rtol: 3e-3, atol: 2e-4 },
+      );
+    });
 
   it("checkpointing gives bit-identical gradients to the plain backward", () => {
     const grads = [false, true].map((ckpt) => {

@@ -184,6 +184,85 @@ function llama(tied: boolean, scaling: object | null, window = 0, v5 = false): F
   };
 }
 
+// Qwen2 (biases on q, k, v) or Qwen3 (q_norm / k_norm over each head; no biases), tied, as transformers 5 writes
+// their configs: with `window`, use_sliding_window and layer_types making the second of the two blocks windowed.
+function qwen(kind: "qwen2" | "qwen3", window = 0): Family {
+  const [C, I, H, KV, L, D] = [16, 24, 4, 2, 2, kind === "qwen3" ? 6 : 4];
+  const spec: [string, number[]][] = [["model.embed_tokens.weight", [V, C]]];
+  for (let l = 0; l < L; l++) {
+    const p = `model.layers.${l}.`;
+    spec.push(
+      [`${p}input_layernorm.weight`, [C]],
+      [`${p}self_attn.q_proj.weight`, [H * D, C]],
+      [`${p}self_attn.k_proj.weight`, [KV * D, C]],
+      [`${p}self_attn.v_proj.weight`, [KV * D, C]],
+      [`${p}self_attn.o_proj.weight`, [C, H * D]],
+      [`${p}post_attention_layernorm.weight`, [C]],
+      [`${p}mlp.gate_proj.weight`, [I, C]],
+      [`${p}mlp.up_proj.weight`, [I, C]],
+      [`${p}mlp.down_proj.weight`, [C, I]],
+    );
+    if (kind === "qwen2")
+      spec.push(
+        [`${p}self_attn.q_proj.bias`, [H * D]],
+        [`${p}self_attn.k_proj.bias`, [KV * D]],
+        [`${p}self_attn.v_proj.bias`, [KV * D]],
+      );
+    else spec.push([`${p}self_attn.q_norm.weight`, [D]], [`${p}self_attn.k_norm.weight`, [D]]);
+  }
+  spec.push(["model.norm.weight", [C]]);
+  const config = {
+    model_type: kind,
+    hidden_size: C,
+    intermediate_size: I,
+    num_hidden_layers: L,
+    num_attention_heads: H,
+    num_key_value_heads: KV,
+    ...(kind === "qwen3" ? { head_dim: D, attention_bias: false } : {}),
+    vocab_size: V,
+    max_position_embeddings: 32,
+    rms_norm_eps: 1e-6,
+    tie_word_embeddings: true,
+    rope_parameters: { rope_type: "default", rope_theta: 1000 },
+    use_sliding_window: window > 0,
+    sliding_window: window || null,
+    max_window_layers: 1,
+    layer_types: ["full_attention", window ? "sliding_attention" : "full_attention"],
+  };
+  return {
+    name: `${kind}${window ? ` sliding_window ${window} on block 1` : ""}`,
+    config,
+    spec,
+    ref(sd) {
+      const inv = invFreq(D, 1000, null);
+      const opt = (n: string) => (sd[n] ? f(sd, n) : null);
+      let x = emb(f(sd, "model.embed_tokens.weight"), IDS, C);
+      for (let l = 0; l < L; l++) {
+        const p = `model.layers.${l}.self_attn.`;
+        const h = rms(x, f(sd, `model.layers.${l}.input_layernorm.weight`), T, C, 1e-6);
+        let q = lin(h, f(sd, `${p}q_proj.weight`), opt(`${p}q_proj.bias`), T, H * D, C);
+        let k = lin(h, f(sd, `${p}k_proj.weight`), opt(`${p}k_proj.bias`), T, KV * D, C);
+        const v = lin(h, f(sd, `${p}v_proj.weight`), opt(`${p}v_proj.bias`), T, KV * D, C);
+        if (kind === "qwen3") {
+          q = rms(q, f(sd, `${p}q_norm.weight`), T * H, D, 1e-6);
+          k = rms(k, f(sd, `${p}k_norm.weight`), T * KV, D, 1e-6);
+        }
+        q = ropeF64(q, T, H, D, D, inv);
+        k = ropeF64(k, T, KV, D, D, inv);
+        const a = attn(q, k, v, T, H, KV, D, l === 1 ? window : 0);
+        x = add(x, lin(a, f(sd, `${p}o_proj.weight`), null, T, C, H * D));
+        const m = `model.layers.${l}.mlp.`;
+        const h2 = rms(x, f(sd, `model.layers.${l}.post_attention_layernorm.weight`), T, C, 1e-6);
+        const g = lin(h2, f(sd, `${m}gate_proj.weight`), null, T, I, C);
+        const u = lin(h2, f(sd, `${m}up_proj.weight`), null, T, I, C);
+        x = add(x, lin(mul(act(g, "silu"), u), f(sd, `${m}down_proj.weight`), null, T, C, I));
+      }
+      const hN = rms(x, f(sd, "model.norm.weight"), T, C, 1e-6);
+      return lin(hN, f(sd, "model.embed_tokens.weight"), null, T, V, C);
+    },
+  };
+}
+
 // affine false: LayerNorms without weight and bias (layer_norm_elementwise_affine); bias false: enable_bias false.
 function opt(pre: boolean, proj: number, affine = true, bias = true): Family {
   const [C, F_, H, L, P] = [16, 24, 4, 2, proj];
@@ -472,6 +551,10 @@ const FAMILIES: Family[] = [
   llama(false, { rope_type: "dynamic", factor: 2 }, 0, true),
   llama(false, null, 4),
   llama(false, { rope_type: "linear", factor: 2 }, 0, true),
+  qwen("qwen2"),
+  qwen("qwen2", 3),
+  qwen("qwen3"),
+  qwen("qwen3", 4),
   opt(true, 16),
   opt(false, 12),
   opt(true, 16, false, false),

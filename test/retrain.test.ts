@@ -514,3 +514,51 @@ describe("the bias subset on Mistral (transformers' Mistral has no biases)", () 
     );
   });
 });
+
+describe("the bias subset on Qwen2 (biases on q, k, v only) and Qwen3 (no MLP biases, q_norm / k_norm)", () => {
+  const qwen2 = (window: number | null, layers = 2) => ({
+    ...MICRO_LLAMA,
+    model_type: "qwen2",
+    num_hidden_layers: layers,
+    use_sliding_window: window !== null,
+    sliding_window: window,
+    max_window_layers: 1,
+  });
+  it("Qwen2 without a binding window: exported as LLaMA with every bias; its own q, k, v biases kept", () => {
+    const m = buildModel(qwen2(null));
+    const before = m.namedParameters().filter(([n]) => n.endsWith(".bias"));
+    expect(before.map(([n]) => n.replace(/^model\.layers\.0\./, "")).slice(0, 3)).toEqual([
+      "self_attn.q_proj.bias",
+      "self_attn.k_proj.bias",
+      "self_attn.v_proj.bias",
+    ]);
+    expect(before.length).toBe(6);
+    const kept = before.map(([, t]) => t);
+    const ps = configureTrainable(m, { params: ["bias"] });
+    expect(ps.length).toBe(14);
+    for (const t of kept) expect(ps.some(([, p]) => p === t)).toBe(true);
+    const c = m.config as Record<string, unknown>;
+    expect([c.model_type, c.attention_bias, c.mlp_bias, c.use_sliding_window, c.layer_types]).toEqual([
+      "llama",
+      true,
+      true,
+      undefined,
+      undefined,
+    ]);
+    // the window applies from block max_window_layers on: one block only, before it, never binds
+    configureTrainable(buildModel(qwen2(4, 1)), { params: ["bias"] });
+  });
+  it("Qwen2 with a binding window, and any Qwen3: a clear error", () => {
+    expect(() => configureTrainable(buildModel(qwen2(4)), { params: ["bias"] })).toThrow(
+      /'bias' subset cannot be used on this Qwen2 model.*sliding window of 4 tokens/,
+    );
+    const q3 = buildModel({ ...MICRO_LLAMA, model_type: "qwen3", head_dim: 4 });
+    expect(() => configureTrainable(q3, { params: ["norm", "bias"] })).toThrow(
+      /'bias' subset cannot be used on a Qwen3/,
+    );
+    // its per-head q_norm / k_norm are in the norm subset
+    const names = configureTrainable(q3, { params: ["norm"] }).map(([n]) => n);
+    expect(names).toContain("model.layers.0.self_attn.q_norm.weight");
+    expect(names).toContain("model.layers.0.self_attn.k_norm.weight");
+  });
+});

@@ -38,6 +38,10 @@ cases = {
   "opt_nobias_noaffine": tf.OPTConfig(vocab_size=V, hidden_size=64, ffn_dim=96, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=64, enable_bias=False, layer_norm_elementwise_affine=False),
   "neox_nobias_tied": tf.GPTNeoXConfig(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64, attention_bias=False, tie_word_embeddings=True, hidden_act="gelu_new"),
   "gpt2_noscale": tf.GPT2Config(vocab_size=V, n_embd=64, n_layer=3, n_head=4, n_positions=64, scale_attn_weights=False, activation_function="gelu"),
+  "qwen2": tf.Qwen2Config(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True, rope_theta=1000000.0),
+  "qwen2_window": tf.Qwen2Config(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False, use_sliding_window=True, sliding_window=5, max_window_layers=1),
+  "qwen3": tf.Qwen3Config(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=64, tie_word_embeddings=True),
+  "qwen3_bias_window": tf.Qwen3Config(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1, head_dim=8, max_position_embeddings=64, attention_bias=True, use_sliding_window=True, sliding_window=6, max_window_layers=2),
   "mistral_nowindow_headdim": tf.MistralConfig(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, sliding_window=None, head_dim=8, max_position_embeddings=64, tie_word_embeddings=True),
 }
 DT = {"llama_bf16": torch.bfloat16, "opt_f16": torch.float16}

@@ -47,8 +47,18 @@ l3.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(tokenizers.Rege
 l3.decoder = decoders.ByteLevel()
 l3.train_from_iterator(train, trainers.BpeTrainer(vocab_size=2000, special_tokens=["<|begin_of_text|>", "<|end_of_text|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
 l3.post_processor = processors.Sequence([processors.ByteLevel(trim_offsets=False), processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B", special_tokens=[("<|begin_of_text|>", l3.token_to_id("<|begin_of_text|>"))])])
+# Qwen2 / Qwen3: NFC, then the same kind of regex Split (single digits) and byte-level, no BOS (bos_token null)
+QW = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+qw = Tokenizer(models.BPE())
+qw.normalizer = normalizers.NFC()
+qw.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(tokenizers.Regex(QW), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+qw.decoder = decoders.ByteLevel()
+qw.train_from_iterator(train, trainers.BpeTrainer(vocab_size=2000, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+qw.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
 for name, t, cfg in [("spmeta", sm, {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}),
-                     ("llama3", l3, {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}),("bytelevel", bl, {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}),
+                     ("llama3", l3, {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}),
+                     ("qwen", qw, {"bos_token": None, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}),
+                     ("bytelevel", bl, {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}),
                      ("opt", opt, {"bos_token": "</s>", "eos_token": "</s>"}),
                      ("spbpe", sp, {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}),
                      ("stories260k", Tokenizer.from_file("runs/demo/dense/tokenizer.json"), None)]:

@@ -283,11 +283,12 @@ const retrainCmd: CommandDef = {
     `Subsets (combinable): ${SUBSETS.join(", ")}. LoRA types: ${LORA_TYPES.join(", ")} — lora merges W + s·BA (dense!),\n` +
     "lora_prune merges W + s·(BA ⊙ M), mask_lora trains and merges W + s·(BA ⊙ M), scale_lora computes W ⊙ BA; all but\n" +
     "plain lora keep every pruned weight exactly 0.0. bias creates zero biases where the family has none (the config\n" +
-    "then declares them; a Mistral model, whose transformers class has no biases, is exported as LLaMA, and refused when\n" +
-    "its sliding window is shorter than its context). Data: C4 windows of the model's context (calibration documents\n" +
-    "excluded). AdamW (0.9/0.999, eps 1e-8), linear schedule with warmup, per-block gradient checkpointing when the\n" +
-    "activations would need over a quarter of the memory (--grad-checkpoint; same numbers either way); the loss\n" +
-    "is logged to <out>/log.jsonl and checkpoints land in <out>/checkpoints; --resume continues from the last one.\n" +
+    "then declares them; a Mistral or Qwen2 model, whose transformers class has no biases or only q/k/v ones, is\n" +
+    "exported as LLaMA, and refused when a sliding window is shorter than its context; a Qwen3 model is refused).\n" +
+    "Data: C4 windows of the model's context (calibration documents excluded). AdamW (0.9/0.999, eps 1e-8), linear\n" +
+    "schedule with warmup, per-block gradient checkpointing when the activations would need over a quarter of the\n" +
+    "memory (--grad-checkpoint; same numbers either way); the loss is logged to <out>/log.jsonl and checkpoints land\n" +
+    "in <out>/checkpoints; --resume continues from the last one.\n" +
     "--mode reconstruct (PERP's): block by block, --steps optimizer steps train the block's subset so that it\n" +
     "reproduces the dense block (--dense) on the same inputs, the pruned model's own activations on the calibration\n" +
     "windows (MSE); the block is merged and its outputs feed the next; per-block MSE before/after is reported. Each\n" +

@@ -1,5 +1,6 @@
-// LLaMA / Mistral decoder (HF modeling_llama.py / modeling_mistral.py): RMSNorm, RoPE (rotate-half), GQA attention
-// (with Mistral's sliding window), SwiGLU MLP.
+// LLaMA / Mistral / Qwen2 / Qwen3 decoder (HF modeling_llama.py, modeling_mistral.py, modeling_qwen2.py,
+// modeling_qwen3.py): RMSNorm, RoPE (rotate-half), GQA attention (with Mistral's and Qwen's sliding windows), SwiGLU
+// MLP. Qwen2 has biases on q, k and v only; Qwen3 RMS-normalises each head of q and k (q_norm, k_norm) before RoPE.
 // Parameter names are the HF state-dict keys (model.layers.N.self_attn.q_proj.weight, ...).
 import * as F from "../nn/functional.js";
 import { Embedding, Linear, RMSNorm } from "../nn/layers.js";
@@ -33,12 +34,38 @@ export interface LlamaConfig {
   pad_token_id?: number | null;
   /** Mistral: each query attends to the last `sliding_window` keys up to itself (null: all). */
   sliding_window?: number | null;
+  /** Qwen2 / Qwen3: the window applies only when this is true, to the layers `layer_types` (or, without it, layer
+   * index >= max_window_layers) marks "sliding_attention". */
+  use_sliding_window?: boolean;
+  max_window_layers?: number;
+  layer_types?: string[];
 }
 
-/** The attention window a config asks for: Mistral's sliding_window (transformers applies it for model_type mistral). */
-export function slidingWindow(cfg: LlamaConfig): number {
+const QWEN = new Set(["qwen2", "qwen3"]);
+
+/**
+ * The attention window of block `layer` (0: none): Mistral's sliding_window on every block; Qwen2 / Qwen3's, when
+ * use_sliding_window, on the blocks transformers makes "sliding_attention" (its layer_types, else those from
+ * max_window_layers on, default 28). transformers applies a window for no other model_type.
+ */
+export function slidingWindow(cfg: LlamaConfig, layer = 0): number {
   const w = cfg.sliding_window;
-  return cfg.model_type === "mistral" && typeof w === "number" && w > 0 ? w : 0;
+  if (!(typeof w === "number" && w > 0)) return 0;
+  if (cfg.model_type === "mistral") return w;
+  if (!QWEN.has(cfg.model_type ?? "") || cfg.use_sliding_window !== true) return 0;
+  const types = cfg.layer_types;
+  if (Array.isArray(types)) return types[layer] === "sliding_attention" ? w : 0;
+  return layer >= (cfg.max_window_layers ?? 28) ? w : 0;
+}
+
+/** Whether any block of the model has a window shorter than its context (one that can bind). */
+export function windowBinds(cfg: LlamaConfig): boolean {
+  const ctx = cfg.max_position_embeddings;
+  for (let l = 0; l < cfg.num_hidden_layers; l++) {
+    const w = slidingWindow(cfg, l);
+    if (w > 0 && !(typeof ctx === "number" && w >= ctx)) return true;
+  }
+  return false;
 }
 
 export interface RopeScaling {
@@ -240,30 +267,52 @@ export class RopeCache {
   }
 }
 
+interface AttentionOpts {
+  /** Biases on q, k, v and on o. */
+  qkvBias: boolean;
+  oBias: boolean;
+  /** Qwen3: RMSNorm of each head of q and k (over head_dim) with this eps, before RoPE. */
+  qkNormEps?: number;
+  window: number;
+}
+
 class LlamaAttention extends Module {
   readonly q_proj: Linear;
   readonly k_proj: Linear;
   readonly v_proj: Linear;
   readonly o_proj: Linear;
+  readonly q_norm: RMSNorm | null = null;
+  readonly k_norm: RMSNorm | null = null;
+  readonly window: number;
   constructor(
     readonly H: number,
     readonly KV: number,
     readonly D: number,
     C: number,
-    bias: boolean,
-    readonly window = 0,
+    o: AttentionOpts,
   ) {
     super();
-    this.q_proj = this.registerModule("q_proj", new Linear(C, H * D, { bias }));
-    this.k_proj = this.registerModule("k_proj", new Linear(C, KV * D, { bias }));
-    this.v_proj = this.registerModule("v_proj", new Linear(C, KV * D, { bias }));
-    this.o_proj = this.registerModule("o_proj", new Linear(H * D, C, { bias }));
+    this.window = o.window;
+    this.q_proj = this.registerModule("q_proj", new Linear(C, H * D, { bias: o.qkvBias }));
+    this.k_proj = this.registerModule("k_proj", new Linear(C, KV * D, { bias: o.qkvBias }));
+    this.v_proj = this.registerModule("v_proj", new Linear(C, KV * D, { bias: o.qkvBias }));
+    this.o_proj = this.registerModule("o_proj", new Linear(H * D, C, { bias: o.oBias }));
+    if (o.qkNormEps !== undefined) {
+      this.q_norm = this.registerModule("q_norm", new RMSNorm(D, o.qkNormEps));
+      this.k_norm = this.registerModule("k_norm", new RMSNorm(D, o.qkNormEps));
+    }
   }
   forward(x: Tensor, B: number, T: number, rope: F.RopeTables, kv?: BlockKV): Tensor {
     const { H, KV, D } = this;
-    // x: (B, T, C) → q: (B, T, H, D), k/v: (B, T, KV, D)
-    const q = F.rope(this.q_proj.forward(x), B, T, H, D, rope);
-    const k = F.rope(this.k_proj.forward(x), B, T, KV, D, rope);
+    // x: (B, T, C) → q: (B, T, H, D), k/v: (B, T, KV, D); q_norm / k_norm normalise rows of D (one per head).
+    let q = this.q_proj.forward(x);
+    let k = this.k_proj.forward(x);
+    if (this.q_norm && this.k_norm) {
+      q = this.q_norm.forward(q);
+      k = this.k_norm.forward(k);
+    }
+    q = F.rope(q, B, T, H, D, rope);
+    k = F.rope(k, B, T, KV, D, rope);
     const v = this.v_proj.forward(x);
     const scale = 1 / Math.sqrt(D);
     const a = kv
@@ -288,27 +337,46 @@ class LlamaMLP extends Module {
   }
 }
 
+/**
+ * Which linears have biases, as transformers builds each family: LLaMA from attention_bias (q, k, v, o) and mlp_bias;
+ * Mistral none (its class ignores both flags); Qwen2 q, k and v always, o and the MLP never; Qwen3 attention_bias
+ * (q, k, v, o), the MLP never.
+ */
+function familyBiases(cfg: LlamaConfig): { qkvBias: boolean; oBias: boolean; mlpBias: boolean } {
+  switch (cfg.model_type) {
+    case "mistral":
+      return { qkvBias: false, oBias: false, mlpBias: false };
+    case "qwen2":
+      return { qkvBias: true, oBias: false, mlpBias: false };
+    case "qwen3":
+      return { qkvBias: !!cfg.attention_bias, oBias: !!cfg.attention_bias, mlpBias: false };
+    default:
+      return { qkvBias: !!cfg.attention_bias, oBias: !!cfg.attention_bias, mlpBias: !!cfg.mlp_bias };
+  }
+}
+
+const qkNorm = (cfg: LlamaConfig, eps: number): { qkNormEps?: number } =>
+  cfg.model_type === "qwen3" ? { qkNormEps: eps } : {};
+
 export class LlamaDecoderLayer extends Module {
   readonly input_layernorm: RMSNorm;
   readonly self_attn: LlamaAttention;
   readonly post_attention_layernorm: RMSNorm;
   readonly mlp: LlamaMLP;
-  constructor(cfg: Required<Pick<LlamaConfig, "hidden_size" | "intermediate_size">> & LlamaConfig) {
+  constructor(cfg: Required<Pick<LlamaConfig, "hidden_size" | "intermediate_size">> & LlamaConfig, layer = 0) {
     super();
     const C = cfg.hidden_size;
     const H = cfg.num_attention_heads;
     const KV = cfg.num_key_value_heads ?? H;
     const D = cfg.head_dim ?? C / H;
     const eps = cfg.rms_norm_eps ?? 1e-6;
-    // transformers' Mistral has no biases (it ignores attention_bias / mlp_bias), so neither does ours.
-    const mistral = cfg.model_type === "mistral";
     this.input_layernorm = this.registerModule("input_layernorm", new RMSNorm(C, eps));
     this.self_attn = this.registerModule(
       "self_attn",
-      new LlamaAttention(H, KV, D, C, !!cfg.attention_bias && !mistral, slidingWindow(cfg)),
+      new LlamaAttention(H, KV, D, C, { ...familyBiases(cfg), window: slidingWindow(cfg, layer), ...qkNorm(cfg, eps) }),
     );
     this.post_attention_layernorm = this.registerModule("post_attention_layernorm", new RMSNorm(C, eps));
-    this.mlp = this.registerModule("mlp", new LlamaMLP(C, cfg.intermediate_size, !!cfg.mlp_bias && !mistral));
+    this.mlp = this.registerModule("mlp", new LlamaMLP(C, cfg.intermediate_size, familyBiases(cfg).mlpBias));
   }
   forward(x: Tensor, B: number, T: number, rope: F.RopeTables, kv?: BlockKV): Tensor {
     const h = F.add(x, this.self_attn.forward(this.input_layernorm.forward(x), B, T, rope, kv));
@@ -342,7 +410,7 @@ class LlamaModel extends Module {
       new Embedding(cfg.vocab_size, cfg.hidden_size, undefined, cfg.pad_token_id),
     );
     const layers: LlamaDecoderLayer[] = [];
-    for (let i = 0; i < cfg.num_hidden_layers; i++) layers.push(new LlamaDecoderLayer(cfg));
+    for (let i = 0; i < cfg.num_hidden_layers; i++) layers.push(new LlamaDecoderLayer(cfg, i));
     this.layers = this.registerModule("layers", new ModuleList(layers));
     this.norm = this.registerModule("norm", new RMSNorm(cfg.hidden_size, cfg.rms_norm_eps ?? 1e-6));
   }

@@ -52,6 +52,8 @@ type Builder = (cfg: HfConfig) => CausalLM;
 const BUILDERS: Record<string, Builder> = {
   llama: (c) => new LlamaForCausalLM(c as unknown as LlamaConfig),
   mistral: (c) => new LlamaForCausalLM(c as unknown as LlamaConfig),
+  qwen2: (c) => new LlamaForCausalLM(c as unknown as LlamaConfig),
+  qwen3: (c) => new LlamaForCausalLM(c as unknown as LlamaConfig),
   opt: (c) => new OptForCausalLM(c),
   gpt_neox: (c) => new GptNeoxForCausalLM(c),
   gpt2: (c) => new Gpt2LMHeadModel(c),

@@ -1,10 +1,12 @@
 // PERP's trainable subsets (combinable): bias (the biases of every pruned linear, created as zeros where the family
-// has none; LLaMA then exports attention_bias/mlp_bias = true so transformers creates and loads them, Mistral is
-// exported as LLaMA (see checkBiasExportable), OPT sets enable_bias, NeoX attention_bias), norm
+// has none; LLaMA then exports attention_bias/mlp_bias = true so transformers creates and loads them, Mistral and
+// Qwen2 are exported as LLaMA and Qwen3 is refused (see checkBiasExportable), OPT sets enable_bias, NeoX
+// attention_bias), norm
 // (every LayerNorm/RMSNorm weight and bias), head (the LM head; a tied head is untied: a copy of the embedding and
 // tie_word_embeddings = false), lora (an adapter of `loraType` on every pruned linear), full (every parameter; masks
 // are re-applied after each optimizer step).
 
+import { type LlamaConfig, windowBinds } from "../models/llama.js";
 import type { CausalLM } from "../models/registry.js";
 import { LayerNorm, type Linear, LORA_TYPES, type LoraType, RMSNorm } from "../nn/layers.js";
 import { Rng } from "../tensor/rng.js";
@@ -72,11 +74,12 @@ export function configureTrainable(model: CausalLM, o: PeftOptions): [string, Te
   if (subs.has("bias")) {
     for (const [, l] of lins) l.ensureBias().requiresGrad = true;
     const c = model.config as Record<string, unknown>;
-    if (c.model_type === "mistral") {
-      // transformers' Mistral has no bias parameters; without a window that binds it is LLaMA, which has them.
+    if (c.model_type === "mistral" || c.model_type === "qwen2") {
+      // transformers' Mistral has no bias parameters and Qwen2's only on q, k and v; without a window that binds
+      // either is LLaMA, which has them on every linear.
       c.model_type = "llama";
       c.architectures = ["LlamaForCausalLM"];
-      delete c.sliding_window;
+      for (const k of ["sliding_window", "use_sliding_window", "max_window_layers", "layer_types"]) delete c[k];
     }
     if (c.model_type === "llama") {
       c.attention_bias = true;
@@ -95,17 +98,25 @@ export function configureTrainable(model: CausalLM, o: PeftOptions): [string, Te
 
 /**
  * The `bias` subset creates biases where the family has none, and the exported config must make transformers create
- * them too. Its Mistral class has no biases at all: a Mistral model is exported as LLaMA instead (the same network
- * when its sliding window never binds), and refused when the window is shorter than its context.
+ * them too. Its Mistral class has no biases at all and its Qwen2 class none on o_proj or the MLP: such a model is
+ * exported as LLaMA instead (the same network when no sliding window binds), and refused when a window is shorter than
+ * its context. Qwen3 has no MLP biases, and LLaMA no q_norm / k_norm: refused.
  */
 export function checkBiasExportable(c: Record<string, unknown>): void {
-  if (c.model_type !== "mistral") return;
-  const w = c.sliding_window;
-  const ctx = c.max_position_embeddings;
-  if (typeof w === "number" && w > 0 && !(typeof ctx === "number" && w >= ctx))
+  const t = c.model_type;
+  if (t === "qwen3")
     throw new PeftError(
-      `the 'bias' subset cannot be used on this Mistral model: transformers' Mistral has no bias parameters, and with a sliding window of ${w} tokens (context ${ctx ?? "unknown"}) it cannot be exported as LLaMA either; choose subsets without 'bias' (e.g. norm,lora)`,
+      "the 'bias' subset cannot be used on a Qwen3 model: transformers' Qwen3 has no MLP biases, and its q_norm / k_norm keep it from being exported as LLaMA; choose subsets without 'bias' (e.g. norm,lora)",
     );
+  if (t !== "mistral" && t !== "qwen2") return;
+  const cfg = c as unknown as LlamaConfig;
+  if (windowBinds(cfg)) {
+    const name = t === "mistral" ? "Mistral" : "Qwen2";
+    const what = t === "mistral" ? "has no bias parameters" : "has biases only on q_proj, k_proj and v_proj";
+    throw new PeftError(
+      `the 'bias' subset cannot be used on this ${name} model: transformers' ${name} ${what}, and with a sliding window of ${cfg.sliding_window} tokens (context ${cfg.max_position_embeddings ?? "unknown"}) it cannot be exported as LLaMA either; choose subsets without 'bias' (e.g. norm,lora)`,
+    );
+  }
 }
 
 export function countParams(ps: [string, Tensor][]): number {
