@@ -140,6 +140,16 @@ describe("op gradients vs float64 finite differences", () => {
     );
   });
 
+  it("gatherCols (a column list, and a contiguous range as Phi-3 splits its fused projections)", () => {
+    const a = { data: randF32(15, 8), shape: [3, 5] };
+    for (const cols of [Int32Array.of(4, 0, 2), Int32Array.of(1, 2, 3)])
+      gradcheck(
+        [a],
+        ([x]) => F.gatherCols(x, cols),
+        ([x]) => Float64Array.from({ length: 9 }, (_, k) => x[Math.floor(k / 3) * 5 + cols[k % 3]]),
+      );
+  });
+
   it("maskedScaleAdd has the bits of add(W, scale(maskMul(D), s)), forward and gradient", () => {
     const mask = Uint8Array.from({ length: 300 }, (_, i) => ((i * 31) % 5 > 1 ? 1 : 0));
     const run = (fused: boolean) => {
@@ -321,9 +331,22 @@ function block64(x: F64, p: Record<string, F64>, tab: F.RopeTables): F64 {
   const cos = Float64Array.from(tab.cos);
   const sin = Float64Array.from(tab.sin);
   const h = rms(x, p.input_layernorm);
-  let q = lin64(h, p.q_proj, p.q_proj_b ?? null, M, H * D, C);
-  let k = lin64(h, p.k_proj, p.k_proj_b ?? null, M, KV * D, C);
-  const v = lin64(h, p.v_proj, p.v_proj_b ?? null, M, KV * D, C);
+  const split = (a: F64, widths: number[]): F64[] => {
+    const N = widths.reduce((x, y) => x + y, 0);
+    let at = 0;
+    return widths.map((w) => {
+      const from = at;
+      at += w;
+      return Float64Array.from({ length: M * w }, (_, e) => a[Math.floor(e / w) * N + from + (e % w)]);
+    });
+  };
+  let [q, k, v] = p.qkv_proj
+    ? split(lin64(h, p.qkv_proj, null, M, (H + 2 * KV) * D, C), [H * D, KV * D, KV * D])
+    : [
+        lin64(h, p.q_proj, p.q_proj_b ?? null, M, H * D, C),
+        lin64(h, p.k_proj, p.k_proj_b ?? null, M, KV * D, C),
+        lin64(h, p.v_proj, p.v_proj_b ?? null, M, KV * D, C),
+      ];
   if (p.q_norm) {
     q = rms(q, p.q_norm, D);
     k = rms(k, p.k_norm, D);
@@ -337,8 +360,9 @@ function block64(x: F64, p: Record<string, F64>, tab: F.RopeTables): F64 {
   const o = lin64(att, p.o_proj, p.o_proj_b ?? null, M, C, H * D);
   const x1 = x.map((a, i) => a + o[i]);
   const h2 = rms(x1, p.post_attention_layernorm);
-  const g = lin64(h2, p.gate_proj, null, M, I, C);
-  const u = lin64(h2, p.up_proj, null, M, I, C);
+  const [g, u] = p.gate_up_proj
+    ? split(lin64(h2, p.gate_up_proj, null, M, 2 * I, C), [I, I])
+    : [lin64(h2, p.gate_proj, null, M, I, C), lin64(h2, p.up_proj, null, M, I, C)];
   const s = f64(g.length);
   R.swigluFwd(s, g, u);
   const dn = lin64(s, p.down_proj, null, M, C, I);
@@ -355,6 +379,8 @@ const SHORT: Record<string, string> = {
   "self_attn.k_proj.bias": "k_proj_b",
   "self_attn.v_proj.bias": "v_proj_b",
   "self_attn.o_proj.bias": "o_proj_b",
+  "self_attn.qkv_proj.weight": "qkv_proj",
+  "mlp.gate_up_proj.weight": "gate_up_proj",
   "self_attn.q_norm.weight": "q_norm",
   "self_attn.k_norm.weight": "k_norm",
   "post_attention_layernorm.weight": "post_attention_layernorm",
@@ -402,10 +428,11 @@ describe("LLaMA decoder block (RMSNorm, GQA + RoPE, SwiGLU) end to end", () => {
   }
 
   // Qwen2: biases on q, k, v (not o); Qwen3 (attention_bias here): biases on q, k, v, o and an RMSNorm of each head of
-  // q and k before RoPE.
+  // q and k before RoPE; Phi-3: q, k, v in one qkv_proj, gate and up in one gate_up_proj.
   for (const [modelType, nParams] of [
     ["qwen2", 12],
     ["qwen3", 15],
+    ["phi3", 6],
   ] as const)
     it(`${modelType}: forward matches the float64 block, and the gradients of x and all ${nParams} parameters match finite differences`, () => {
       const layer = makeLayer(1, modelType);

@@ -515,7 +515,7 @@ describe("the bias subset on Mistral (transformers' Mistral has no biases)", () 
   });
 });
 
-describe("the bias subset on Qwen2 (biases on q, k, v only) and Qwen3 (no MLP biases, q_norm / k_norm)", () => {
+describe("the bias subset on Qwen2 (biases on q, k, v only), Qwen3 (no MLP biases, q_norm / k_norm) and Phi-3", () => {
   const qwen2 = (window: number | null, layers = 2) => ({
     ...MICRO_LLAMA,
     model_type: "qwen2",
@@ -556,6 +556,18 @@ describe("the bias subset on Qwen2 (biases on q, k, v only) and Qwen3 (no MLP bi
     expect(() => configureTrainable(q3, { params: ["norm", "bias"] })).toThrow(
       /'bias' subset cannot be used on a Qwen3/,
     );
+    const phi3 = buildModel({ ...MICRO_LLAMA, model_type: "phi3" });
+    expect(() => configureTrainable(phi3, { params: ["bias", "lora"] })).toThrow(
+      /'bias' subset cannot be used on a Phi-3 model/,
+    );
+    // its fused projections are one adapter each, as transformers' modules are
+    const adapted = configureTrainable(phi3, { params: ["lora"], loraR: 2 }).map(([n]) => n);
+    expect(adapted.filter((n) => n.endsWith("lora_A")).map((n) => n.split(".").slice(3, 5).join("."))).toEqual([
+      "self_attn.qkv_proj",
+      "self_attn.o_proj",
+      "mlp.gate_up_proj",
+      "mlp.down_proj",
+    ]);
     // its per-head q_norm / k_norm are in the norm subset
     const names = configureTrainable(q3, { params: ["norm"] }).map(([n]) => n);
     expect(names).toContain("model.layers.0.self_attn.q_norm.weight");

@@ -42,6 +42,10 @@ cases = {
   "qwen2_window": tf.Qwen2Config(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False, use_sliding_window=True, sliding_window=5, max_window_layers=1),
   "qwen3": tf.Qwen3Config(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=64, tie_word_embeddings=True),
   "qwen3_bias_window": tf.Qwen3Config(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1, head_dim=8, max_position_embeddings=64, attention_bias=True, use_sliding_window=True, sliding_window=6, max_window_layers=2),
+  "phi3": tf.Phi3Config(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, original_max_position_embeddings=64, sliding_window=None, pad_token_id=0, bos_token_id=1, eos_token_id=2),
+  "phi3_window_partial": tf.Phi3Config(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=64, original_max_position_embeddings=64, sliding_window=7, partial_rotary_factor=0.75, tie_word_embeddings=True, pad_token_id=0, bos_token_id=1, eos_token_id=2),
+  "phi3_longrope": tf.Phi3Config(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, original_max_position_embeddings=16, sliding_window=None, pad_token_id=0, bos_token_id=1, eos_token_id=2, rope_scaling={"type": "longrope", "short_factor": [1.0, 1.02, 1.1, 1.2, 1.5, 1.9, 2.4, 3.0], "long_factor": [1.1, 1.7, 2.6, 4.0, 6.5, 11.0, 19.0, 33.0]}),
+  "phi3_longrope_partial": tf.Phi3Config(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, original_max_position_embeddings=20, sliding_window=None, partial_rotary_factor=0.75, tie_word_embeddings=True, pad_token_id=0, bos_token_id=1, eos_token_id=2, rope_scaling={"rope_type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5], "long_factor": [1.5, 2.5, 4.0, 7.0, 12.0, 20.0]}),
   "mistral_nowindow_headdim": tf.MistralConfig(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, sliding_window=None, head_dim=8, max_position_embeddings=64, tie_word_embeddings=True),
 }
 DT = {"llama_bf16": torch.bfloat16, "opt_f16": torch.float16}
@@ -72,6 +76,14 @@ for name, cfg in cases.items():
     r = tf.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
     with torch.no_grad():
         logits = r(ids).logits[0]
-        gen = r.generate(ids[:, :8], max_new_tokens=16, min_new_tokens=16, do_sample=False, eos_token_id=None, pad_token_id=0)
+        if (r.config.rope_parameters or {}).get("rope_type") == "longrope":
+            # transformers 5.18's Phi-3 generate() drops its cache where longrope switches to the long factors and
+            # then runs every later token on its own, without a cache (its forwards get one token and no past): the
+            # reference is greedy decoding by re-running the whole sequence, what that recompute is meant to give
+            gen = ids[:, :8]
+            for _ in range(16):
+                gen = torch.cat([gen, r(gen, use_cache=False).logits[:, -1:].argmax(-1)], 1)
+        else:
+            gen = r.generate(ids[:, :8], max_new_tokens=16, min_new_tokens=16, do_sample=False, eos_token_id=None, pad_token_id=0)
     json.dump({"ids": ids[0].tolist(), "logits": logits.tolist(), "gen_prompt": ids[0, :8].tolist(), "gen": gen[0, 8:].tolist()}, open(os.path.join(d, "ref.json"), "w"))
     print(name, "saved", tuple(logits.shape))

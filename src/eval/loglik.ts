@@ -181,6 +181,11 @@ export function scoreTokens(
       whole.push(i);
       return;
     }
+    // A context run on its own would get the rotary frequencies of a shorter forward than the whole (longrope).
+    if (model.ropeSwitch !== undefined && r.ctx.length + r.cont.length - 1 > model.ropeSwitch) {
+      whole.push(i);
+      return;
+    }
     const key = r.ctx.join(",");
     const g = byCtx.get(key);
     if (g) g.push(i);
@@ -226,7 +231,10 @@ function scoreWhole(run: Run, which: number[]): void {
     if (!e) inputs.set(key, (e = { ids, users: [] }));
     e.users.push({ req: i, contLen: r.cont.length });
   }
-  for (const batch of packBatches([...inputs.values()], (e) => e.ids.length, budget)) {
+  // longrope: a row padded into a batch must not cross the length where the model's rotary frequencies change
+  const sw = model.ropeSwitch ?? Number.POSITIVE_INFINITY;
+  const sameSide = (e: { ids: Int32Array }, T: number) => e.ids.length > sw === T > sw;
+  for (const batch of packBatches([...inputs.values()], (e) => e.ids.length, budget, sameSide)) {
     const T = batch[0].ids.length;
     const B = batch.length;
     const ids = new Int32Array(B * T);

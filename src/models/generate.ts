@@ -35,6 +35,12 @@ export function nextLogits(model: CausalLM, ids: number[], cache?: KVCache): Flo
   });
 }
 
+/** Whether a cached forward of `n` new positions after `cached` ones reaches past the model's longrope switch. */
+export function crossesRopeSwitch(model: CausalLM, cached: number, n: number): boolean {
+  const sw = model.ropeSwitch;
+  return sw !== undefined && cached <= sw && cached + n > sw;
+}
+
 export function* generate(model: CausalLM, prompt: number[], opts: GenerateOptions = {}): Generator<number> {
   const n = opts.maxNewTokens ?? 64;
   const temp = opts.temperature ?? 0;
@@ -52,6 +58,10 @@ export function* generate(model: CausalLM, prompt: number[], opts: GenerateOptio
         // the sequence outgrew the context: from now on every step runs the last maxContext tokens from scratch
         cache.reset();
         fresh = ids.slice(-model.maxContext);
+      } else if (crossesRopeSwitch(model, cache.length, fresh.length)) {
+        // longrope: the keys cached so far were rotated with the short factors; recompute them with the long ones
+        cache.reset();
+        fresh = ids;
       }
       logits = nextLogits(model, fresh, cache);
     }

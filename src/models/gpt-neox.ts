@@ -170,7 +170,7 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
     if (!(partial > 0 && partial <= 1)) throw new RangeError(`rotary_pct must be in (0, 1], got ${partial}`);
     this.rotDim = Math.floor(D * partial);
     if (this.rotDim % 2) this.rotDim -= 1;
-    invFreq(this.rotDim, this.ropeCfg.theta, this.ropeCfg.scaling); // validates the scaling type
+    for (const long of [false, true]) invFreq(this.rotDim, this.ropeCfg.theta, this.ropeCfg.scaling, long); // validates it
     this.ropeCache = new RopeCache(this.rotDim, this.ropeCfg.theta, this.ropeCfg.scaling, cfg.max_position_embeddings);
     this.config = cfg;
     this.maxContext = cfg.max_position_embeddings;
@@ -188,6 +188,10 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
 
   get numBlocks(): number {
     return this.blocks.length;
+  }
+
+  get ropeSwitch(): number | undefined {
+    return this.ropeCache.switchAt;
   }
 
   /** RoPE tables for positions pos0 .. pos0 + T - 1. */

@@ -1,6 +1,8 @@
-// LLaMA / Mistral / Qwen2 / Qwen3 decoder (HF modeling_llama.py, modeling_mistral.py, modeling_qwen2.py,
-// modeling_qwen3.py): RMSNorm, RoPE (rotate-half), GQA attention (with Mistral's and Qwen's sliding windows), SwiGLU
-// MLP. Qwen2 has biases on q, k and v only; Qwen3 RMS-normalises each head of q and k (q_norm, k_norm) before RoPE.
+// LLaMA / Mistral / Qwen2 / Qwen3 / Phi-3 decoder (HF modeling_llama.py, modeling_mistral.py, modeling_qwen2.py,
+// modeling_qwen3.py, modeling_phi3.py): RMSNorm, RoPE (rotate-half), GQA attention (with Mistral's, Qwen's and Phi-3's
+// sliding windows), SwiGLU MLP. Qwen2 has biases on q, k and v only; Qwen3 RMS-normalises each head of q and k
+// (q_norm, k_norm) before RoPE; Phi-3 fuses q, k, v into one qkv_proj and gate, up into one gate_up_proj (each one
+// prunable linear, as in transformers) and may rotate only part of each head (partial_rotary_factor).
 // Parameter names are the HF state-dict keys (model.layers.N.self_attn.q_proj.weight, ...).
 import * as F from "../nn/functional.js";
 import { Embedding, Linear, RMSNorm } from "../nn/layers.js";
@@ -44,14 +46,14 @@ export interface LlamaConfig {
 const QWEN = new Set(["qwen2", "qwen3"]);
 
 /**
- * The attention window of block `layer` (0: none): Mistral's sliding_window on every block; Qwen2 / Qwen3's, when
+ * The attention window of block `layer` (0: none): Mistral's and Phi-3's sliding_window on every block; Qwen2 / Qwen3's, when
  * use_sliding_window, on the blocks transformers makes "sliding_attention" (its layer_types, else those from
  * max_window_layers on, default 28). transformers applies a window for no other model_type.
  */
 export function slidingWindow(cfg: LlamaConfig, layer = 0): number {
   const w = cfg.sliding_window;
   if (!(typeof w === "number" && w > 0)) return 0;
-  if (cfg.model_type === "mistral") return w;
+  if (cfg.model_type === "mistral" || cfg.model_type === "phi3") return w;
   if (!QWEN.has(cfg.model_type ?? "") || cfg.use_sliding_window !== true) return 0;
   const types = cfg.layer_types;
   if (Array.isArray(types)) return types[layer] === "sliding_attention" ? w : 0;
@@ -82,6 +84,9 @@ export interface RopeScaling {
   mscale?: number | null;
   mscale_all_dim?: number | null;
   truncate?: boolean;
+  /** longrope (Phi-3): per-frequency divisors below / above original_max_position_embeddings. */
+  short_factor?: number[];
+  long_factor?: number[];
   /** transformers v5 `rope_parameters` only: */
   rope_theta?: number;
   partial_rotary_factor?: number;
@@ -92,9 +97,9 @@ export interface RopeScaling {
  * the scaling factors and, for partial rotary, partial_rotary_factor); version 4 wrote `rope_scaling` and flat keys.
  * As in transformers, `rope_scaling` wins over `rope_parameters` when both are there, values inside the dict win over
  * the flat ones, and the family's legacy keys and defaults come last. Per-layer-type dicts (nested) are rejected.
- * For llama3 and yarn the pretraining context is filled in as transformers' standardize_rope_params does (a top-level
- * `original_max_position_embeddings` first, then the dict's, then max_position_embeddings), and a yarn factor left
- * out is their ratio; the config itself is never modified.
+ * For llama3, yarn and longrope the pretraining context is filled in as transformers' standardize_rope_params does (a
+ * top-level `original_max_position_embeddings` first, then the dict's, then max_position_embeddings), and a yarn or
+ * longrope factor left out is their ratio; the config itself is never modified.
  */
 export function ropeSettings(
   cfg: {
@@ -109,7 +114,7 @@ export function ropeSettings(
   const dict = cfg.rope_scaling ?? cfg.rope_parameters ?? null;
   if (dict !== null && (typeof dict !== "object" || Array.isArray(dict)))
     throw new RangeError("config.json: rope_parameters / rope_scaling must be an object");
-  if (dict && Object.values(dict).some((v) => v !== null && typeof v === "object"))
+  if (dict && Object.values(dict).some((v) => v !== null && typeof v === "object" && !Array.isArray(v)))
     throw new RangeError(
       `config.json: rope_parameters given per layer type (${Object.keys(dict).join(", ")}) are not supported`,
     );
@@ -118,7 +123,7 @@ export function ropeSettings(
     throw new RangeError(`config.json: rope_theta must be > 0, got ${theta}`);
   let scaling = dict;
   const kind = dict?.rope_type ?? dict?.type;
-  if (dict && (kind === "llama3" || kind === "yarn")) {
+  if (dict && (kind === "llama3" || kind === "yarn" || kind === "longrope")) {
     const orig =
       cfg.original_max_position_embeddings ?? dict.original_max_position_embeddings ?? cfg.max_position_embeddings;
     if (!(typeof orig === "number" && orig > 0))
@@ -126,9 +131,9 @@ export function ropeSettings(
         `config.json: ${kind} RoPE needs original_max_position_embeddings (or max_position_embeddings)`,
       );
     scaling = { ...dict, original_max_position_embeddings: orig };
-    if (kind === "yarn" && (dict.factor === undefined || dict.factor === null)) {
+    if ((kind === "yarn" || kind === "longrope") && (dict.factor === undefined || dict.factor === null)) {
       if (!cfg.max_position_embeddings)
-        throw new RangeError("config.json: yarn RoPE without a factor needs max_position_embeddings");
+        throw new RangeError(`config.json: ${kind} RoPE without a factor needs max_position_embeddings`);
       scaling.factor = cfg.max_position_embeddings / orig;
     }
   }
@@ -143,14 +148,24 @@ const yarnCorrectionDim = (rot: number, dim: number, base: number, orig: number)
 /**
  * HF inv_freq with `rope_scaling` (linear: ÷factor; llama3: per-wavelength interpolation; yarn: NTK-by-parts blend of
  * interpolated and extrapolated frequencies; dynamic: the plain frequencies, which transformers' dynamic NTK keeps up
- * to max_position_embeddings, the longest sequence perp runs); others are rejected. llama3 and yarn expect the
- * settings ropeSettings resolved.
+ * to max_position_embeddings, the longest sequence perp runs; longrope: each frequency divided by its short_factor, or
+ * with `long` (a forward that reaches past original_max_position_embeddings) its long_factor); others are rejected.
+ * llama3, yarn and longrope expect the settings ropeSettings resolved.
  */
-export function invFreq(rotDim: number, theta: number, scaling?: RopeScaling | null): number[] {
+export function invFreq(rotDim: number, theta: number, scaling?: RopeScaling | null, long = false): number[] {
   const pos = Array.from({ length: rotDim / 2 }, (_, i) => Math.fround(theta ** Math.fround((2 * i) / rotDim)));
   const inv = pos.map((p) => Math.fround(1 / p));
   const kind = scaling?.rope_type ?? scaling?.type;
   if (!scaling || !kind || kind === "default" || kind === "dynamic") return inv;
+  if (kind === "longrope") {
+    const which = long ? "long_factor" : "short_factor";
+    const ext = scaling[which];
+    if (!Array.isArray(ext) || ext.length !== rotDim / 2 || !ext.every((x) => typeof x === "number" && x > 0))
+      throw new RangeError(
+        `config.json: longrope ${which} must be ${rotDim / 2} positive numbers (one per rotary frequency), got ${Array.isArray(ext) ? `${ext.length} values` : JSON.stringify(ext)}`,
+      );
+    return pos.map((p, i) => Math.fround(1 / Math.fround(Math.fround(ext[i]) * p)));
+  }
   const factor = scaling.factor ?? 1;
   if (kind === "linear") return inv.map((f) => Math.fround(f / factor));
   if (kind === "llama3") {
@@ -186,22 +201,27 @@ export function invFreq(rotDim: number, theta: number, scaling?: RopeScaling | n
       return f32(f32(interp * f32(1 - extrap)) + f32(inv[i] * extrap));
     });
   }
-  throw new RangeError(`unsupported rope_scaling type '${kind}' (supported: linear, llama3, yarn, dynamic)`);
+  throw new RangeError(`unsupported rope_scaling type '${kind}' (supported: linear, llama3, yarn, dynamic, longrope)`);
 }
 
-/** transformers' attention_scaling for a RoPE type: yarn's (cos and sin are multiplied by it), else 1. */
+/** transformers' attention_scaling for a RoPE type: yarn's and longrope's (cos and sin are multiplied by it), else 1. */
 export function ropeAttentionFactor(scaling?: RopeScaling | null): number {
-  if ((scaling?.rope_type ?? scaling?.type) !== "yarn" || !scaling) return 1;
+  const kind = scaling?.rope_type ?? scaling?.type;
+  if (!scaling || (kind !== "yarn" && kind !== "longrope")) return 1;
   if (scaling.attention_factor !== undefined && scaling.attention_factor !== null) return scaling.attention_factor;
   const factor = scaling.factor ?? 1;
+  if (kind === "longrope") {
+    const orig = scaling.original_max_position_embeddings ?? 0;
+    return factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(orig));
+  }
   if (scaling.mscale && scaling.mscale_all_dim)
     return yarnMscale(factor, scaling.mscale) / yarnMscale(factor, scaling.mscale_all_dim);
   return yarnMscale(factor);
 }
 
 /**
- * HF rotary tables: inv_freq in float32, angles pos·inv_freq in float32, cos/sin of those (T, D/2), times yarn's
- * attention factor (in float32, as transformers scales cos and sin).
+ * HF rotary tables: inv_freq in float32, angles pos·inv_freq in float32, cos/sin of those (T, D/2), times yarn's or
+ * longrope's attention factor (in float32, as transformers scales cos and sin). `long`: longrope's long factors.
  */
 export function ropeTables(
   T: number,
@@ -209,11 +229,12 @@ export function ropeTables(
   theta: number,
   interleaved = false,
   scaling?: RopeScaling | null,
+  long = false,
 ): F.RopeTables {
   const half = rotDim / 2;
   const cos = newF32(T * half);
   const sin = newF32(T * half);
-  const freqs = invFreq(rotDim, theta, scaling);
+  const freqs = invFreq(rotDim, theta, scaling, long);
   const af = Math.fround(ropeAttentionFactor(scaling));
   for (let i = 0; i < half; i++) {
     const inv = freqs[i];
@@ -229,24 +250,35 @@ export function ropeTables(
 /**
  * Rotary tables of one model, computed once for as many positions as asked so far (doubling, up to the context, so
  * that generation token by token does not recompute them at every step); views for positions pos0 .. pos0 + T - 1.
+ * longrope keeps two: a forward whose last position reaches past original_max_position_embeddings uses the long
+ * factors for all its positions, as transformers picks them from the largest position id of the call.
  */
 export class RopeCache {
-  private tab: F.RopeTables | null = null;
-  private n = 0;
+  private readonly tabs: [F.RopeTables | null, F.RopeTables | null] = [null, null];
+  private readonly ns = [0, 0];
+  private readonly longFrom: number;
   constructor(
     private readonly rotDim: number,
     private readonly theta: number,
     private readonly scaling: RopeScaling | null,
     private readonly maxPositions: number,
-  ) {}
+  ) {
+    const kind = scaling?.rope_type ?? scaling?.type;
+    this.longFrom = kind === "longrope" ? (scaling?.original_max_position_embeddings ?? Infinity) : Infinity;
+  }
+  /** longrope's switch to the long factors (see CausalLM.ropeSwitch); undefined for other types. */
+  get switchAt(): number | undefined {
+    return Number.isFinite(this.longFrom) ? this.longFrom : undefined;
+  }
   get(T: number, pos0 = 0): F.RopeTables {
     const need = pos0 + T;
-    if (!this.tab || this.n < need) {
-      this.n = Math.max(need, Math.min(this.maxPositions, 2 * this.n));
-      this.tab = ropeTables(this.n, this.rotDim, this.theta, false, this.scaling);
+    const w = need > this.longFrom ? 1 : 0;
+    if (!this.tabs[w] || this.ns[w] < need) {
+      this.ns[w] = Math.max(need, Math.min(this.maxPositions, 2 * this.ns[w]));
+      this.tabs[w] = ropeTables(this.ns[w], this.rotDim, this.theta, false, this.scaling, w === 1);
     }
     const half = this.rotDim / 2;
-    const t = this.tab;
+    const t = this.tabs[w] as F.RopeTables;
     return { ...t, cos: t.cos.subarray(pos0 * half, need * half), sin: t.sin.subarray(pos0 * half, need * half) };
   }
 
@@ -274,12 +306,18 @@ interface AttentionOpts {
   /** Qwen3: RMSNorm of each head of q and k (over head_dim) with this eps, before RoPE. */
   qkNormEps?: number;
   window: number;
+  /** Phi-3: one qkv_proj (q, k, v rows in that order) instead of three. */
+  fused?: boolean;
 }
 
+const range = (from: number, n: number): Int32Array => Int32Array.from({ length: n }, (_, i) => from + i);
+
 class LlamaAttention extends Module {
-  readonly q_proj: Linear;
-  readonly k_proj: Linear;
-  readonly v_proj: Linear;
+  readonly q_proj: Linear | null = null;
+  readonly k_proj: Linear | null = null;
+  readonly v_proj: Linear | null = null;
+  readonly qkv_proj: Linear | null = null;
+  private readonly qkvCols: Int32Array[] = [];
   readonly o_proj: Linear;
   readonly q_norm: RMSNorm | null = null;
   readonly k_norm: RMSNorm | null = null;
@@ -293,9 +331,14 @@ class LlamaAttention extends Module {
   ) {
     super();
     this.window = o.window;
-    this.q_proj = this.registerModule("q_proj", new Linear(C, H * D, { bias: o.qkvBias }));
-    this.k_proj = this.registerModule("k_proj", new Linear(C, KV * D, { bias: o.qkvBias }));
-    this.v_proj = this.registerModule("v_proj", new Linear(C, KV * D, { bias: o.qkvBias }));
+    if (o.fused) {
+      this.qkv_proj = this.registerModule("qkv_proj", new Linear(C, (H + 2 * KV) * D, { bias: o.qkvBias }));
+      this.qkvCols = [range(0, H * D), range(H * D, KV * D), range((H + KV) * D, KV * D)];
+    } else {
+      this.q_proj = this.registerModule("q_proj", new Linear(C, H * D, { bias: o.qkvBias }));
+      this.k_proj = this.registerModule("k_proj", new Linear(C, KV * D, { bias: o.qkvBias }));
+      this.v_proj = this.registerModule("v_proj", new Linear(C, KV * D, { bias: o.qkvBias }));
+    }
     this.o_proj = this.registerModule("o_proj", new Linear(H * D, C, { bias: o.oBias }));
     if (o.qkNormEps !== undefined) {
       this.q_norm = this.registerModule("q_norm", new RMSNorm(D, o.qkNormEps));
@@ -305,15 +348,21 @@ class LlamaAttention extends Module {
   forward(x: Tensor, B: number, T: number, rope: F.RopeTables, kv?: BlockKV): Tensor {
     const { H, KV, D } = this;
     // x: (B, T, C) → q: (B, T, H, D), k/v: (B, T, KV, D); q_norm / k_norm normalise rows of D (one per head).
-    let q = this.q_proj.forward(x);
-    let k = this.k_proj.forward(x);
+    let q: Tensor;
+    let k: Tensor;
+    let v: Tensor;
+    if (this.qkv_proj) {
+      const qkv = this.qkv_proj.forward(x);
+      [q, k, v] = this.qkvCols.map((c) => F.gatherCols(qkv, c));
+    } else {
+      [q, k, v] = [this.q_proj, this.k_proj, this.v_proj].map((l) => (l as Linear).forward(x));
+    }
     if (this.q_norm && this.k_norm) {
       q = this.q_norm.forward(q);
       k = this.k_norm.forward(k);
     }
     q = F.rope(q, B, T, H, D, rope);
     k = F.rope(k, B, T, KV, D, rope);
-    const v = this.v_proj.forward(x);
     const scale = 1 / Math.sqrt(D);
     const a = kv
       ? kv.attend(q, k, v, H, KV, D, scale, this.window)
@@ -323,28 +372,42 @@ class LlamaAttention extends Module {
 }
 
 class LlamaMLP extends Module {
-  readonly gate_proj: Linear;
-  readonly up_proj: Linear;
+  readonly gate_proj: Linear | null = null;
+  readonly up_proj: Linear | null = null;
+  /** Phi-3: gate (first I rows) and up (the next I) in one linear. */
+  readonly gate_up_proj: Linear | null = null;
+  private readonly halves: Int32Array[] = [];
   readonly down_proj: Linear;
-  constructor(C: number, I: number, bias: boolean) {
+  constructor(C: number, I: number, bias: boolean, fused = false) {
     super();
-    this.gate_proj = this.registerModule("gate_proj", new Linear(C, I, { bias }));
-    this.up_proj = this.registerModule("up_proj", new Linear(C, I, { bias }));
+    if (fused) {
+      this.gate_up_proj = this.registerModule("gate_up_proj", new Linear(C, 2 * I, { bias }));
+      this.halves = [range(0, I), range(I, I)];
+    } else {
+      this.gate_proj = this.registerModule("gate_proj", new Linear(C, I, { bias }));
+      this.up_proj = this.registerModule("up_proj", new Linear(C, I, { bias }));
+    }
     this.down_proj = this.registerModule("down_proj", new Linear(I, C, { bias }));
   }
   forward(x: Tensor): Tensor {
-    return this.down_proj.forward(F.swiglu(this.gate_proj.forward(x), this.up_proj.forward(x)));
+    if (this.gate_up_proj) {
+      const gu = this.gate_up_proj.forward(x);
+      const [g, u] = this.halves.map((c) => F.gatherCols(gu, c));
+      return this.down_proj.forward(F.swiglu(g, u));
+    }
+    return this.down_proj.forward(F.swiglu((this.gate_proj as Linear).forward(x), (this.up_proj as Linear).forward(x)));
   }
 }
 
 /**
  * Which linears have biases, as transformers builds each family: LLaMA from attention_bias (q, k, v, o) and mlp_bias;
- * Mistral none (its class ignores both flags); Qwen2 q, k and v always, o and the MLP never; Qwen3 attention_bias
+ * Mistral and Phi-3 none (their classes ignore both flags); Qwen2 q, k and v always, o and the MLP never; Qwen3 attention_bias
  * (q, k, v, o), the MLP never.
  */
 function familyBiases(cfg: LlamaConfig): { qkvBias: boolean; oBias: boolean; mlpBias: boolean } {
   switch (cfg.model_type) {
     case "mistral":
+    case "phi3":
       return { qkvBias: false, oBias: false, mlpBias: false };
     case "qwen2":
       return { qkvBias: true, oBias: false, mlpBias: false };
@@ -373,28 +436,39 @@ export class LlamaDecoderLayer extends Module {
     this.input_layernorm = this.registerModule("input_layernorm", new RMSNorm(C, eps));
     this.self_attn = this.registerModule(
       "self_attn",
-      new LlamaAttention(H, KV, D, C, { ...familyBiases(cfg), window: slidingWindow(cfg, layer), ...qkNorm(cfg, eps) }),
+      new LlamaAttention(H, KV, D, C, {
+        ...familyBiases(cfg),
+        window: slidingWindow(cfg, layer),
+        ...qkNorm(cfg, eps),
+        fused: cfg.model_type === "phi3",
+      }),
     );
     this.post_attention_layernorm = this.registerModule("post_attention_layernorm", new RMSNorm(C, eps));
-    this.mlp = this.registerModule("mlp", new LlamaMLP(C, cfg.intermediate_size, familyBiases(cfg).mlpBias));
+    this.mlp = this.registerModule(
+      "mlp",
+      new LlamaMLP(C, cfg.intermediate_size, familyBiases(cfg).mlpBias, cfg.model_type === "phi3"),
+    );
   }
   forward(x: Tensor, B: number, T: number, rope: F.RopeTables, kv?: BlockKV): Tensor {
     const h = F.add(x, this.self_attn.forward(this.input_layernorm.forward(x), B, T, rope, kv));
     return F.add(h, this.mlp.forward(this.post_attention_layernorm.forward(h)));
   }
-  /** The 7 prunable linears, in HF order. */
+  /** The prunable linears, in HF order: 7 (Phi-3: 4, q/k/v and gate/up fused). */
   linears(): [string, Linear][] {
     const a = this.self_attn;
     const m = this.mlp;
-    return [
+    const out: [string, Linear | null][] = [
       ["self_attn.q_proj", a.q_proj],
       ["self_attn.k_proj", a.k_proj],
       ["self_attn.v_proj", a.v_proj],
+      ["self_attn.qkv_proj", a.qkv_proj],
       ["self_attn.o_proj", a.o_proj],
       ["mlp.gate_proj", m.gate_proj],
       ["mlp.up_proj", m.up_proj],
+      ["mlp.gate_up_proj", m.gate_up_proj],
       ["mlp.down_proj", m.down_proj],
     ];
+    return out.filter((e): e is [string, Linear] => e[1] !== null);
   }
 }
 
@@ -450,14 +524,23 @@ export class LlamaForCausalLM extends Module implements CausalLM {
     this.vocabSize = config.vocab_size;
     this.tiedNames = config.tie_word_embeddings ? ["lm_head.weight"] : [];
     this.ropeCfg = ropeSettings(config, { partial: config.partial_rotary_factor });
-    if (this.ropeCfg.partial !== undefined && this.ropeCfg.partial !== 1)
-      throw new RangeError(`partial_rotary_factor ${this.ropeCfg.partial} is not supported for LLaMA-family models`);
-    invFreq(this.headDim, this.ropeCfg.theta, this.ropeCfg.scaling); // validates the scaling type
-    this.ropeCache = new RopeCache(this.headDim, this.ropeCfg.theta, this.ropeCfg.scaling, this.maxContext);
+    // Partial rotary (the first int(head_dim · factor) dims of each head) exists in transformers' Phi-3 only.
+    const partial = this.ropeCfg.partial ?? 1;
+    if (partial !== 1 && config.model_type !== "phi3")
+      throw new RangeError(`partial_rotary_factor ${partial} is not supported for model_type ${config.model_type}`);
+    if (!(partial > 0 && partial <= 1)) throw new RangeError(`partial_rotary_factor must be in (0, 1], got ${partial}`);
+    let rotDim = Math.floor(this.headDim * partial);
+    if (rotDim % 2) rotDim -= 1;
+    for (const long of [false, true]) invFreq(rotDim, this.ropeCfg.theta, this.ropeCfg.scaling, long); // validates it
+    this.ropeCache = new RopeCache(rotDim, this.ropeCfg.theta, this.ropeCfg.scaling, this.maxContext);
     this.model = this.registerModule("model", new LlamaModel(config));
     this.lm_head = config.tie_word_embeddings
       ? null
       : this.registerModule("lm_head", new Linear(config.hidden_size, config.vocab_size));
+  }
+
+  get ropeSwitch(): number | undefined {
+    return this.ropeCache.switchAt;
   }
 
   get blocks(): LlamaDecoderLayer[] {

@@ -30,6 +30,12 @@ export interface CausalLM extends Module {
   head(h: Tensor): Tensor;
   /** Maximum context (max_position_embeddings or n_positions). */
   readonly maxContext: number;
+  /**
+   * longrope (Phi-3): a forward whose last position is past this one rotates every position with the long factors, so
+   * keys cached by shorter forwards no longer match a forward of the whole (transformers' Phi-3 generate recomputes
+   * its cache there); undefined for every other RoPE.
+   */
+  readonly ropeSwitch?: number;
   readonly vocabSize: number;
   /** Names of HF tensors that are tied to another parameter and therefore not saved. */
   readonly tiedNames: string[];
@@ -54,6 +60,7 @@ const BUILDERS: Record<string, Builder> = {
   mistral: (c) => new LlamaForCausalLM(c as unknown as LlamaConfig),
   qwen2: (c) => new LlamaForCausalLM(c as unknown as LlamaConfig),
   qwen3: (c) => new LlamaForCausalLM(c as unknown as LlamaConfig),
+  phi3: (c) => new LlamaForCausalLM(c as unknown as LlamaConfig),
   opt: (c) => new OptForCausalLM(c),
   gpt_neox: (c) => new GptNeoxForCausalLM(c),
   gpt2: (c) => new Gpt2LMHeadModel(c),
@@ -76,6 +83,7 @@ export function buildModel(cfg: HfConfig, where = "config.json"): CausalLM {
   try {
     return b(cfg);
   } catch (e) {
-    throw new ConfigError(`${where}: ${(e as Error).message}`);
+    // (messages about config keys may already name the file)
+    throw new ConfigError(`${where}: ${(e as Error).message.replace(/^config\.json: /, "")}`);
   }
 }

@@ -179,17 +179,22 @@ export function gatherCols(x: Tensor, cols: Int32Array, outShape?: number[]): Te
   for (const c of cols) if (!(c >= 0 && c < N)) throw new RangeError(`gatherCols: column ${c} outside [0, ${N})`);
   const xd = x.data;
   const yd = y.data;
+  // A contiguous range (Phi-3's q / k / v and gate / up halves) is copied row by row with set().
+  const c0 = J > 0 ? cols[0] : 0;
+  const contiguous = cols.every((c, j) => c === c0 + j);
   for (let i = 0; i < M; i++) {
     const xo = i * N;
     const yo = i * J;
-    for (let j = 0; j < J; j++) yd[yo + j] = xd[xo + cols[j]];
+    if (contiguous) yd.set(xd.subarray(xo + c0, xo + c0 + J), yo);
+    else for (let j = 0; j < J; j++) yd[yo + j] = xd[xo + cols[j]];
   }
   return record(y, [x], (g) => {
     const dx = alloc(x.size);
     for (let i = 0; i < M; i++) {
       const xo = i * N;
       const yo = i * J;
-      for (let j = 0; j < J; j++) dx[xo + cols[j]] += g[yo + j];
+      if (contiguous) dx.set(g.subarray(yo, yo + J), xo + c0);
+      else for (let j = 0; j < J; j++) dx[xo + cols[j]] += g[yo + j];
     }
     addGrad(x, dx);
   });
