@@ -62,6 +62,9 @@ describe.skipIf(!have)("evaluation on a tiny random LLaMA with the stories260K t
     expect(r.windows).toBe(n);
     expect(r.predicted).toBe(n * (L - 1));
     expect(Math.abs(r.ppl - Math.exp(nll / (n * (L - 1)))) / r.ppl).toBeLessThan(1e-5);
+    // the LM head over chunks of rows (7 rows of logits at a time here): the same bits
+    const chunked = perplexityOfIds(model, ids, { seqlen: L, batch: 3, maxLogits: 7 * model.vocabSize });
+    expect(chunked.nll).toBe(r.nll);
     expect(perplexityOfIds(model, ids, { seqlen: L, maxTokens: 2 * L }).windows).toBe(2);
     expect(() => perplexityOfIds(model, ids.slice(0, 5), { seqlen: L })).toThrow(/fewer than one window/);
     expect(() => perplexityOfIds(model, ids, { seqlen: 64 })).toThrow(/exceeds the model's context 24/);
