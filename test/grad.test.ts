@@ -1,6 +1,7 @@
 // Gradients of every differentiable op and of a whole LLaMA decoder block against float64 finite differences of the
 // TS reference kernels; plus: frozen weights never get a weight-gradient GEMM; checkpointing gives the same grads.
 import { describe, expect, it } from "vitest";
+import { GemmaDecoderLayer } from "../src/models/gemma.js";
 import { LlamaDecoderLayer, ropeTables } from "../src/models/llama.js";
 import * as F from "../src/nn/functional.js";
 import { Linear } from "../src/nn/layers.js";
@@ -504,6 +505,85 @@ describe("LLaMA decoder block (RMSNorm, GQA + RoPE, SwiGLU) end to end", () => {
     const b = layer.forward(x, B, T, tab);
     expect(b.node).not.toBeNull();
     expect(Array.from(a.data)).toEqual(Array.from(b.data));
+  });
+});
+
+describe("Gemma 3 decoder block (sandwich (1 + w) RMSNorms, q_norm / k_norm, GeGLU, windowed GQA) end to end", () => {
+  const cfg = { ...CFG, model_type: "gemma3_text", head_dim: D, query_pre_attn_scalar: 7, sliding_window: 3 };
+  const tab = ropeTables(T, D, 10000);
+  it("forward matches a float64 block, and the gradients of x and all 13 parameters match finite differences", () => {
+    const layer = new GemmaDecoderLayer(cfg, 0, D); // block 0: a sliding one
+    expect(layer.sliding).toBe(true);
+    const rng = new Rng(4);
+    for (const p of layer.parameters()) rng.fillNormal(p.data, p.shape.length === 2 ? 0.3 : 0.2);
+    const named = layer.namedParameters();
+    expect(named.length).toBe(13);
+    const M = B * T;
+    const ref = (x: F64, ps: F64[]): F64 => {
+      const p: Record<string, F64> = {};
+      named.forEach(([n], i) => {
+        p[n] = ps[i];
+      });
+      const norm = (a: F64, w: F64, width = C) => {
+        const y = f64(a.length);
+        R.rmsnormFwd(
+          y,
+          null,
+          a,
+          w.map((v) => 1 + v),
+          a.length / width,
+          width,
+          1e-5,
+        );
+        return y;
+      };
+      const lin = (a: F64, n: string, out: number, inp: number) => lin64(a, p[`${n}.weight`], null, M, out, inp);
+      const h = norm(x, p["input_layernorm.weight"]);
+      const q = norm(lin(h, "self_attn.q_proj", H * D, C), p["self_attn.q_norm.weight"], D);
+      const k = norm(lin(h, "self_attn.k_proj", KV * D, C), p["self_attn.k_norm.weight"], D);
+      const v = lin(h, "self_attn.v_proj", KV * D, C);
+      const [qr, kr, att] = [f64(q.length), f64(k.length), f64(q.length)];
+      const cos = Float64Array.from(tab.cos);
+      const sin = Float64Array.from(tab.sin);
+      R.rope(qr, q, cos, sin, B, T, H, D, D, false, false);
+      R.rope(kr, k, cos, sin, B, T, KV, D, D, false, false);
+      R.attentionFwd(att, null, qr, kr, v, B, T, H, KV, D, 1 / Math.sqrt(7), 3);
+      const o = norm(lin(att, "self_attn.o_proj", C, H * D), p["post_attention_layernorm.weight"]);
+      const x1 = x.map((a, i) => a + o[i]);
+      const h2 = norm(x1, p["pre_feedforward_layernorm.weight"]);
+      const g = lin(h2, "mlp.gate_proj", I, C);
+      const ga = f64(g.length);
+      R.actFwd(ga, g, "gelu_tanh");
+      const u = lin(h2, "mlp.up_proj", I, C);
+      const m = norm(
+        lin(
+          ga.map((a, i) => a * u[i]),
+          "mlp.down_proj",
+          C,
+          I,
+        ),
+        p["post_feedforward_layernorm.weight"],
+      );
+      return x1.map((a, i) => a + m[i]);
+    };
+    const x = randF32(M * C, 2);
+    const y = noGrad(() => layer.forward(new Tensor(x.slice(), [B, T, C]), B, T, tab));
+    expectClose(
+      y.data,
+      ref(
+        Float64Array.from(x),
+        named.map(([, t]) => Float64Array.from(t.data)),
+      ),
+      1e-5,
+      1e-5,
+      "gemma3 block",
+    );
+    gradcheck(
+      [{ data: x, shape: [B, T, C] }, ...named.map(([, p]) => ({ data: p.data.slice(), shape: p.shape, tensor: p }))],
+      ([xt]) => layer.forward(xt, B, T, tab),
+      ([xs, ...ps]) => ref(xs, ps),
+      { samples: 24, rtol: 3e-3, atol: 2e-4 },
+    );
   });
 });
 

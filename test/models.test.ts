@@ -337,6 +337,120 @@ function phi3(partial: number, window = 0, longFrom = 0): Family {
   };
 }
 
+// Gemma (v3: Gemma 3 text, with sandwich norms, q_norm / k_norm, query_pre_attn_scalar and a window plus a RoPE base of
+// its own on the sliding blocks, 0 and 2 of 3; `v4`: its config as transformers 4 wrote it). Norms scale by 1 + weight.
+function gemma(v3: boolean, v4 = false): Family {
+  const [C, I, H, KV, D] = [16, 24, 4, 2, 6];
+  const L = v3 ? 3 : 2;
+  const spec: [string, number[]][] = [["model.embed_tokens.weight", [V, C]]];
+  for (let l = 0; l < L; l++) {
+    const p = `model.layers.${l}.`;
+    spec.push(
+      [`${p}input_layernorm.weight`, [C]],
+      [`${p}self_attn.q_proj.weight`, [H * D, C]],
+      [`${p}self_attn.k_proj.weight`, [KV * D, C]],
+      [`${p}self_attn.v_proj.weight`, [KV * D, C]],
+      [`${p}self_attn.o_proj.weight`, [C, H * D]],
+      [`${p}post_attention_layernorm.weight`, [C]],
+      [`${p}mlp.gate_proj.weight`, [I, C]],
+      [`${p}mlp.up_proj.weight`, [I, C]],
+      [`${p}mlp.down_proj.weight`, [C, I]],
+    );
+    if (v3)
+      spec.push(
+        [`${p}self_attn.q_norm.weight`, [D]],
+        [`${p}self_attn.k_norm.weight`, [D]],
+        [`${p}pre_feedforward_layernorm.weight`, [C]],
+        [`${p}post_feedforward_layernorm.weight`, [C]],
+      );
+  }
+  spec.push(["model.norm.weight", [C]]);
+  const [window, full, local, scalar] = [3, 5000, 300, 10];
+  const rope3 = v4
+    ? {
+        rope_theta: full,
+        rope_local_base_freq: local,
+        rope_scaling: { rope_type: "linear", factor: 2 },
+        sliding_window_pattern: 2,
+      }
+    : {
+        rope_parameters: {
+          full_attention: { rope_type: "linear", factor: 2, rope_theta: full },
+          sliding_attention: { rope_type: "default", rope_theta: local },
+        },
+        layer_types: ["sliding_attention", "full_attention", "sliding_attention"],
+      };
+  const config = {
+    model_type: v3 ? "gemma3_text" : "gemma",
+    hidden_size: C,
+    intermediate_size: I,
+    num_hidden_layers: L,
+    num_attention_heads: H,
+    num_key_value_heads: KV,
+    head_dim: D,
+    vocab_size: V,
+    max_position_embeddings: 32,
+    rms_norm_eps: 1e-6,
+    pad_token_id: 0,
+    hidden_activation: "gelu_pytorch_tanh",
+    ...(v3 ? { ...rope3, sliding_window: window, query_pre_attn_scalar: scalar } : { rope_theta: 500 }),
+  };
+  return {
+    name: v3 ? `gemma3_text (${v4 ? "transformers 4" : "transformers 5"} config)` : "gemma",
+    config,
+    spec,
+    ref(sd) {
+      const one = (w: F64) => w.map((x) => Math.fround(1 + x));
+      const norm = (x: F64, n: string, rows = T, width = C) => rms(x, one(f(sd, n)), rows, width, 1e-6);
+      const scale = 1 / Math.sqrt(v3 ? scalar : D);
+      let x: F64 = emb(f(sd, "model.embed_tokens.weight"), IDS, C).map((v) => v * Math.fround(Math.sqrt(C)));
+      for (let l = 0; l < L; l++) {
+        const p = `model.layers.${l}.`;
+        const sliding = v3 && l !== 1;
+        const inv = v3
+          ? sliding
+            ? invFreq(D, local, null)
+            : invFreq(D, full, { rope_type: "linear", factor: 2 })
+          : invFreq(D, 500, null);
+        const h = norm(x, `${p}input_layernorm.weight`);
+        let q = lin(h, f(sd, `${p}self_attn.q_proj.weight`), null, T, H * D, C);
+        let k = lin(h, f(sd, `${p}self_attn.k_proj.weight`), null, T, KV * D, C);
+        const v = lin(h, f(sd, `${p}self_attn.v_proj.weight`), null, T, KV * D, C);
+        if (v3) {
+          q = norm(q, `${p}self_attn.q_norm.weight`, T * H, D);
+          k = norm(k, `${p}self_attn.k_norm.weight`, T * KV, D);
+        }
+        q = ropeF64(q, T, H, D, D, inv);
+        k = ropeF64(k, T, KV, D, D, inv);
+        const o = lin(
+          attn(q, k, v, T, H, KV, D, sliding ? window : 0, scale),
+          f(sd, `${p}self_attn.o_proj.weight`),
+          null,
+          T,
+          C,
+          H * D,
+        );
+        const mlp = (y: F64) => {
+          const g = lin(y, f(sd, `${p}mlp.gate_proj.weight`), null, T, I, C);
+          const u = lin(y, f(sd, `${p}mlp.up_proj.weight`), null, T, I, C);
+          return lin(mul(act(g, "gelu_tanh"), u), f(sd, `${p}mlp.down_proj.weight`), null, T, C, I);
+        };
+        if (v3) {
+          x = add(x, norm(o, `${p}post_attention_layernorm.weight`));
+          x = add(
+            x,
+            norm(mlp(norm(x, `${p}pre_feedforward_layernorm.weight`)), `${p}post_feedforward_layernorm.weight`),
+          );
+        } else {
+          x = add(x, o);
+          x = add(x, mlp(norm(x, `${p}post_attention_layernorm.weight`)));
+        }
+      }
+      return lin(norm(x, "model.norm.weight"), f(sd, "model.embed_tokens.weight"), null, T, V, C);
+    },
+  };
+}
+
 // affine false: LayerNorms without weight and bias (layer_norm_elementwise_affine); bias false: enable_bias false.
 function opt(pre: boolean, proj: number, affine = true, bias = true): Family {
   const [C, F_, H, L, P] = [16, 24, 4, 2, proj];
@@ -633,6 +747,9 @@ const FAMILIES: Family[] = [
   phi3(0.5, 3),
   phi3(1, 0, 6),
   phi3(0.5, 0, 11),
+  gemma(false),
+  gemma(true),
+  gemma(true, true),
   opt(true, 16),
   opt(false, 12),
   opt(true, 16, false, false),

@@ -515,7 +515,7 @@ describe("the bias subset on Mistral (transformers' Mistral has no biases)", () 
   });
 });
 
-describe("the bias subset on Qwen2 (biases on q, k, v only), Qwen3 (no MLP biases, q_norm / k_norm) and Phi-3", () => {
+describe("the bias subset on Qwen2 (biases on q, k, v only), Qwen3 (no MLP biases, q_norm / k_norm), Phi-3 and Gemma", () => {
   const qwen2 = (window: number | null, layers = 2) => ({
     ...MICRO_LLAMA,
     model_type: "qwen2",
@@ -560,6 +560,10 @@ describe("the bias subset on Qwen2 (biases on q, k, v only), Qwen3 (no MLP biase
     expect(() => configureTrainable(phi3, { params: ["bias", "lora"] })).toThrow(
       /'bias' subset cannot be used on a Phi-3 model/,
     );
+    for (const model_type of ["gemma", "gemma3_text"])
+      expect(() => configureTrainable(buildModel({ ...MICRO_LLAMA, model_type }), { params: ["bias"] })).toThrow(
+        /'bias' subset cannot be used on a Gemma model/,
+      );
     // its fused projections are one adapter each, as transformers' modules are
     const adapted = configureTrainable(phi3, { params: ["lora"], loraR: 2 }).map(([n]) => n);
     expect(adapted.filter((n) => n.endsWith("lora_A")).map((n) => n.split(".").slice(3, 5).join("."))).toEqual([

@@ -284,11 +284,11 @@ const retrainCmd: CommandDef = {
     "lora_prune merges W + s·(BA ⊙ M), mask_lora trains and merges W + s·(BA ⊙ M), scale_lora computes W ⊙ BA; all but\n" +
     "plain lora keep every pruned weight exactly 0.0. bias creates zero biases where the family has none (the config\n" +
     "then declares them; a Mistral or Qwen2 model, whose transformers class has no biases or only q/k/v ones, is\n" +
-    "exported as LLaMA, and refused when a sliding window is shorter than its context; Qwen3 and Phi-3 are refused).\n" +
-    "Data: C4 windows of the model's context (calibration documents excluded). AdamW (0.9/0.999, eps 1e-8), linear\n" +
-    "schedule with warmup, per-block gradient checkpointing when the activations would need over a quarter of the\n" +
-    "memory (--grad-checkpoint; same numbers either way); the loss is logged to <out>/log.jsonl and checkpoints land\n" +
-    "in <out>/checkpoints; --resume continues from the last one.\n" +
+    "exported as LLaMA, and refused when a sliding window is shorter than its context; Qwen3, Phi-3 and Gemma are\n" +
+    "refused). Data: C4 windows of the model's context (calibration documents excluded). AdamW (0.9/0.999, eps\n" +
+    "1e-8), linear schedule with warmup, per-block gradient checkpointing when the activations would need over a\n" +
+    "quarter of the memory (--grad-checkpoint; same numbers either way); the loss is logged to <out>/log.jsonl and\n" +
+    "checkpoints land in <out>/checkpoints; --resume continues from the last one.\n" +
     "--mode reconstruct (PERP's): block by block, --steps optimizer steps train the block's subset so that it\n" +
     "reproduces the dense block (--dense) on the same inputs, the pruned model's own activations on the calibration\n" +
     "windows (MSE); the block is merged and its outputs feed the next; per-block MSE before/after is reported. Each\n" +

@@ -2,6 +2,7 @@
 import type { Linear } from "../nn/layers.js";
 import type { Module } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
+import { type GemmaConfig, GemmaForCausalLM } from "./gemma.js";
 import { GptNeoxForCausalLM } from "./gpt-neox.js";
 import { Gpt2LMHeadModel } from "./gpt2.js";
 import type { ForwardCache } from "./kvcache.js";
@@ -61,6 +62,8 @@ const BUILDERS: Record<string, Builder> = {
   qwen2: (c) => new LlamaForCausalLM(c as unknown as LlamaConfig),
   qwen3: (c) => new LlamaForCausalLM(c as unknown as LlamaConfig),
   phi3: (c) => new LlamaForCausalLM(c as unknown as LlamaConfig),
+  gemma: (c) => new GemmaForCausalLM(c as unknown as GemmaConfig),
+  gemma3_text: (c) => new GemmaForCausalLM(c as unknown as GemmaConfig),
   opt: (c) => new OptForCausalLM(c),
   gpt_neox: (c) => new GptNeoxForCausalLM(c),
   gpt2: (c) => new Gpt2LMHeadModel(c),

@@ -1,6 +1,6 @@
 // PERP's trainable subsets (combinable): bias (the biases of every pruned linear, created as zeros where the family
 // has none; LLaMA then exports attention_bias/mlp_bias = true so transformers creates and loads them, Mistral and
-// Qwen2 are exported as LLaMA and Qwen3 and Phi-3 are refused (see checkBiasExportable), OPT sets enable_bias, NeoX
+// Qwen2 are exported as LLaMA and Qwen3, Phi-3 and Gemma are refused (see checkBiasExportable), OPT sets enable_bias, NeoX
 // attention_bias), norm
 // (every LayerNorm/RMSNorm weight and bias), head (the LM head; a tied head is untied: a copy of the embedding and
 // tie_word_embeddings = false), lora (an adapter of `loraType` on every pruned linear), full (every parameter; masks
@@ -101,7 +101,7 @@ export function configureTrainable(model: CausalLM, o: PeftOptions): [string, Te
  * them too. Its Mistral class has no biases at all and its Qwen2 class none on o_proj or the MLP: such a model is
  * exported as LLaMA instead (the same network when no sliding window binds), and refused when a window is shorter than
  * its context. Qwen3 has no MLP biases, and LLaMA no q_norm / k_norm; Phi-3 has no biases at all, and LLaMA no
- * fused qkv_proj / gate_up_proj: both refused.
+ * fused qkv_proj / gate_up_proj; Gemma has no MLP biases, and LLaMA no (1 + weight) norms: all three refused.
  */
 export function checkBiasExportable(c: Record<string, unknown>): void {
   const t = c.model_type;
@@ -112,6 +112,10 @@ export function checkBiasExportable(c: Record<string, unknown>): void {
   if (t === "phi3")
     throw new PeftError(
       "the 'bias' subset cannot be used on a Phi-3 model: transformers' Phi-3 has no bias parameters, and its fused qkv_proj / gate_up_proj keep it from being exported as LLaMA; choose subsets without 'bias' (e.g. norm,lora)",
+    );
+  if (t === "gemma" || t === "gemma3_text")
+    throw new PeftError(
+      "the 'bias' subset cannot be used on a Gemma model: transformers' Gemma has no MLP biases, and its (1 + weight) norms and scaled embeddings keep it from being exported as LLaMA; choose subsets without 'bias' (e.g. norm,lora)",
     );
   if (t !== "mistral" && t !== "qwen2") return;
   const cfg = c as unknown as LlamaConfig;
