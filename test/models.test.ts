@@ -117,6 +117,21 @@ interface Family {
   ref(sd: SD): F64;
 }
 
+/** The tensors of one LLaMA-style block (norms, q/k/v/o, gate/up/down) under prefix p. */
+function llamaBlockSpec(p: string, C: number, I: number, H: number, KV: number, D: number): [string, number[]][] {
+  return [
+    [`${p}input_layernorm.weight`, [C]],
+    [`${p}self_attn.q_proj.weight`, [H * D, C]],
+    [`${p}self_attn.k_proj.weight`, [KV * D, C]],
+    [`${p}self_attn.v_proj.weight`, [KV * D, C]],
+    [`${p}self_attn.o_proj.weight`, [C, H * D]],
+    [`${p}post_attention_layernorm.weight`, [C]],
+    [`${p}mlp.gate_proj.weight`, [I, C]],
+    [`${p}mlp.up_proj.weight`, [I, C]],
+    [`${p}mlp.down_proj.weight`, [C, I]],
+  ];
+}
+
 // v5: the config as transformers 5 writes it (rope_theta and the scaling inside rope_parameters).
 function llama(tied: boolean, scaling: object | null, window = 0, v5 = false): Family {
   const [C, I, H, KV, L] = [16, 24, 4, 2, 2];
@@ -124,17 +139,7 @@ function llama(tied: boolean, scaling: object | null, window = 0, v5 = false): F
   const spec: [string, number[]][] = [["model.embed_tokens.weight", [V, C]]];
   for (let l = 0; l < L; l++) {
     const p = `model.layers.${l}.`;
-    spec.push(
-      [`${p}input_layernorm.weight`, [C]],
-      [`${p}self_attn.q_proj.weight`, [H * D, C]],
-      [`${p}self_attn.k_proj.weight`, [KV * D, C]],
-      [`${p}self_attn.v_proj.weight`, [KV * D, C]],
-      [`${p}self_attn.o_proj.weight`, [C, H * D]],
-      [`${p}post_attention_layernorm.weight`, [C]],
-      [`${p}mlp.gate_proj.weight`, [I, C]],
-      [`${p}mlp.up_proj.weight`, [I, C]],
-      [`${p}mlp.down_proj.weight`, [C, I]],
-    );
+    spec.push(...llamaBlockSpec(p, C, I, H, KV, D));
   }
   spec.push(["model.norm.weight", [C]]);
   if (!tied) spec.push(["lm_head.weight", [V, C]]);
@@ -191,17 +196,7 @@ function qwen(kind: "qwen2" | "qwen3", window = 0): Family {
   const spec: [string, number[]][] = [["model.embed_tokens.weight", [V, C]]];
   for (let l = 0; l < L; l++) {
     const p = `model.layers.${l}.`;
-    spec.push(
-      [`${p}input_layernorm.weight`, [C]],
-      [`${p}self_attn.q_proj.weight`, [H * D, C]],
-      [`${p}self_attn.k_proj.weight`, [KV * D, C]],
-      [`${p}self_attn.v_proj.weight`, [KV * D, C]],
-      [`${p}self_attn.o_proj.weight`, [C, H * D]],
-      [`${p}post_attention_layernorm.weight`, [C]],
-      [`${p}mlp.gate_proj.weight`, [I, C]],
-      [`${p}mlp.up_proj.weight`, [I, C]],
-      [`${p}mlp.down_proj.weight`, [C, I]],
-    );
+    spec.push(...llamaBlockSpec(p, C, I, H, KV, D));
     if (kind === "qwen2")
       spec.push(
         [`${p}self_attn.q_proj.bias`, [H * D]],
@@ -345,17 +340,7 @@ function gemma(v3: boolean, v4 = false): Family {
   const spec: [string, number[]][] = [["model.embed_tokens.weight", [V, C]]];
   for (let l = 0; l < L; l++) {
     const p = `model.layers.${l}.`;
-    spec.push(
-      [`${p}input_layernorm.weight`, [C]],
-      [`${p}self_attn.q_proj.weight`, [H * D, C]],
-      [`${p}self_attn.k_proj.weight`, [KV * D, C]],
-      [`${p}self_attn.v_proj.weight`, [KV * D, C]],
-      [`${p}self_attn.o_proj.weight`, [C, H * D]],
-      [`${p}post_attention_layernorm.weight`, [C]],
-      [`${p}mlp.gate_proj.weight`, [I, C]],
-      [`${p}mlp.up_proj.weight`, [I, C]],
-      [`${p}mlp.down_proj.weight`, [C, I]],
-    );
+    spec.push(...llamaBlockSpec(p, C, I, H, KV, D));
     if (v3)
       spec.push(
         [`${p}self_attn.q_norm.weight`, [D]],

@@ -22,6 +22,23 @@ export function headDims(hidden: number, heads: number, what = "hidden_size"): n
   return D;
 }
 
+/** A GQA config's head size (head_dim, else hidden_size / heads), checked: an even integer, KV heads dividing heads. */
+export function gqaHeadDim(cfg: {
+  hidden_size: number;
+  num_attention_heads: number;
+  num_key_value_heads?: number;
+  head_dim?: number;
+}): number {
+  const H = cfg.num_attention_heads;
+  const KV = cfg.num_key_value_heads ?? H;
+  const D = cfg.head_dim ?? cfg.hidden_size / H;
+  if (!Number.isInteger(D) || D % 2 !== 0 || H % KV !== 0)
+    throw new RangeError(
+      `hidden_size ${cfg.hidden_size}, num_attention_heads ${H} and num_key_value_heads ${KV} are inconsistent (head_dim ${D})`,
+    );
+  return D;
+}
+
 /**
  * Runs the blocks in order over B x T positions, each under gradient checkpointing when asked. With a KV cache each
  * block gets its view of it (`kv`), and the T positions join the cache once every block has seen them.

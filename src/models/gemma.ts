@@ -8,9 +8,9 @@ import { Embedding, Linear, RMSNorm } from "../nn/layers.js";
 import { Module, ModuleList } from "../nn/module.js";
 import { Rng } from "../tensor/rng.js";
 import { Tensor } from "../tensor/tensor.js";
-import { cacheOffsets, headFromEmbedding, lmHead, requirePositiveInts, runBlocks } from "./common.js";
+import { cacheOffsets, gqaHeadDim, headFromEmbedding, lmHead, requirePositiveInts, runBlocks } from "./common.js";
 import type { BlockKV } from "./kvcache.js";
-import { invFreq, RopeCache, type RopeScaling, ropeSettings } from "./llama.js";
+import { blockLinearsOf, invFreq, LlamaAttention, RopeCache, type RopeScaling, ropeSettings } from "./llama.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
 
 export interface GemmaConfig {
@@ -66,51 +66,6 @@ function isSliding(cfg: GemmaConfig, i: number): boolean {
   return (i + 1) % (cfg.sliding_window_pattern ?? 6) !== 0;
 }
 
-class GemmaAttention extends Module {
-  readonly q_proj: Linear;
-  readonly k_proj: Linear;
-  readonly v_proj: Linear;
-  readonly o_proj: Linear;
-  readonly q_norm: GemmaRMSNorm | null = null;
-  readonly k_norm: GemmaRMSNorm | null = null;
-  constructor(
-    readonly H: number,
-    readonly KV: number,
-    readonly D: number,
-    C: number,
-    bias: boolean,
-    readonly scale: number,
-    readonly window: number,
-    qkNormEps?: number,
-  ) {
-    super();
-    this.q_proj = this.registerModule("q_proj", new Linear(C, H * D, { bias }));
-    this.k_proj = this.registerModule("k_proj", new Linear(C, KV * D, { bias }));
-    this.v_proj = this.registerModule("v_proj", new Linear(C, KV * D, { bias }));
-    this.o_proj = this.registerModule("o_proj", new Linear(H * D, C, { bias }));
-    if (qkNormEps !== undefined) {
-      this.q_norm = this.registerModule("q_norm", new GemmaRMSNorm(D, qkNormEps));
-      this.k_norm = this.registerModule("k_norm", new GemmaRMSNorm(D, qkNormEps));
-    }
-  }
-  forward(x: Tensor, B: number, T: number, rope: F.RopeTables, kv?: BlockKV): Tensor {
-    const { H, KV, D } = this;
-    let q = this.q_proj.forward(x);
-    let k = this.k_proj.forward(x);
-    const v = this.v_proj.forward(x);
-    if (this.q_norm && this.k_norm) {
-      q = this.q_norm.forward(q);
-      k = this.k_norm.forward(k);
-    }
-    q = F.rope(q, B, T, H, D, rope);
-    k = F.rope(k, B, T, KV, D, rope);
-    const a = kv
-      ? kv.attend(q, k, v, H, KV, D, this.scale, this.window)
-      : F.attention(q, k, v, B, T, H, KV, D, this.scale, this.window);
-    return this.o_proj.forward(a);
-  }
-}
-
 class GemmaMLP extends Module {
   readonly gate_proj: Linear;
   readonly up_proj: Linear;
@@ -128,7 +83,7 @@ class GemmaMLP extends Module {
 
 export class GemmaDecoderLayer extends Module {
   readonly input_layernorm: GemmaRMSNorm;
-  readonly self_attn: GemmaAttention;
+  readonly self_attn: LlamaAttention;
   readonly post_attention_layernorm: GemmaRMSNorm;
   /** Gemma 3: around the MLP (post_attention_layernorm then normalises the attention output). */
   readonly pre_feedforward_layernorm: GemmaRMSNorm | null = null;
@@ -148,7 +103,13 @@ export class GemmaDecoderLayer extends Module {
     this.input_layernorm = this.registerModule("input_layernorm", new GemmaRMSNorm(C, eps));
     this.self_attn = this.registerModule(
       "self_attn",
-      new GemmaAttention(H, KV, D, C, !!cfg.attention_bias, scale, window, g3 ? eps : undefined),
+      new LlamaAttention(H, KV, D, C, {
+        qkvBias: !!cfg.attention_bias,
+        oBias: !!cfg.attention_bias,
+        window,
+        scale,
+        ...(g3 ? { qkNormEps: eps, qkNorm: GemmaRMSNorm } : {}),
+      }),
     );
     this.post_attention_layernorm = this.registerModule("post_attention_layernorm", new GemmaRMSNorm(C, eps));
     if (g3) {
@@ -169,17 +130,7 @@ export class GemmaDecoderLayer extends Module {
   }
   /** The 7 prunable linears, in HF order. */
   linears(): [string, Linear][] {
-    const a = this.self_attn;
-    const m = this.mlp;
-    return [
-      ["self_attn.q_proj", a.q_proj],
-      ["self_attn.k_proj", a.k_proj],
-      ["self_attn.v_proj", a.v_proj],
-      ["self_attn.o_proj", a.o_proj],
-      ["mlp.gate_proj", m.gate_proj],
-      ["mlp.up_proj", m.up_proj],
-      ["mlp.down_proj", m.down_proj],
-    ];
+    return blockLinearsOf(this.self_attn, this.mlp);
   }
 }
 
@@ -252,13 +203,7 @@ export class GemmaForCausalLM extends Module implements CausalLM {
       "num_attention_heads",
       "vocab_size",
     ]);
-    const H = config.num_attention_heads;
-    const KV = config.num_key_value_heads ?? H;
-    this.headDim = config.head_dim ?? config.hidden_size / H;
-    if (!Number.isInteger(this.headDim) || this.headDim % 2 !== 0 || H % KV !== 0)
-      throw new RangeError(
-        `hidden_size ${config.hidden_size}, num_attention_heads ${H} and num_key_value_heads ${KV} are inconsistent (head_dim ${this.headDim})`,
-      );
+    this.headDim = gqaHeadDim(config);
     // What transformers' Gemma 3 can do that perp does not: refused, never ignored.
     for (const k of ["attn_logit_softcapping", "final_logit_softcapping"] as const)
       if (config[k] !== undefined && config[k] !== null)

@@ -10,7 +10,7 @@ import { Module, ModuleList } from "../nn/module.js";
 import { newF32 } from "../tensor/arena.js";
 import { Rng } from "../tensor/rng.js";
 import type { Tensor } from "../tensor/tensor.js";
-import { cacheOffsets, headFromEmbedding, lmHead, runBlocks } from "./common.js";
+import { cacheOffsets, gqaHeadDim, headFromEmbedding, lmHead, requirePositiveInts, runBlocks } from "./common.js";
 import type { BlockKV } from "./kvcache.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
 
@@ -299,20 +299,27 @@ export class RopeCache {
   }
 }
 
-interface AttentionOpts {
+export interface AttentionOpts {
   /** Biases on q, k, v and on o. */
   qkvBias: boolean;
   oBias: boolean;
-  /** Qwen3: RMSNorm of each head of q and k (over head_dim) with this eps, before RoPE. */
+  /** Qwen3, Gemma 3: RMSNorm of each head of q and k (over head_dim) with this eps, before RoPE. */
   qkNormEps?: number;
+  /** The norm class of q_norm / k_norm (Gemma's scales by 1 + weight). */
+  qkNorm?: new (
+    dim: number,
+    eps: number,
+  ) => RMSNorm;
   window: number;
   /** Phi-3: one qkv_proj (q, k, v rows in that order) instead of three. */
   fused?: boolean;
+  /** Scores scale (Gemma 3: query_pre_attn_scalar^-1/2); default head_dim^-1/2. */
+  scale?: number;
 }
 
 const range = (from: number, n: number): Int32Array => Int32Array.from({ length: n }, (_, i) => from + i);
 
-class LlamaAttention extends Module {
+export class LlamaAttention extends Module {
   readonly q_proj: Linear | null = null;
   readonly k_proj: Linear | null = null;
   readonly v_proj: Linear | null = null;
@@ -322,6 +329,7 @@ class LlamaAttention extends Module {
   readonly q_norm: RMSNorm | null = null;
   readonly k_norm: RMSNorm | null = null;
   readonly window: number;
+  private readonly scale: number;
   constructor(
     readonly H: number,
     readonly KV: number,
@@ -331,6 +339,7 @@ class LlamaAttention extends Module {
   ) {
     super();
     this.window = o.window;
+    this.scale = o.scale ?? 1 / Math.sqrt(D);
     if (o.fused) {
       this.qkv_proj = this.registerModule("qkv_proj", new Linear(C, (H + 2 * KV) * D, { bias: o.qkvBias }));
       this.qkvCols = [range(0, H * D), range(H * D, KV * D), range((H + KV) * D, KV * D)];
@@ -341,8 +350,9 @@ class LlamaAttention extends Module {
     }
     this.o_proj = this.registerModule("o_proj", new Linear(H * D, C, { bias: o.oBias }));
     if (o.qkNormEps !== undefined) {
-      this.q_norm = this.registerModule("q_norm", new RMSNorm(D, o.qkNormEps));
-      this.k_norm = this.registerModule("k_norm", new RMSNorm(D, o.qkNormEps));
+      const Norm = o.qkNorm ?? RMSNorm;
+      this.q_norm = this.registerModule("q_norm", new Norm(D, o.qkNormEps));
+      this.k_norm = this.registerModule("k_norm", new Norm(D, o.qkNormEps));
     }
   }
   forward(x: Tensor, B: number, T: number, rope: F.RopeTables, kv?: BlockKV): Tensor {
@@ -363,7 +373,7 @@ class LlamaAttention extends Module {
     }
     q = F.rope(q, B, T, H, D, rope);
     k = F.rope(k, B, T, KV, D, rope);
-    const scale = 1 / Math.sqrt(D);
+    const scale = this.scale;
     const a = kv
       ? kv.attend(q, k, v, H, KV, D, scale, this.window)
       : F.attention(q, k, v, B, T, H, KV, D, scale, this.window);
@@ -455,21 +465,27 @@ export class LlamaDecoderLayer extends Module {
   }
   /** The prunable linears, in HF order: 7 (Phi-3: 4, q/k/v and gate/up fused). */
   linears(): [string, Linear][] {
-    const a = this.self_attn;
-    const m = this.mlp;
-    const out: [string, Linear | null][] = [
-      ["self_attn.q_proj", a.q_proj],
-      ["self_attn.k_proj", a.k_proj],
-      ["self_attn.v_proj", a.v_proj],
-      ["self_attn.qkv_proj", a.qkv_proj],
-      ["self_attn.o_proj", a.o_proj],
-      ["mlp.gate_proj", m.gate_proj],
-      ["mlp.up_proj", m.up_proj],
-      ["mlp.gate_up_proj", m.gate_up_proj],
-      ["mlp.down_proj", m.down_proj],
-    ];
-    return out.filter((e): e is [string, Linear] => e[1] !== null);
+    return blockLinearsOf(this.self_attn, this.mlp);
   }
+}
+
+/** The prunable linears of a LLaMA-style block (attention q/k/v or qkv, o; MLP gate/up or gate_up, down), HF order. */
+export function blockLinearsOf(
+  a: { [k in "q_proj" | "k_proj" | "v_proj" | "qkv_proj" | "o_proj"]?: Linear | null },
+  m: { [k in "gate_proj" | "up_proj" | "gate_up_proj" | "down_proj"]?: Linear | null },
+): [string, Linear][] {
+  const out: [string, Linear | null | undefined][] = [
+    ["self_attn.q_proj", a.q_proj],
+    ["self_attn.k_proj", a.k_proj],
+    ["self_attn.v_proj", a.v_proj],
+    ["self_attn.qkv_proj", a.qkv_proj],
+    ["self_attn.o_proj", a.o_proj],
+    ["mlp.gate_proj", m.gate_proj],
+    ["mlp.up_proj", m.up_proj],
+    ["mlp.gate_up_proj", m.gate_up_proj],
+    ["mlp.down_proj", m.down_proj],
+  ];
+  return out.filter((e): e is [string, Linear] => !!e[1]);
 }
 
 class LlamaModel extends Module {
@@ -504,22 +520,14 @@ export class LlamaForCausalLM extends Module implements CausalLM {
   constructor(config: LlamaConfig) {
     super();
     this.config = config as LlamaConfig & HfConfig;
-    const H = config.num_attention_heads;
-    const KV = config.num_key_value_heads ?? H;
-    for (const k of [
+    requirePositiveInts(config as unknown as Record<string, unknown>, [
       "hidden_size",
       "intermediate_size",
       "num_hidden_layers",
       "num_attention_heads",
       "vocab_size",
-    ] as const)
-      if (!(Number.isInteger(config[k]) && (config[k] as number) > 0))
-        throw new RangeError(`${k} must be a positive integer (got ${JSON.stringify(config[k])})`);
-    this.headDim = config.head_dim ?? config.hidden_size / H;
-    if (!Number.isInteger(this.headDim) || this.headDim % 2 !== 0 || H % KV !== 0)
-      throw new RangeError(
-        `hidden_size ${config.hidden_size}, num_attention_heads ${H} and num_key_value_heads ${KV} are inconsistent (head_dim ${this.headDim})`,
-      );
+    ]);
+    this.headDim = gqaHeadDim(config);
     this.maxContext = config.max_position_embeddings ?? 2048;
     this.vocabSize = config.vocab_size;
     this.tiedNames = config.tie_word_embeddings ? ["lm_head.weight"] : [];
