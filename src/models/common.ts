@@ -4,6 +4,7 @@ import * as F from "../nn/functional.js";
 import { Linear } from "../nn/layers.js";
 import type { Module } from "../nn/module.js";
 import { checkpoint } from "../nn/tape.js";
+import type { ActKind } from "../tensor/ref/kernels.js";
 import type { Tensor } from "../tensor/tensor.js";
 import type { BlockKV } from "./kvcache.js";
 import type { ForwardOpts } from "./registry.js";
@@ -14,6 +15,15 @@ export function requirePositiveInts(cfg: Record<string, unknown>, keys: string[]
     if (!(Number.isInteger(v) && (v as number) > 0))
       throw new RangeError(`${k} must be a positive integer (got ${JSON.stringify(v)})`);
   }
+}
+
+/** transformers' ACT2FN name → the engine's activation (gelu_new, gelu_fast and gelu_pytorch_tanh: the tanh GELU). */
+export function actKind(name: string, key = "hidden_act"): ActKind {
+  if (name === "gelu_new" || name === "gelu_pytorch_tanh" || name === "gelu_fast") return "gelu_tanh";
+  if (name === "gelu") return "gelu";
+  if (name === "relu") return "relu";
+  if (name === "silu" || name === "swish") return "silu";
+  throw new RangeError(`unsupported ${key} '${name}'`);
 }
 
 export function headDims(hidden: number, heads: number, what = "hidden_size"): number {

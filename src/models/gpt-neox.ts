@@ -6,6 +6,7 @@ import { Module, ModuleList } from "../nn/module.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import type { Tensor } from "../tensor/tensor.js";
 import {
+  actKind,
   cacheOffsets,
   headDims,
   headFromEmbedding,
@@ -35,14 +36,6 @@ interface NeoxConfig extends HfConfig {
   hidden_act?: string;
   tie_word_embeddings?: boolean;
   attention_bias?: boolean;
-}
-
-function actOf(name = "gelu"): ActKind {
-  if (name === "gelu") return "gelu";
-  if (name === "gelu_new" || name === "gelu_fast" || name === "gelu_pytorch_tanh") return "gelu_tanh";
-  if (name === "relu") return "relu";
-  if (name === "silu") return "silu";
-  throw new RangeError(`unsupported hidden_act '${name}'`);
 }
 
 class NeoxAttention extends Module {
@@ -86,7 +79,7 @@ class NeoxLayer extends Module {
       "attention",
       new NeoxAttention(C, cfg.num_attention_heads, C / cfg.num_attention_heads, bias),
     );
-    this.mlp = this.registerModule("mlp", new NeoxMLP(C, cfg.intermediate_size, actOf(cfg.hidden_act)));
+    this.mlp = this.registerModule("mlp", new NeoxMLP(C, cfg.intermediate_size, actKind(cfg.hidden_act ?? "gelu")));
   }
   forward(x: Tensor, B: number, T: number, rope: F.RopeTables, kv?: BlockKV): Tensor {
     const a = this.attention.forward(this.input_layernorm.forward(x), B, T, rope, kv);

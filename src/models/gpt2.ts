@@ -6,6 +6,7 @@ import { Module, ModuleList } from "../nn/module.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import type { Tensor } from "../tensor/tensor.js";
 import {
+  actKind,
   blockCols,
   cacheOffsets,
   headDims,
@@ -30,14 +31,6 @@ interface Gpt2Config extends HfConfig {
   scale_attn_weights?: boolean;
   /** Scores further divided by layer index + 1 (as transformers does when set). */
   scale_attn_by_inverse_layer_idx?: boolean;
-}
-
-function actOf(name = "gelu_new"): ActKind {
-  if (name === "gelu_new" || name === "gelu_pytorch_tanh" || name === "gelu_fast") return "gelu_tanh";
-  if (name === "gelu") return "gelu";
-  if (name === "relu") return "relu";
-  if (name === "silu") return "silu";
-  throw new RangeError(`unsupported activation_function '${name}'`);
 }
 
 class Gpt2Attention extends Module {
@@ -102,7 +95,10 @@ class Gpt2Block extends Module {
       ),
     );
     this.ln_2 = this.registerModule("ln_2", new LayerNorm(C, eps));
-    this.mlp = this.registerModule("mlp", new Gpt2MLP(C, cfg.n_inner ?? 4 * C, actOf(cfg.activation_function)));
+    this.mlp = this.registerModule(
+      "mlp",
+      new Gpt2MLP(C, cfg.n_inner ?? 4 * C, actKind(cfg.activation_function ?? "gelu_new", "activation_function")),
+    );
   }
   forward(x: Tensor, B: number, T: number, kv?: BlockKV): Tensor {
     const h = F.add(x, this.attn.forward(this.ln_1.forward(x), B, T, kv));

@@ -6,6 +6,7 @@ import { Module, ModuleList } from "../nn/module.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import type { Tensor } from "../tensor/tensor.js";
 import {
+  actKind,
   cacheOffsets,
   headDims,
   headFromEmbedding,
@@ -34,14 +35,6 @@ interface OptConfig extends HfConfig {
 }
 
 const OFFSET = 2;
-
-function actOf(name: string | undefined): ActKind {
-  if (!name || name === "relu") return "relu";
-  if (name === "gelu") return "gelu";
-  if (name === "gelu_new" || name === "gelu_pytorch_tanh") return "gelu_tanh";
-  if (name === "silu" || name === "swish") return "silu";
-  throw new RangeError(`unsupported activation_function '${name}'`);
-}
 
 class OptAttention extends Module {
   readonly q_proj: Linear;
@@ -127,7 +120,7 @@ class OptDecoder extends Module {
     super();
     const C = cfg.hidden_size;
     const P = cfg.word_embed_proj_dim ?? C;
-    const act = actOf(cfg.activation_function);
+    const act = actKind(cfg.activation_function ?? "relu", "activation_function");
     // transformers' OPT embeds with padding_idx = pad_token_id (1 by default): that row learns nothing from lookups.
     this.embed_tokens = this.registerModule(
       "embed_tokens",
