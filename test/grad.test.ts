@@ -3,6 +3,7 @@
 import { describe, expect, it } from "vitest";
 import { GemmaDecoderLayer } from "../src/models/gemma.js";
 import { LlamaDecoderLayer, ropeTables } from "../src/models/llama.js";
+import { PhiDecoderLayer } from "../src/models/phi.js";
 import * as F from "../src/nn/functional.js";
 import { Linear } from "../src/nn/layers.js";
 import { ModuleList } from "../src/nn/module.js";
@@ -577,6 +578,65 @@ describe("Gemma 3 decoder block (sandwich (1 + w) RMSNorms, q_norm / k_norm, GeG
       1e-5,
       1e-5,
       "gemma3 block",
+    );
+    gradcheck(
+      [{ data: x, shape: [B, T, C] }, ...named.map(([, p]) => ({ data: p.data.slice(), shape: p.shape, tensor: p }))],
+      ([xt]) => layer.forward(xt, B, T, tab),
+      ([xs, ...ps]) => ref(xs, ps),
+      { samples: 24, rtol: 3e-3, atol: 2e-4 },
+    );
+  });
+});
+
+describe("Phi decoder block (one LayerNorm, parallel attention + MLP, biases, q/k LayerNorms, partial rotary)", () => {
+  it("forward matches a float64 block, and the gradients of x and all 18 parameters match finite differences", () => {
+    const cfg = { ...CFG, model_type: "phi", qk_layernorm: true, hidden_act: "gelu_new" };
+    const layer = new PhiDecoderLayer(cfg as never, D);
+    const rng = new Rng(6);
+    for (const [n, p] of layer.namedParameters())
+      rng.fillNormal(p.data, p.shape.length === 2 ? 0.3 : 0.2, n.includes("layernorm.weight") ? 1 : 0);
+    const named = layer.namedParameters();
+    expect(named.length).toBe(18);
+    const tab = ropeTables(T, D / 2, 10000); // half of each head rotated
+    const M = B * T;
+    const ref = (x: F64, ps: F64[]): F64 => {
+      const p: Record<string, F64> = {};
+      named.forEach(([n], i) => {
+        p[n] = ps[i];
+      });
+      const ln = (a: F64, n: string, width: number) => {
+        const y = f64(a.length);
+        R.layernormFwd(y, null, null, a, p[`${n}.weight`], p[`${n}.bias`], a.length / width, width, 1e-5);
+        return y;
+      };
+      const lin = (a: F64, n: string, out: number, inp: number) =>
+        lin64(a, p[`${n}.weight`], p[`${n}.bias`], M, out, inp);
+      const h = ln(x, "input_layernorm", C);
+      const q = ln(lin(h, "self_attn.q_proj", H * D, C), "self_attn.q_layernorm", D);
+      const k = ln(lin(h, "self_attn.k_proj", KV * D, C), "self_attn.k_layernorm", D);
+      const v = lin(h, "self_attn.v_proj", KV * D, C);
+      const [qr, kr, att, g] = [f64(q.length), f64(k.length), f64(q.length), f64(M * I)];
+      const cos = Float64Array.from(tab.cos);
+      const sin = Float64Array.from(tab.sin);
+      R.rope(qr, q, cos, sin, B, T, H, D, D / 2, false, false);
+      R.rope(kr, k, cos, sin, B, T, KV, D, D / 2, false, false);
+      R.attentionFwd(att, null, qr, kr, v, B, T, H, KV, D, 1 / Math.sqrt(D));
+      const o = lin(att, "self_attn.dense", C, H * D);
+      R.actFwd(g, lin(h, "mlp.fc1", I, C), "gelu_tanh");
+      const m = lin(g, "mlp.fc2", C, I);
+      return x.map((a, i) => a + o[i] + m[i]);
+    };
+    const x = randF32(M * C, 2);
+    const y = noGrad(() => layer.forward(new Tensor(x.slice(), [B, T, C]), B, T, tab));
+    expectClose(
+      y.data,
+      ref(
+        Float64Array.from(x),
+        named.map(([, t]) => Float64Array.from(t.data)),
+      ),
+      1e-5,
+      1e-5,
+      "phi block",
     );
     gradcheck(
       [{ data: x, shape: [B, T, C] }, ...named.map(([, p]) => ({ data: p.data.slice(), shape: p.shape, tensor: p }))],

@@ -436,6 +436,74 @@ function gemma(v3: boolean, v4 = false): Family {
   };
 }
 
+// Phi-1/1.5/2: parallel attention and MLP after one LayerNorm, biases everywhere, partial rotary; `qk`: LayerNorms of
+// each head of q and k, with GQA and exact GELU.
+function phi(qk: boolean): Family {
+  const [C, I, H, L, D] = [16, 24, 4, 2, 4];
+  const KV = qk ? 2 : H;
+  const Rd = 2; // int(4 · 0.5)
+  const spec: [string, number[]][] = [["model.embed_tokens.weight", [V, C]]];
+  for (let l = 0; l < L; l++) {
+    const p = `model.layers.${l}.`;
+    for (const [n, out, inp] of [
+      ["self_attn.q_proj", H * D, C],
+      ["self_attn.k_proj", KV * D, C],
+      ["self_attn.v_proj", KV * D, C],
+      ["self_attn.dense", C, H * D],
+      ["mlp.fc1", I, C],
+      ["mlp.fc2", C, I],
+    ] as const)
+      spec.push([`${p}${n}.weight`, [out, inp]], [`${p}${n}.bias`, [out]]);
+    spec.push([`${p}input_layernorm.weight`, [C]], [`${p}input_layernorm.bias`, [C]]);
+    if (qk)
+      for (const n of ["q_layernorm", "k_layernorm"])
+        spec.push([`${p}self_attn.${n}.weight`, [D]], [`${p}self_attn.${n}.bias`, [D]]);
+  }
+  spec.push(["model.final_layernorm.weight", [C]], ["model.final_layernorm.bias", [C]]);
+  spec.push(["lm_head.weight", [V, C]], ["lm_head.bias", [V]]);
+  const config = {
+    model_type: "phi",
+    hidden_size: C,
+    intermediate_size: I,
+    num_hidden_layers: L,
+    num_attention_heads: H,
+    num_key_value_heads: KV,
+    vocab_size: V,
+    max_position_embeddings: 32,
+    layer_norm_eps: 1e-5,
+    partial_rotary_factor: 0.5,
+    qk_layernorm: qk,
+    hidden_act: qk ? "gelu" : "gelu_new",
+    rope_theta: 10000,
+  };
+  return {
+    name: `phi${qk ? " qk_layernorm, GQA, gelu" : ""}`,
+    config,
+    spec,
+    ref(sd) {
+      const inv = invFreq(Rd, 10000, null);
+      const P = (n: string) => [f(sd, `${n}.weight`), f(sd, `${n}.bias`)] as const;
+      const L_ = (x: F64, n: string, out: number, inp: number) => lin(x, ...P(n), T, out, inp);
+      let x = emb(f(sd, "model.embed_tokens.weight"), IDS, C);
+      for (let l = 0; l < L; l++) {
+        const p = `model.layers.${l}.`;
+        const h = ln(x, ...P(`${p}input_layernorm`), T, C);
+        let q = L_(h, `${p}self_attn.q_proj`, H * D, C);
+        let k = L_(h, `${p}self_attn.k_proj`, KV * D, C);
+        if (qk) {
+          q = ln(q, ...P(`${p}self_attn.q_layernorm`), T * H, D);
+          k = ln(k, ...P(`${p}self_attn.k_layernorm`), T * KV, D);
+        }
+        const v = L_(h, `${p}self_attn.v_proj`, KV * D, C);
+        const a = attn(ropeF64(q, T, H, D, Rd, inv), ropeF64(k, T, KV, D, Rd, inv), v, T, H, KV, D);
+        const m = L_(act(L_(h, `${p}mlp.fc1`, I, C), qk ? "gelu" : "gelu_tanh"), `${p}mlp.fc2`, C, I);
+        x = add(add(L_(a, `${p}self_attn.dense`, C, H * D), m), x);
+      }
+      return L_(ln(x, ...P("model.final_layernorm"), T, C), "lm_head", V, C);
+    },
+  };
+}
+
 // affine false: LayerNorms without weight and bias (layer_norm_elementwise_affine); bias false: enable_bias false.
 function opt(pre: boolean, proj: number, affine = true, bias = true): Family {
   const [C, F_, H, L, P] = [16, 24, 4, 2, proj];
@@ -732,6 +800,8 @@ const FAMILIES: Family[] = [
   phi3(0.5, 3),
   phi3(1, 0, 6),
   phi3(0.5, 0, 11),
+  phi(false),
+  phi(true),
   gemma(false),
   gemma(true),
   gemma(true, true),

@@ -20,6 +20,7 @@ if mode == "models":
         "phi3_win": (tf.Phi3Config(vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, original_max_position_embeddings=128, sliding_window=48, partial_rotary_factor=0.5, pad_token_id=0, bos_token_id=1, eos_token_id=2), "spbpe"),
         "gemma": (tf.GemmaConfig(vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, head_dim=32, max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=2), "spbpe"),
         "gemma3_win": (tf.Gemma3TextConfig(vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128, sliding_window=40, sliding_window_pattern=2, query_pre_attn_scalar=16, pad_token_id=0, bos_token_id=1, eos_token_id=2), "spbpe"),
+        "phi": (tf.PhiConfig(vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128, partial_rotary_factor=0.5, qk_layernorm=True), "bytelevel"),
         "qwen3_win": (tf.Qwen3Config(vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128, use_sliding_window=True, sliding_window=32, max_window_layers=1), "bytelevel"),
     }
     for name, (cfg, tok) in cases.items():

@@ -10,7 +10,7 @@ import { Rng } from "../tensor/rng.js";
 import { Tensor } from "../tensor/tensor.js";
 import { cacheOffsets, gqaHeadDim, headFromEmbedding, lmHead, requirePositiveInts, runBlocks } from "./common.js";
 import type { BlockKV } from "./kvcache.js";
-import { blockLinearsOf, invFreq, LlamaAttention, RopeCache, type RopeScaling, ropeSettings } from "./llama.js";
+import { blockLinearsOf, LlamaAttention, RopeCache, type RopeScaling, ropeSettings, rotaryDims } from "./llama.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
 
 export interface GemmaConfig {
@@ -220,8 +220,7 @@ export class GemmaForCausalLM extends Module implements CausalLM {
     const cache = (s: ReturnType<typeof ropeSettings>) => {
       if (s.partial !== undefined && s.partial !== 1)
         throw new RangeError(`partial_rotary_factor ${s.partial} is not supported for Gemma`);
-      for (const long of [false, true]) invFreq(this.headDim, s.theta, s.scaling, long); // validates it
-      return new RopeCache(this.headDim, s.theta, s.scaling, this.maxContext);
+      return new RopeCache(rotaryDims(this.headDim, s), s.theta, s.scaling, this.maxContext);
     };
     this.ropes = { full: cache(kinds.full), sliding: cache(kinds.sliding) };
     this.tiedNames = config.tie_word_embeddings === false ? [] : ["lm_head.weight"];

@@ -16,7 +16,7 @@ import {
   runBlocks,
 } from "./common.js";
 import type { BlockKV } from "./kvcache.js";
-import { invFreq, RopeCache, type RopeScaling, ropeSettings } from "./llama.js";
+import { RopeCache, type RopeScaling, ropeSettings, rotaryDims } from "./llama.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
 
 interface NeoxConfig extends HfConfig {
@@ -159,11 +159,7 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
     const D = headDims(cfg.hidden_size, cfg.num_attention_heads);
     // transformers v5 writes rotary_pct / rotary_emb_base as rope_parameters.partial_rotary_factor / rope_theta.
     this.ropeCfg = ropeSettings(cfg, { theta: cfg.rotary_emb_base, partial: cfg.rotary_pct ?? 0.25 });
-    const partial = this.ropeCfg.partial ?? 0.25;
-    if (!(partial > 0 && partial <= 1)) throw new RangeError(`rotary_pct must be in (0, 1], got ${partial}`);
-    this.rotDim = Math.floor(D * partial);
-    if (this.rotDim % 2) this.rotDim -= 1;
-    for (const long of [false, true]) invFreq(this.rotDim, this.ropeCfg.theta, this.ropeCfg.scaling, long); // validates it
+    this.rotDim = rotaryDims(D, this.ropeCfg, 0.25, "rotary_pct");
     this.ropeCache = new RopeCache(this.rotDim, this.ropeCfg.theta, this.ropeCfg.scaling, cfg.max_position_embeddings);
     this.config = cfg;
     this.maxContext = cfg.max_position_embeddings;

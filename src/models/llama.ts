@@ -140,6 +140,24 @@ export function ropeSettings(
   return { theta, scaling, partial: dict?.partial_rotary_factor ?? legacy.partial };
 }
 
+/**
+ * Rotated dims per head for a model's RoPE settings: int(head_dim · partial_rotary_factor) (all of them without one),
+ * rounded down to even; the scaling type and its factors are checked here too (an error names what is wrong).
+ */
+export function rotaryDims(
+  headDim: number,
+  s: ReturnType<typeof ropeSettings>,
+  partialDefault = 1,
+  key = "partial_rotary_factor",
+): number {
+  const partial = s.partial ?? partialDefault;
+  if (!(partial > 0 && partial <= 1)) throw new RangeError(`${key} must be in (0, 1], got ${partial}`);
+  let rotDim = Math.floor(headDim * partial);
+  if (rotDim % 2) rotDim -= 1;
+  for (const long of [false, true]) invFreq(rotDim, s.theta, s.scaling, long);
+  return rotDim;
+}
+
 // transformers' yarn helpers (modeling_rope_utils._compute_yarn_parameters), in double as Python computes them.
 const yarnMscale = (scale: number, m = 1) => (scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1);
 const yarnCorrectionDim = (rot: number, dim: number, base: number, orig: number) =>
@@ -536,10 +554,7 @@ export class LlamaForCausalLM extends Module implements CausalLM {
     const partial = this.ropeCfg.partial ?? 1;
     if (partial !== 1 && config.model_type !== "phi3")
       throw new RangeError(`partial_rotary_factor ${partial} is not supported for model_type ${config.model_type}`);
-    if (!(partial > 0 && partial <= 1)) throw new RangeError(`partial_rotary_factor must be in (0, 1], got ${partial}`);
-    let rotDim = Math.floor(this.headDim * partial);
-    if (rotDim % 2) rotDim -= 1;
-    for (const long of [false, true]) invFreq(rotDim, this.ropeCfg.theta, this.ropeCfg.scaling, long); // validates it
+    const rotDim = rotaryDims(this.headDim, this.ropeCfg);
     this.ropeCache = new RopeCache(rotDim, this.ropeCfg.theta, this.ropeCfg.scaling, this.maxContext);
     this.model = this.registerModule("model", new LlamaModel(config));
     this.lm_head = config.tie_word_embeddings

@@ -8,6 +8,7 @@ import { Gpt2LMHeadModel } from "./gpt2.js";
 import type { ForwardCache } from "./kvcache.js";
 import { type LlamaConfig, LlamaForCausalLM } from "./llama.js";
 import { OptForCausalLM } from "./opt.js";
+import { PhiForCausalLM } from "./phi.js";
 
 export type HfConfig = Record<string, unknown> & { model_type?: string };
 
@@ -67,6 +68,7 @@ const BUILDERS: Record<string, Builder> = {
   opt: (c) => new OptForCausalLM(c),
   gpt_neox: (c) => new GptNeoxForCausalLM(c),
   gpt2: (c) => new Gpt2LMHeadModel(c),
+  phi: (c) => new PhiForCausalLM(c),
 };
 
 export function supportedModelTypes(): string[] {
