@@ -2,7 +2,7 @@
 // TS reference kernels; plus: frozen weights never get a weight-gradient GEMM; checkpointing gives the same grads.
 import { describe, expect, it } from "vitest";
 import { GemmaDecoderLayer } from "../src/models/gemma.js";
-import { LlamaDecoderLayer, ropeTables } from "../src/models/llama.js";
+import { LlamaDecoderLayer, LlamaForCausalLM, ropeTables } from "../src/models/llama.js";
 import { PhiDecoderLayer } from "../src/models/phi.js";
 import * as F from "../src/nn/functional.js";
 import { Linear } from "../src/nn/layers.js";
@@ -644,6 +644,59 @@ describe("Phi decoder block (one LayerNorm, parallel attention + MLP, biases, q/
       ([xs, ...ps]) => ref(xs, ps),
       { samples: 24, rtol: 3e-3, atol: 2e-4 },
     );
+  });
+});
+
+describe("headCrossEntropy (the LM head and its loss over chunks of rows)", () => {
+  const run = (chunked: boolean, subsets: "peft" | "head", scale = 1) => {
+    const m = new LlamaForCausalLM({ ...CFG, num_hidden_layers: 2, vocab_size: 29 }).initRandom(3, 0.3);
+    m.requiresGrad(false);
+    const rng = new Rng(2);
+    for (const l of m.blocks) {
+      for (const [, lin] of l.linears()) {
+        const a = lin.addLora(2, 4, rng);
+        rng.fillNormal(a.B.data, 0.1);
+      }
+      l.input_layernorm.weight.requiresGrad = true;
+    }
+    if (subsets === "head") m.untieHead().weight.requiresGrad = true;
+    const ids = Int32Array.from({ length: B * T }, (_, i) => (i * 7 + 3) % 29);
+    const targets = Int32Array.from({ length: B * T }, (_, i) => (i % T === T - 1 ? -100 : ids[i + 1]));
+    const h = m.hidden(ids, B, T);
+    const { loss } = chunked
+      ? F.headCrossEntropy(h, (x) => m.head(x), targets, 29, 3 * 29) // 3 rows at a time
+      : F.crossEntropy(m.head(h), targets);
+    backward(scale === 1 ? loss : F.scale(loss, scale));
+    const grads = m
+      .namedParameters()
+      .filter(([, p]) => p.requiresGrad)
+      .map(([, p]) => Array.from(p.grad as Float32Array));
+    return { loss: loss.data[0], grads };
+  };
+  it("frozen head: the loss and every gradient have the bits of crossEntropy(head(h))", () => {
+    const [a, b] = [run(false, "peft"), run(true, "peft")];
+    expect(b.loss).toBe(a.loss);
+    expect(b.grads).toEqual(a.grads);
+    // a backward seed other than 1 (gradient accumulation): the same up to rounding
+    const [c, d] = [run(false, "peft", 0.25), run(true, "peft", 0.25)];
+    for (const [i, g] of c.grads.entries())
+      expectClose(Float32Array.from(d.grads[i]), Float64Array.from(g), 1e-6, 1e-6, `grad ${i}`);
+  });
+  it("a trainable head takes the one-pass route; without gradients the loss is chunked", () => {
+    const [a, b] = [run(false, "head"), run(true, "head")];
+    expect(b.loss).toBe(a.loss);
+    expect(b.grads).toEqual(a.grads);
+    const m = new LlamaForCausalLM({ ...CFG, vocab_size: 29 }).initRandom(4, 0.3);
+    const ids = Int32Array.from({ length: 12 }, (_, i) => (i * 5) % 29);
+    const t = Int32Array.from({ length: 12 }, (_, i) => (i === 5 ? -100 : (i * 3) % 29));
+    const [w, c] = noGrad(() => {
+      const h = m.hidden(ids, 1, 12);
+      return [
+        F.crossEntropy(m.head(h), t).loss.data[0],
+        F.headCrossEntropy(h, (x) => m.head(x), t, 29, 29 * 5).loss.data[0],
+      ];
+    });
+    expect(c).toBe(w);
   });
 });
 

@@ -1,11 +1,12 @@
 // Differentiable ops over Tensors: each runs one coarse native kernel forward and records a backward that asks only
 // for the gradients its inputs need (no dW GEMM for a frozen weight, no dX for an input that needs none).
-import { alloc, allocRaw } from "../tensor/arena.js";
+import { activeArena, alloc, allocRaw } from "../tensor/arena.js";
 import { K } from "../tensor/native.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import { assertShape, type PackedWeight, Tensor } from "../tensor/tensor.js";
 import {
   addGrad,
+  backward,
   commitGrad,
   gradStats,
   gradTarget,
@@ -14,6 +15,8 @@ import {
   leafGradRows,
   leafGradSlot,
   record,
+  tapeReadsTrainable,
+  withPrivateTape,
 } from "./tape.js";
 
 const EW_ADD = 0;
@@ -480,6 +483,93 @@ export function crossEntropy(
 }
 
 /** Mean squared error mean((a − b)²) as a scalar; b is a constant target. */
+/**
+ * Mean next-token cross-entropy of head(h) over the rows of h (targets -100: ignored), for an LM head: with a frozen
+ * head, in chunks of rows holding at most `maxLogits` logits, each chunk's logits and their gradient alive only while
+ * it runs (the gradient with respect to h is taken chunk by chunk, on a private tape, during this forward), so a
+ * (rows x vocabulary) logits matrix is never in memory whole: 2048 tokens of a 256K vocabulary are 2.1 GB of logits
+ * and as much again of their gradient. The loss and h's gradient have the bits of crossEntropy(head(h)) (a backward
+ * seed other than 1 scales the gradient after the product instead of before). A head with trainable parameters (its
+ * weight gradient needs every row at once) takes that one pass.
+ */
+export function headCrossEntropy(
+  h: Tensor,
+  head: (x: Tensor) => Tensor,
+  targets: Int32Array,
+  vocab: number,
+  maxLogits = 64 * 2 ** 20,
+): { loss: Tensor; count: number } {
+  const C = lastDim(h);
+  const M = rowsOf(h, C, "headCrossEntropy");
+  if (targets.length !== M) throw new RangeError(`headCrossEntropy: ${targets.length} targets for ${M} rows`);
+  const most = Math.max(1, Math.floor(maxLogits / vocab));
+  // chunks of one size (the last padded with ignored rows), so that a step arena hands every chunk the same buffers
+  const rows = Math.ceil(M / Math.ceil(M / most));
+  const whole = () => {
+    const { loss, count } = crossEntropy(head(h), targets);
+    return { loss, count };
+  };
+  if (rows >= M) return whole();
+  if (!isGradEnabled()) return chunkedLoss();
+  if (!h.requiresGrad) return whole(); // only the head can want a gradient, and its weight gradient needs every row
+  let count = 0;
+  for (let i = 0; i < M; i++) if (targets[i] !== -100) count++;
+  const arena = activeArena();
+  const dh = alloc(M * C);
+  let sum = 0;
+  for (let r0 = 0; r0 < M; r0 += rows) {
+    const n = Math.min(rows, M - r0);
+    const m0 = arena?.mark() ?? 0;
+    const trainableHead = withPrivateTape(() => {
+      const src = h.data.subarray(r0 * C, (r0 + n) * C);
+      let x = src;
+      let t = targets.subarray(r0, r0 + n);
+      if (n < rows) {
+        x = alloc(rows * C);
+        x.set(src);
+        t = new Int32Array(rows).fill(-100);
+        t.set(targets.subarray(r0, r0 + n));
+      }
+      const xin = new Tensor(x, [rows, C], true);
+      const logits = head(xin);
+      if (tapeReadsTrainable(xin)) return true;
+      const rowLoss = alloc(rows);
+      const dl = allocRaw(logits.size);
+      K.xent(rowLoss, dl, logits.data, t, rows, vocab, -100, count ? 1 / count : 0);
+      for (let i = 0; i < n; i++) if (t[i] !== -100) sum += rowLoss[i];
+      backward(logits, dl);
+      if (xin.grad) dh.set(xin.grad.subarray(0, n * C), r0 * C);
+      return false;
+    });
+    arena?.releaseSince(m0, [dh]);
+    if (trainableHead) return whole();
+  }
+  const loss = new Tensor(Float32Array.of(count ? sum / count : 0), [1]);
+  record(loss, [h], (g) => {
+    if (g[0] !== 1) K.ew(EW_SCALE, dh, dh, null, g[0]);
+    addGrad(h, dh);
+  });
+  return { loss, count };
+
+  // Without gradients: the loss alone, chunk by chunk.
+  function chunkedLoss(): { loss: Tensor; count: number } {
+    let total = 0;
+    let n0 = 0;
+    for (let r0 = 0; r0 < M; r0 += rows) {
+      const n = Math.min(rows, M - r0);
+      const part = new Tensor(h.data.subarray(r0 * C, (r0 + n) * C), [n, C]);
+      const t = targets.subarray(r0, r0 + n);
+      const { rowLoss } = crossEntropy(head(part), t);
+      for (let i = 0; i < n; i++)
+        if (t[i] !== -100) {
+          total += rowLoss[i];
+          n0++;
+        }
+    }
+    return { loss: new Tensor(Float32Array.of(n0 ? total / n0 : 0), [1]), count: n0 };
+  }
+}
+
 export function mse(a: Tensor, target: Float32Array): Tensor {
   if (a.size !== target.length) throw new RangeError(`mse: ${a.size} values vs ${target.length} targets`);
   let s = 0;

@@ -143,6 +143,27 @@ export function clearTape(): void {
 }
 
 /**
+ * Runs fn on a tape of its own (what it records, and a backward it runs, stay off the outer tape) and returns its
+ * result; the outer tape and any backward in progress are as they were afterwards.
+ */
+export function withPrivateTape<T>(fn: () => T): T {
+  const outerTape = current;
+  const outerPending = pending;
+  current = { nodes: [] };
+  try {
+    return fn();
+  } finally {
+    current = outerTape;
+    pending = outerPending;
+  }
+}
+
+/** Whether anything on the tape reads a leaf that needs a gradient, other than `except`. */
+export function tapeReadsTrainable(except: Tensor): boolean {
+  return (current?.nodes ?? []).some(({ node }) => node.inputs.some((t) => t !== except && t.isLeaf && t.requiresGrad));
+}
+
+/**
  * Gradient checkpointing: runs fn(x) without keeping its intermediates; the backward re-runs it on a private tape.
  * `params` are the trainable tensors fn reads (its gradients land in their .grad as usual).
  */

@@ -184,8 +184,9 @@ export async function retrain(m: LoadedModel, o: RetrainOptions): Promise<Retrai
           const ids = sampler.batch(B);
           const targets = new Int32Array(B * seqlen);
           for (let i = 0; i < targets.length; i++) targets[i] = i % seqlen === seqlen - 1 ? -100 : ids[i + 1];
-          const logits = m.model.forward(ids, B, seqlen, { checkpoint: ckpt });
-          const { loss } = F.crossEntropy(logits, targets);
+          // the LM head and the loss over chunks of rows when the head is frozen (large vocabularies: see there)
+          const h = m.model.hidden(ids, B, seqlen, { checkpoint: ckpt });
+          const { loss } = F.headCrossEntropy(h, (x) => m.model.head(x), targets, m.model.vocabSize);
           const lv = loss.data[0];
           if (!Number.isFinite(lv)) {
             clearTape();
