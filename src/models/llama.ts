@@ -46,9 +46,9 @@ export interface LlamaConfig {
 const QWEN = new Set(["qwen2", "qwen3"]);
 
 /**
- * The attention window of block `layer` (0: none): Mistral's and Phi-3's sliding_window on every block; Qwen2 / Qwen3's, when
- * use_sliding_window, on the blocks transformers makes "sliding_attention" (its layer_types, else those from
- * max_window_layers on, default 28). transformers applies a window for no other model_type.
+ * The attention window of block `layer` (0: none): Mistral's and Phi-3's sliding_window on every block; Qwen2 /
+ * Qwen3's, when use_sliding_window, on the blocks transformers makes "sliding_attention" (its layer_types, else those
+ * from max_window_layers on, default 28). transformers applies a window for no other model_type.
  */
 export function slidingWindow(cfg: LlamaConfig, layer = 0): number {
   const w = cfg.sliding_window;
@@ -222,7 +222,7 @@ export function invFreq(rotDim: number, theta: number, scaling?: RopeScaling | n
   throw new RangeError(`unsupported rope_scaling type '${kind}' (supported: linear, llama3, yarn, dynamic, longrope)`);
 }
 
-/** transformers' attention_scaling for a RoPE type: yarn's and longrope's (cos and sin are multiplied by it), else 1. */
+/** transformers' attention_scaling for a RoPE type: yarn's and longrope's (cos and sin times it), else 1. */
 export function ropeAttentionFactor(scaling?: RopeScaling | null): number {
   const kind = scaling?.rope_type ?? scaling?.type;
   if (!scaling || (kind !== "yarn" && kind !== "longrope")) return 1;
@@ -429,8 +429,8 @@ class LlamaMLP extends Module {
 
 /**
  * Which linears have biases, as transformers builds each family: LLaMA from attention_bias (q, k, v, o) and mlp_bias;
- * Mistral and Phi-3 none (their classes ignore both flags); Qwen2 q, k and v always, o and the MLP never; Qwen3 attention_bias
- * (q, k, v, o), the MLP never.
+ * Mistral and Phi-3 none (their classes ignore both flags); Qwen2 q, k and v always, o and the MLP never; Qwen3
+ * attention_bias (q, k, v, o), the MLP never.
  */
 function familyBiases(cfg: LlamaConfig): { qkvBias: boolean; oBias: boolean; mlpBias: boolean } {
   switch (cfg.model_type) {
