@@ -299,6 +299,28 @@ describe("op gradients vs float64 finite differences", () => {
 });
 
 // ----------------------------------------------------------------------------------------------- a whole block
+interface Block {
+  forward(x: Tensor, B: number, T: number, tab: F.RopeTables): Tensor;
+  namedParameters(): [string, Tensor][];
+}
+
+/**
+ * A decoder block's forward against its float64 reference `ref(x, parameters in namedParameters order)`, then the
+ * gradients of x and of every parameter against finite differences of that reference.
+ */
+function checkBlock(layer: Block, tab: F.RopeTables, ref: (x: F64, ps: F64[]) => F64, what: string): void {
+  const named = layer.namedParameters();
+  const x = randF32(B * T * C, 2);
+  const y = noGrad(() => layer.forward(new Tensor(x.slice(), [B, T, C]), B, T, tab));
+  const ps = named.map(([, t]) => Float64Array.from(t.data));
+  expectClose(y.data, ref(Float64Array.from(x), ps), 1e-5, 1e-5, what);
+  gradcheck(
+    [{ data: x, shape: [B, T, C] }, ...named.map(([, p]) => ({ data: p.data.slice(), shape: p.shape, tensor: p }))],
+    ([xt]) => layer.forward(xt, B, T, tab),
+    ([xs, ...rest]) => ref(xs, rest),
+    { samples: 24, rtol: 3e-3, atol: 2e-4 },
+  );
+}
 const CFG = {
   hidden_size: 16,
   intermediate_size: 24,
@@ -440,7 +462,6 @@ describe("LLaMA decoder block (RMSNorm, GQA + RoPE, SwiGLU) end to end", () => {
       const layer = makeLayer(1, modelType);
       const named = layer.namedParameters();
       expect(named.length).toBe(nParams);
-      const x = randF32(B * T * C, 2);
       const params = (ps: F64[]) => {
         const p: Record<string, F64> = {};
         named.forEach(([n], i) => {
@@ -448,15 +469,7 @@ describe("LLaMA decoder block (RMSNorm, GQA + RoPE, SwiGLU) end to end", () => {
         });
         return p;
       };
-      const y = noGrad(() => layer.forward(new Tensor(x.slice(), [B, T, C]), B, T, tab));
-      const r = block64(Float64Array.from(x), params(named.map(([, t]) => Float64Array.from(t.data))), tab);
-      expectClose(y.data, r, 1e-5, 1e-5, `${modelType} block forward`);
-      gradcheck(
-        [{ data: x, shape: [B, T, C] }, ...named.map(([, p]) => ({ data: p.data.slice(), shape: p.shape, tensor: p }))],
-        ([xt]) => layer.forward(xt, B, T, tab),
-        ([xs, ...ps]) => block64(xs, params(ps), tab),
-        { samples: 24, rtol: 3e-3, atol: 2e-4 },
-      );
+      checkBlock(layer, tab, (xs, ps) => block64(xs, params(ps), tab), `${modelType} block`);
     });
 
   it("checkpointing gives bit-identical gradients to the plain backward", () => {
@@ -567,24 +580,7 @@ describe("Gemma 3 decoder block (sandwich (1 + w) RMSNorms, q_norm / k_norm, GeG
       );
       return x1.map((a, i) => a + m[i]);
     };
-    const x = randF32(M * C, 2);
-    const y = noGrad(() => layer.forward(new Tensor(x.slice(), [B, T, C]), B, T, tab));
-    expectClose(
-      y.data,
-      ref(
-        Float64Array.from(x),
-        named.map(([, t]) => Float64Array.from(t.data)),
-      ),
-      1e-5,
-      1e-5,
-      "gemma3 block",
-    );
-    gradcheck(
-      [{ data: x, shape: [B, T, C] }, ...named.map(([, p]) => ({ data: p.data.slice(), shape: p.shape, tensor: p }))],
-      ([xt]) => layer.forward(xt, B, T, tab),
-      ([xs, ...ps]) => ref(xs, ps),
-      { samples: 24, rtol: 3e-3, atol: 2e-4 },
-    );
+    checkBlock(layer, tab, ref, "gemma3 block");
   });
 });
 
@@ -626,24 +622,7 @@ describe("Phi decoder block (one LayerNorm, parallel attention + MLP, biases, q/
       const m = lin(g, "mlp.fc2", C, I);
       return x.map((a, i) => a + o[i] + m[i]);
     };
-    const x = randF32(M * C, 2);
-    const y = noGrad(() => layer.forward(new Tensor(x.slice(), [B, T, C]), B, T, tab));
-    expectClose(
-      y.data,
-      ref(
-        Float64Array.from(x),
-        named.map(([, t]) => Float64Array.from(t.data)),
-      ),
-      1e-5,
-      1e-5,
-      "phi block",
-    );
-    gradcheck(
-      [{ data: x, shape: [B, T, C] }, ...named.map(([, p]) => ({ data: p.data.slice(), shape: p.shape, tensor: p }))],
-      ([xt]) => layer.forward(xt, B, T, tab),
-      ([xs, ...ps]) => ref(xs, ps),
-      { samples: 24, rtol: 3e-3, atol: 2e-4 },
-    );
+    checkBlock(layer, tab, ref, "phi block");
   });
 });
 
