@@ -4,12 +4,9 @@
 import { Progress } from "../cli/progress.js";
 import type { Tokenizer } from "../io/tokenizer.js";
 import type { CausalLM } from "../models/registry.js";
-import { crossEntropy } from "../nn/functional.js";
+import { headNll } from "../nn/functional.js";
 import { noGrad } from "../nn/tape.js";
 import { Arena, withArena } from "../tensor/arena.js";
-import { Tensor } from "../tensor/tensor.js";
-
-const DEFAULT_MAX_LOGITS = 64 * 2 ** 20;
 
 export interface PerplexityOptions {
   seqlen?: number;
@@ -66,7 +63,10 @@ export function perplexityOfIds(
     const targets = new Int32Array(b * L);
     for (let i = 0; i < b * L; i++) targets[i] = i % L === L - 1 ? -100 : input[i + 1];
     withArena(arena, () => {
-      nll += noGrad(() => windowNll(model, input, targets, b, L, opts.maxLogits ?? DEFAULT_MAX_LOGITS));
+      // the LM head over chunks of rows: a large vocabulary's logits are never in memory whole (see headNll)
+      nll += noGrad(
+        () => headNll(model.hidden(input, b, L), (x) => model.head(x), targets, model.vocabSize, opts.maxLogits).sum,
+      );
     });
     count += b * (L - 1);
     bar?.tick(b, `ppl ${Math.exp(nll / count).toFixed(3)}`);
@@ -83,34 +83,6 @@ export function perplexityOfIds(
     seconds: s,
     tokensPerS: (n * L) / s,
   };
-}
-
-/**
- * Summed next-token NLL of b windows of L tokens. The LM head and cross-entropy run over chunks of rows, so a large
- * vocabulary (Qwen's 152K, at 4096 tokens: 2.5 GB of logits) never has all its logits in memory at once; every row's
- * logits and loss are computed as in one pass (the head's GEMM and the cross-entropy work row by row).
- */
-function windowNll(
-  model: CausalLM,
-  input: Int32Array,
-  targets: Int32Array,
-  b: number,
-  L: number,
-  maxLogits: number,
-): number {
-  const h = model.hidden(input, b, L);
-  const C = h.shape[h.shape.length - 1];
-  const M = b * L;
-  const rows = Math.max(1, Math.min(M, Math.floor(maxLogits / model.vocabSize)));
-  let nll = 0;
-  for (let r0 = 0; r0 < M; r0 += rows) {
-    const n = Math.min(rows, M - r0);
-    const part = n === M ? h : new Tensor(h.data.subarray(r0 * C, (r0 + n) * C), [n, C]);
-    const t = targets.subarray(r0, r0 + n);
-    const { rowLoss } = crossEntropy(model.head(part), t);
-    for (let i = 0; i < n; i++) if (t[i] !== -100) nll += rowLoss[i];
-  }
-  return nll;
 }
 
 /**

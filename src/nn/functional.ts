@@ -505,12 +505,12 @@ export function headCrossEntropy(
   const most = Math.max(1, Math.floor(maxLogits / vocab));
   // chunks of one size (the last padded with ignored rows), so that a step arena hands every chunk the same buffers
   const rows = Math.ceil(M / Math.ceil(M / most));
-  const whole = () => {
-    const { loss, count } = crossEntropy(head(h), targets);
-    return { loss, count };
-  };
+  const whole = () => crossEntropy(head(h), targets);
   if (rows >= M) return whole();
-  if (!isGradEnabled()) return chunkedLoss();
+  if (!isGradEnabled()) {
+    const { sum, count } = headNll(h, head, targets, vocab, maxLogits);
+    return { loss: new Tensor(Float32Array.of(count ? sum / count : 0), [1]), count };
+  }
   if (!h.requiresGrad) return whole(); // only the head can want a gradient, and its weight gradient needs every row
   let count = 0;
   for (let i = 0; i < M; i++) if (targets[i] !== -100) count++;
@@ -550,24 +550,39 @@ export function headCrossEntropy(
     addGrad(h, dh);
   });
   return { loss, count };
+}
 
-  // Without gradients: the loss alone, chunk by chunk.
-  function chunkedLoss(): { loss: Tensor; count: number } {
-    let total = 0;
-    let n0 = 0;
-    for (let r0 = 0; r0 < M; r0 += rows) {
-      const n = Math.min(rows, M - r0);
-      const part = new Tensor(h.data.subarray(r0 * C, (r0 + n) * C), [n, C]);
-      const t = targets.subarray(r0, r0 + n);
-      const { rowLoss } = crossEntropy(head(part), t);
-      for (let i = 0; i < n; i++)
-        if (t[i] !== -100) {
-          total += rowLoss[i];
-          n0++;
-        }
-    }
-    return { loss: new Tensor(Float32Array.of(n0 ? total / n0 : 0), [1]), count: n0 };
+/**
+ * Summed next-token NLL of head(h) over the rows of h and how many rows count (targets -100: ignored), without
+ * gradients: the head and the cross-entropy over chunks of rows holding at most `maxLogits` logits, so a large
+ * vocabulary's logits are never in memory whole; every row's logits and loss are those of one pass (the head's GEMM
+ * and the cross-entropy work row by row), summed in row order.
+ */
+export function headNll(
+  h: Tensor,
+  head: (x: Tensor) => Tensor,
+  targets: Int32Array,
+  vocab: number,
+  maxLogits = 64 * 2 ** 20,
+): { sum: number; count: number } {
+  const C = lastDim(h);
+  const M = rowsOf(h, C, "headNll");
+  if (targets.length !== M) throw new RangeError(`headNll: ${targets.length} targets for ${M} rows`);
+  const rows = Math.max(1, Math.min(M, Math.floor(maxLogits / vocab)));
+  let sum = 0;
+  let count = 0;
+  for (let r0 = 0; r0 < M; r0 += rows) {
+    const n = Math.min(rows, M - r0);
+    const part = n === M ? h : new Tensor(h.data.subarray(r0 * C, (r0 + n) * C), [n, C]);
+    const t = targets.subarray(r0, r0 + n);
+    const { rowLoss } = crossEntropy(head(part), t);
+    for (let i = 0; i < n; i++)
+      if (t[i] !== -100) {
+        sum += rowLoss[i];
+        count++;
+      }
   }
+  return { sum, count };
 }
 
 export function mse(a: Tensor, target: Float32Array): Tensor {
