@@ -446,9 +446,6 @@ function familyBiases(cfg: LlamaConfig): { qkvBias: boolean; oBias: boolean; mlp
   }
 }
 
-const qkNorm = (cfg: LlamaConfig, eps: number): { qkNormEps?: number } =>
-  cfg.model_type === "qwen3" ? { qkNormEps: eps } : {};
-
 export class LlamaDecoderLayer extends Module {
   readonly input_layernorm: RMSNorm;
   readonly self_attn: LlamaAttention;
@@ -461,21 +458,22 @@ export class LlamaDecoderLayer extends Module {
     const KV = cfg.num_key_value_heads ?? H;
     const D = cfg.head_dim ?? C / H;
     const eps = cfg.rms_norm_eps ?? 1e-6;
+    const { qkvBias, oBias, mlpBias } = familyBiases(cfg);
+    const fused = cfg.model_type === "phi3";
     this.input_layernorm = this.registerModule("input_layernorm", new RMSNorm(C, eps));
     this.self_attn = this.registerModule(
       "self_attn",
       new LlamaAttention(H, KV, D, C, {
-        ...familyBiases(cfg),
+        qkvBias,
+        oBias,
         window: slidingWindow(cfg, layer),
-        ...qkNorm(cfg, eps),
-        fused: cfg.model_type === "phi3",
+        fused,
+        // Qwen3: an RMSNorm of each head of q and k
+        ...(cfg.model_type === "qwen3" ? { qkNormEps: eps } : {}),
       }),
     );
     this.post_attention_layernorm = this.registerModule("post_attention_layernorm", new RMSNorm(C, eps));
-    this.mlp = this.registerModule(
-      "mlp",
-      new LlamaMLP(C, cfg.intermediate_size, familyBiases(cfg).mlpBias, cfg.model_type === "phi3"),
-    );
+    this.mlp = this.registerModule("mlp", new LlamaMLP(C, cfg.intermediate_size, mlpBias, fused));
   }
   forward(x: Tensor, B: number, T: number, rope: F.RopeTables, kv?: BlockKV): Tensor {
     const h = F.add(x, this.self_attn.forward(this.input_layernorm.forward(x), B, T, rope, kv));
