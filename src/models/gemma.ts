@@ -222,7 +222,9 @@ export class GemmaForCausalLM extends Module implements CausalLM {
         throw new RangeError(`partial_rotary_factor ${s.partial} is not supported for Gemma`);
       return new RopeCache(rotaryDims(this.headDim, s), s.theta, s.scaling, this.maxContext);
     };
-    this.ropes = { full: cache(kinds.full), sliding: cache(kinds.sliding) };
+    const full = cache(kinds.full);
+    // (Gemma: one RoPE for every block, so one set of tables)
+    this.ropes = { full, sliding: kinds.sliding === kinds.full ? full : cache(kinds.sliding) };
     this.tiedNames = config.tie_word_embeddings === false ? [] : ["lm_head.weight"];
     this.model = this.registerModule("model", new GemmaModel(config, this.headDim));
     this.lm_head =
@@ -266,7 +268,8 @@ export class GemmaForCausalLM extends Module implements CausalLM {
 
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
     const off = cacheOffsets(opts, B);
-    const tabs = { full: this.ropes.full.rows(B, T, off), sliding: this.ropes.sliding.rows(B, T, off) };
+    const full = this.ropes.full.rows(B, T, off);
+    const tabs = { full, sliding: this.ropes.sliding === this.ropes.full ? full : this.ropes.sliding.rows(B, T, off) };
     const x = runBlocks(
       this.blocks,
       this.embed(ids, B, T),
