@@ -11,7 +11,7 @@ import { crossesRopeSwitch, generate, nextLogits } from "../src/models/generate.
 import { KVCache, RowsKV } from "../src/models/kvcache.js";
 import { invFreq, ropeAttentionFactor, ropeSettings, ropeTables } from "../src/models/llama.js";
 import { loadModel, saveModel } from "../src/models/load.js";
-import { supportedModelTypes } from "../src/models/registry.js";
+import { buildModel, supportedModelTypes } from "../src/models/registry.js";
 import { noGrad } from "../src/nn/tape.js";
 import { K, refK } from "../src/tensor/native.js";
 import { Rng } from "../src/tensor/rng.js";
@@ -1224,6 +1224,30 @@ describe("dtypes, sharding and bad input", () => {
     await expect(
       rope({ rope_parameters: { rope_type: "default", rope_theta: 500, partial_rotary_factor: 0.5 } }),
     ).rejects.toThrow(/partial_rotary_factor 0.5 is not supported/);
+  });
+
+  it("what the newer families' transformers classes do and perp does not: refused by name, config.json named once", () => {
+    const base = {
+      hidden_size: 16,
+      intermediate_size: 24,
+      num_hidden_layers: 1,
+      num_attention_heads: 4,
+      vocab_size: 11,
+    };
+    const refused: [object, RegExp][] = [
+      [{ model_type: "gemma3_text", attn_logit_softcapping: 50 }, /attn_logit_softcapping 50 is not supported/],
+      [{ model_type: "gemma3_text", final_logit_softcapping: 30 }, /final_logit_softcapping 30 is not supported/],
+      [{ model_type: "gemma3_text", use_bidirectional_attention: true }, /use_bidirectional_attention/],
+      [{ model_type: "gemma", hidden_activation: "relu" }, /hidden activation 'relu' is not supported for Gemma/],
+      [{ model_type: "phi", tie_word_embeddings: true }, /tie_word_embeddings is not supported for Phi/],
+      [{ model_type: "phi", hidden_act: "mish" }, /unsupported hidden_act 'mish'/],
+      [{ model_type: "phi", partial_rotary_factor: 1.5 }, /partial_rotary_factor must be in \(0, 1\], got 1.5/],
+      [{ model_type: "gemma3" }, /unsupported model_type 'gemma3'/],
+    ];
+    for (const [extra, re] of refused) {
+      expect(() => buildModel({ ...base, ...extra })).toThrow(re);
+      expect(() => buildModel({ ...base, ...extra })).toThrow(/^config\.json: (?!config\.json)/);
+    }
   });
 });
 
