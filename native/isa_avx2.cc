@@ -116,6 +116,190 @@ float expsum(float* x, long n, float sub) {
   return s;
 }
 
+// Horizontal sum / max of 8 lanes in a fixed order.
+inline float hsum(__m256 v) {
+  const __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 y = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  return _mm_cvtss_f32(_mm_add_ss(y, _mm_movehdup_ps(y)));
+}
+inline float hmax(__m256 v) {
+  const __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 y = _mm_max_ps(x, _mm_movehl_ps(x, x));
+  return _mm_cvtss_f32(_mm_max_ss(y, _mm_movehdup_ps(y)));
+}
+
+// Lanes [0, n) of a mask for _mm256_maskload/maskstore (n < 8): the tails of the row kernels.
+inline __m256i tail_mask(long n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+void zero_tail(float* x, long from, long to) {
+  long i = from;
+  for (; i + 8 <= to; i += 8) _mm256_storeu_ps(x + i, _mm256_setzero_ps());
+  for (; i < to; ++i) x[i] = 0.0f;
+}
+
+// Max over x[0, n), n >= 1 (every lane starts at x[0]).
+inline float rowmax(const float* x, long n) {
+  __m256 vm = _mm256_set1_ps(x[0]);
+  long i = 0;
+  for (; i + 8 <= n; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
+  float mx = hmax(vm);
+  for (; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
+  return mx;
+}
+
+void scale_row(float* x, long n, float s) {
+  const __m256 vs = _mm256_set1_ps(s);
+  long i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(vs, _mm256_loadu_ps(x + i)));
+  for (; i < n; ++i) x[i] = s * x[i];
+}
+
+void softmax(float* x, long len, long n) {
+  scale_row(x, len, 1.0f / expsum(x, len, rowmax(x, len)));
+  zero_tail(x, len, n);
+}
+
+void softmax_bwd(float* ds, const float* p, long len, long n) {
+  __m256 acc = _mm256_setzero_ps();
+  long i = 0;
+  for (; i + 8 <= len; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(ds + i), _mm256_loadu_ps(p + i), acc);
+  float dsum = hsum(acc);
+  for (; i < len; ++i) dsum += ds[i] * p[i];
+  const __m256 d = _mm256_set1_ps(dsum);
+  for (i = 0; i + 8 <= len; i += 8)
+    _mm256_storeu_ps(ds + i, _mm256_mul_ps(_mm256_loadu_ps(p + i), _mm256_sub_ps(_mm256_loadu_ps(ds + i), d)));
+  for (; i < len; ++i) ds[i] = p[i] * (ds[i] - dsum);
+  zero_tail(ds, len, n);
+}
+
+float xent_row(float* e, const float* l, long n, float scale) {
+  const float mx = rowmax(l, n);
+  const __m256 vs = _mm256_set1_ps(mx);
+  __m256 acc = _mm256_setzero_ps();
+  long i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = vexp(_mm256_sub_ps(_mm256_loadu_ps(l + i), vs));
+    _mm256_storeu_ps(e + i, x);
+    acc = _mm256_add_ps(acc, x);
+  }
+  if (i < n) {
+    const __m256i m = tail_mask(n - i);
+    const __m256 x = _mm256_and_ps(_mm256_castsi256_ps(m), vexp(_mm256_sub_ps(_mm256_maskload_ps(l + i, m), vs)));
+    _mm256_maskstore_ps(e + i, m, x);
+    acc = _mm256_add_ps(acc, x);
+  }
+  const float sum = hsum(acc);
+  if (scale != 0.0f) scale_row(e, n, scale / sum);
+  return (float)(__builtin_log((double)sum) + mx);
+}
+
+// Separate multiplies and adds in the scalar loop's order (see isa.h), so the same bits on every path.
+void adamw(float* p, const float* g, float* m, float* v, long n, const float* k) {
+  const __m256 decay = _mm256_set1_ps(k[0]), b1 = _mm256_set1_ps(k[1]), c1 = _mm256_set1_ps(k[2]);
+  const __m256 b2 = _mm256_set1_ps(k[3]), c2 = _mm256_set1_ps(k[4]), ss = _mm256_set1_ps(k[5]);
+  const __m256 bc = _mm256_set1_ps(k[6]), eps = _mm256_set1_ps(k[7]);
+  long i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 gi = _mm256_loadu_ps(g + i);
+    const __m256 pi = _mm256_mul_ps(_mm256_loadu_ps(p + i), decay);
+    const __m256 mi = _mm256_add_ps(_mm256_mul_ps(b1, _mm256_loadu_ps(m + i)), _mm256_mul_ps(c1, gi));
+    const __m256 vi =
+        _mm256_add_ps(_mm256_mul_ps(b2, _mm256_loadu_ps(v + i)), _mm256_mul_ps(c2, _mm256_mul_ps(gi, gi)));
+    _mm256_storeu_ps(m + i, mi);
+    _mm256_storeu_ps(v + i, vi);
+    const __m256 den = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), bc), eps);
+    _mm256_storeu_ps(p + i, _mm256_sub_ps(pi, _mm256_div_ps(_mm256_mul_ps(ss, mi), den)));
+  }
+  for (; i < n; ++i) {
+    const float gi = g[i];
+    float pi = p[i] * k[0];
+    const float mi = k[1] * m[i] + k[2] * gi;
+    const float vi = k[3] * v[i] + k[4] * (gi * gi);
+    m[i] = mi;
+    v[i] = vi;
+    pi -= (k[5] * mi) / (__builtin_sqrtf(vi) / k[6] + k[7]);
+    p[i] = pi;
+  }
+}
+
+long nonfinite(const float* x, long n) {
+  const __m256i expmask = _mm256_set1_epi32(0x7f800000);
+  long bad = 0, i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+    const __m256i e = _mm256_cmpeq_epi32(_mm256_and_si256(u, expmask), expmask);
+    bad += __builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(e)));
+  }
+  for (; i < n; ++i) {
+    unsigned u;
+    __builtin_memcpy(&u, x + i, 4);
+    bad += (u & 0x7f800000u) == 0x7f800000u;
+  }
+  return bad;
+}
+
+// s = 1 / (1 + exp(-g)) exactly as sigmoid_chunk in kernels.cc computes it over this file's expsum (exp of (-g) - 0,
+// then an IEEE divide).
+inline __m256 vsigmoid(__m256 g) {
+  const __m256 z = _mm256_setzero_ps();
+  const __m256 e = vexp(_mm256_sub_ps(_mm256_sub_ps(z, g), z));
+  return _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+// Whole 8-lane blocks unmasked, the tail through maskload / maskstore (lanes past n read as 0, never written).
+template <bool kTail>
+inline __m256 ld8(const float* p, __m256i m) {
+  return kTail ? _mm256_maskload_ps(p, m) : _mm256_loadu_ps(p);
+}
+template <bool kTail>
+inline void st8(float* p, __m256i m, __m256 v) {
+  if (kTail) _mm256_maskstore_ps(p, m, v);
+  else _mm256_storeu_ps(p, v);
+}
+
+template <bool kTail>
+inline void swiglu_fwd8(float* out, const float* g, const float* u, __m256i m) {
+  const __m256 gv = ld8<kTail>(g, m), s = vsigmoid(gv);
+  st8<kTail>(out, m, _mm256_mul_ps(_mm256_mul_ps(gv, s), ld8<kTail>(u, m)));
+}
+
+void swiglu_fwd(float* out, const float* g, const float* u, long n) {
+  long i = 0;
+  for (; i + 8 <= n; i += 8) swiglu_fwd8<false>(out + i, g + i, u + i, _mm256_setzero_si256());
+  if (i < n) swiglu_fwd8<true>(out + i, g + i, u + i, tail_mask(n - i));
+}
+
+template <bool kTail>
+inline void swiglu_bwd8(float* dg, float* du, const float* dout, const float* g, const float* u, __m256i m) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 gv = ld8<kTail>(g, m), s = vsigmoid(gv), d = ld8<kTail>(dout, m);
+  if (du) st8<kTail>(du, m, _mm256_mul_ps(d, _mm256_mul_ps(gv, s)));
+  if (dg) {
+    const __m256 a = _mm256_mul_ps(_mm256_mul_ps(d, ld8<kTail>(u, m)), s);
+    st8<kTail>(dg, m, _mm256_mul_ps(a, _mm256_add_ps(one, _mm256_mul_ps(gv, _mm256_sub_ps(one, s)))));
+  }
+}
+
+void swiglu_bwd(float* dg, float* du, const float* dout, const float* g, const float* u, long n) {
+  long i = 0;
+  for (; i + 8 <= n; i += 8)
+    swiglu_bwd8<false>(dg ? dg + i : nullptr, du ? du + i : nullptr, dout + i, g + i, u + i, _mm256_setzero_si256());
+  if (i < n)
+    swiglu_bwd8<true>(dg ? dg + i : nullptr, du ? du + i : nullptr, dout + i, g + i, u + i, tail_mask(n - i));
+}
+
+void obs_update(float* w, const float* h, double e, long n) {
+  const __m256d ve = _mm256_set1_pd(e);
+  long j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const __m256d hv = _mm256_cvtps_pd(_mm_loadu_ps(h + j)), wv = _mm256_cvtps_pd(_mm_loadu_ps(w + j));
+    _mm_storeu_ps(w + j, _mm256_cvtpd_ps(_mm256_sub_pd(wv, _mm256_mul_pd(ve, hv))));
+  }
+  for (; j < n; ++j) w[j] = (float)((double)w[j] - e * (double)h[j]);
+}
+
 double peak(long iters, float* sink) {
   __m256 c[12];
   for (int i = 0; i < 12; ++i) c[i] = _mm256_set1_ps(1.0f + i * 1e-3f);
@@ -172,10 +356,10 @@ void rope(float* out, const float* x, const float* c, const float* s, long H, lo
 }
 
 // name, MR, NR, micro, MR16, micro16, pack, dot, expsum, softmax, softmax_bwd, xent_row, adamw, nonfinite, peak,
-// swiglu_fwd, swiglu_bwd, micro_rowa, obs_update (the generic loop: a small share of a SparseGPT run), rope
-const IsaKernels kTable = {"avx2",  MR,      NR,      micro,   0,       nullptr, nullptr, nullptr,    expsum,
-                           nullptr, nullptr, nullptr, nullptr, nullptr, peak,    nullptr, nullptr, micro_rowa,
-                           nullptr, rope};
+// swiglu_fwd, swiglu_bwd, micro_rowa, obs_update, rope
+const IsaKernels kTable = {"avx2",     MR,          NR,       micro,      0,          nullptr, nullptr, nullptr,
+                           expsum,     softmax,     softmax_bwd, xent_row, adamw,     nonfinite,  peak,
+                           swiglu_fwd, swiglu_bwd, micro_rowa, obs_update, rope};
 
 }  // namespace
 

@@ -757,6 +757,15 @@ describe.each(paths)("cpu path %s", (path) => {
       refK.swigluBwd(rg, ru, Float64Array.from(g), Float64Array.from(x), Float64Array.from(u));
       expectClose(dg, rg, 2e-6, 2e-6, "swiglu dg");
       expectClose(du, ru, 2e-6, 2e-6, "swiglu du");
+      // A fused ISA SwiGLU gives the bits of the generic loops over the same exp: silu(g)·u, d·silu(g), and SiLU's
+      // backward of d·u.
+      const silu = new Float32Array(n);
+      K.actFwd(silu, x, "silu");
+      expect(bitsEqual(o, silu.map((s, i) => s * u[i])), "swiglu = silu(g) u").toBe(true);
+      expect(bitsEqual(du, silu.map((s, i) => g[i] * s)), "swiglu du = d silu(g)").toBe(true);
+      const dsilu = new Float32Array(n);
+      K.actBwd(dsilu, g.map((d, i) => d * u[i]), x, "silu");
+      expect(bitsEqual(dg, dsilu), "swiglu dg = silu'(g) (d u)").toBe(true);
       for (const op of [0, 1, 2, 3, 4, 5]) {
         const out = g.slice();
         const rout = Float64Array.from(g);
