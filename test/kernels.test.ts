@@ -7,6 +7,7 @@ import { fileURLToPath } from "node:url";
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
 import { type CpuPath, isNative, K, refK } from "../src/tensor/native.js";
+import { f16ToF32 } from "../src/tensor/ref/kernels.js";
 import { AWKWARD, bitsEqual, expectClose, randF32 } from "./helpers.js";
 
 const paths: CpuPath[] = isNative ? K.cpu().supported : ["scalar"];
@@ -473,6 +474,21 @@ describe.each(paths)("cpu path %s", (path) => {
       refK.gemm(r, Float64Array.from(A), Bh, ...args, Float64Array.from(A2), Float64Array.from(B2), 16, false, true);
       expectClose(c, r, 1e-5, 1e-5, `gemm ${name} + f32 second product`);
     }
+    // Every non-NaN half and bfloat16 bit pattern (subnormals, ±inf; -0 sums to +0), k-major and transposed: C = 1·B
+    // exactly.
+    for (const name of ["f16", "bf16"] as const) {
+      const finite = (h: number) =>
+        name === "f16" ? (h & 0x7c00) !== 0x7c00 || (h & 0x3ff) === 0 : (h & 0x7f80) !== 0x7f80 || (h & 0x7f) === 0;
+      const pats = Uint16Array.from({ length: 65536 }, (_, i) => i).filter((h) => h !== 0x8000 && finite(h));
+      const want = Float32Array.from(pats, (h) =>
+        name === "f16" ? f16ToF32(h) : new Float32Array(Uint32Array.of(h << 16).buffer)[0],
+      );
+      for (const tb of [false, true]) {
+        const c = new Float32Array(pats.length);
+        K.gemm(c, Float32Array.of(1), pats as never, 1, pats.length, 1, false, tb, 1, 0, name);
+        expect(bitsEqual(c, want), `${name} widening, transB ${tb}`).toBe(true);
+      }
+    }
   });
 
   it("norms, bias, rope forward and backward", () => {
@@ -761,10 +777,27 @@ describe.each(paths)("cpu path %s", (path) => {
       // backward of d·u.
       const silu = new Float32Array(n);
       K.actFwd(silu, x, "silu");
-      expect(bitsEqual(o, silu.map((s, i) => s * u[i])), "swiglu = silu(g) u").toBe(true);
-      expect(bitsEqual(du, silu.map((s, i) => g[i] * s)), "swiglu du = d silu(g)").toBe(true);
+      expect(
+        bitsEqual(
+          o,
+          silu.map((s, i) => s * u[i]),
+        ),
+        "swiglu = silu(g) u",
+      ).toBe(true);
+      expect(
+        bitsEqual(
+          du,
+          silu.map((s, i) => g[i] * s),
+        ),
+        "swiglu du = d silu(g)",
+      ).toBe(true);
       const dsilu = new Float32Array(n);
-      K.actBwd(dsilu, g.map((d, i) => d * u[i]), x, "silu");
+      K.actBwd(
+        dsilu,
+        g.map((d, i) => d * u[i]),
+        x,
+        "silu",
+      );
       expect(bitsEqual(dg, dsilu), "swiglu dg = silu'(g) (d u)").toBe(true);
       for (const op of [0, 1, 2, 3, 4, 5]) {
         const out = g.slice();
