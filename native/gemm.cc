@@ -41,10 +41,16 @@ long KC = env_in("PERP_KC", 1024, 8, kMaxKC);
 long whole_panels(long nc) { return (nc + 31) / 32 * 32; }
 const long kDefaultNC = whole_panels(env_in("PERP_NC", 4096, 32, kMaxNC));
 long NC = kDefaultNC;
-// A rows per block, in MR panels: 48 x 12 = 576, so a 512-row product split over any number of threads is one row
-// block per thread, and each B block is streamed once per thread (a pre-packed frozen weight comes from DRAM). For
-// large M the A block (2.3 MB at KC 1024) does not stay in L2: each A micro-panel comes from L3 once per column group.
-long MC_PANELS = env_in("PERP_MCP", 48, 1, kMaxMCP);
+// A rows per block: 576 (48 AVX-512 panels of 12 rows, 96 AVX2 panels of 6), so a 512-row product split over any
+// number of threads is one row block per thread, and each B block is streamed once per thread (a pre-packed frozen
+// weight comes from DRAM). For large M the A block (2.3 MB at KC 1024) does not stay in L2: each A micro-panel comes
+// from L3 once per column group. The AVX2 path had 48 panels too (288 rows: two row blocks per 512-row product, each
+// pre-packed B block read twice); 96, alternated with 48 step by step in one process on a Zen 3: PEFT fwd+bwd +6.6%,
+// full +2%, sgemm 4096^3 the same. MC_PANELS > 0 (PERP_MCP, or set by gemm_blocking) overrides it.
+constexpr long kRowBlock = 576;
+long MC_PANELS = env_in("PERP_MCP", 0, 0, kMaxMCP);
+// (In the main tile's panels: an ISA's narrow tile keeps as many panels, of its own height.)
+long mc_panels() { return MC_PANELS > 0 ? MC_PANELS : kRowBlock / isa_active()->MR; }
 // B panels per column group of macro(): the group (3 x 32 x KC floats = 384 KB) stays in L2 while every A micro-panel
 // of the row block runs over it, instead of each A micro-panel streaming the whole B block from L3. The first A
 // micro-panel brings the group in from L3 (measured: that call takes about twice as long), so a group should serve
@@ -292,9 +298,9 @@ void row_blocks(const GemmArgs& g, const Shape& sh, Operands op, float* pa, cons
                 long kc, long k2, float beta, Ahead* ahead = nullptr) {
   const int MR = sh.MR;
   const long kt = kc + k2;
-  // Row blocks of equal size (whole panels, at most MC_PANELS): 2048 rows are 4 x 43 panels, not 3 x 48 + 27, whose
+  // Row blocks of equal size (whole panels, at most mc_panels()): 2048 rows are 4 x 43 panels, not 3 x 48 + 27, whose
   // short last block reused each B group for only 27 A panels (sgemm 4096^3, alternated in one process: 90.3 -> 91.2%).
-  const long panels = (g.M + MR - 1) / MR, nblk = (panels + MC_PANELS - 1) / MC_PANELS;
+  const long mcp = mc_panels(), panels = (g.M + MR - 1) / MR, nblk = (panels + mcp - 1) / mcp;
   const long MC = MR * ((panels + nblk - 1) / nblk);
   for (long ic = 0; ic < g.M; ic += MC) {
     const long mc = g.M - ic < MC ? g.M - ic : MC;
@@ -349,7 +355,7 @@ void gemm_block(const GemmArgs& g, const Shape& sh) {
   }
   const int MR = sh.MR, NR = sh.NR;
   const pack_fn pk = sh.pk;
-  const long MC = MR * MC_PANELS;
+  const long MC = MR * mc_panels();
   const long nc_max = g.N < NC ? ((g.N + NR - 1) / NR) * NR : NC;
   const long kc_max = g.K > 0 ? k_block(g.K) : 0;
   const long K2 = g.K2 > 0 ? g.K2 : 0;
@@ -448,7 +454,7 @@ void gemm_blocking(long* kc, long* nc, long* mcp, long* jg) {
   if (*jg > 0) JG = *jg;
   *kc = KC;
   *nc = NC;
-  *mcp = MC_PANELS;
+  *mcp = mc_panels();
   *jg = JG;
 }
 
@@ -587,7 +593,7 @@ long g_coop_count = 0;
 template <class Split>
 bool gemm_coop(const GemmArgs& g, const Shape& sh, Split part, double* rate) {
   const int MR = sh.MR, NR = sh.NR;
-  const long MC = MR * MC_PANELS;
+  const long MC = MR * mc_panels();
   const Operands op = choose_operands(g, sh, g.M < MC ? g.M : MC, g.N < NC ? g.N : NC);
   if (op.b_direct || (g.K <= 0 && g.K2 <= 0)) return false;
   const long kc_max = g.K > 0 ? k_block(g.K) : 0, K2 = g.K2 > 0 ? g.K2 : 0;
