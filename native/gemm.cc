@@ -160,7 +160,8 @@ struct Shape {
 
 Shape shape_for(const GemmArgs& g, const IsaKernels* isa) {
   // (An ISA whose main tile is 16 wide lists it as its narrow one too, for gemm_tout; it keeps its rows kernel.)
-  if (g.N <= 16 && isa->micro16 && isa->micro16 != isa->micro) return {isa->MR16, 16, isa->micro16, packer(isa), nullptr};
+  if (g.N <= 16 && isa->micro16 && isa->micro16 != isa->micro)
+    return {isa->MR16, 16, isa->micro16, packer(isa), nullptr};
   return {isa->MR, isa->NR, isa->micro, packer(isa), isa->micro_rowa};
 }
 

@@ -69,7 +69,9 @@ struct IsaKernels {
   int MR, NR;
   micro_fn micro;
   int MR16;          // rows of the narrow micro-kernel (MR16 x 16, for N <= 16); 0 with micro16 == nullptr
-  micro_fn micro16;  // nullptr: the main micro-kernel handles narrow N too (padded)
+  // nullptr: the main micro-kernel handles narrow N too (padded). An ISA whose main tile is 16 wide may list it here
+  // as well, which enables the transposed-output route for A^T products with M <= 16 (gemm.cc, gemm_tout).
+  micro_fn micro16;
   pack_fn pack;
   dot_fn dot;  // nullptr: not provided (the packed GEMM handles every shape)
   expsum_fn expsum;
