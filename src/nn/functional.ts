@@ -476,13 +476,12 @@ export function crossEntropy(
   const loss = new Tensor(Float32Array.of(count ? sum / count : 0), [1]);
   record(loss, [logits], (g) => {
     const d = dl as Float32Array;
-    if (g[0] !== 1) K.ew(3, d, d, null, g[0]);
+    if (g[0] !== 1) K.ew(EW_SCALE, d, d, null, g[0]);
     addGrad(logits, d);
   });
   return { loss, rowLoss, count };
 }
 
-/** Mean squared error mean((a − b)²) as a scalar; b is a constant target. */
 /**
  * Mean next-token cross-entropy of head(h) over the rows of h (targets -100: ignored), for an LM head: with a frozen
  * head, in chunks of rows holding at most `maxLogits` logits, each chunk's logits and their gradient alive only while
@@ -585,6 +584,7 @@ export function headNll(
   return { sum, count };
 }
 
+/** Mean squared error mean((a − b)²) as a scalar; b is a constant target. */
 export function mse(a: Tensor, target: Float32Array): Tensor {
   if (a.size !== target.length) throw new RangeError(`mse: ${a.size} values vs ${target.length} targets`);
   let s = 0;
