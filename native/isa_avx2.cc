@@ -26,6 +26,10 @@ constexpr int MR = 6, NR = 16;
 
 // ROWS: A row-major in place (row i at A + i * sa), else a k-major panel (k stride sa); the same FMAs either way.
 // With ROWS, K2 more steps follow over the k-major panel A2.
+// The k loops are unrolled by 4 (the same FMAs in the same order): on the Zen 3 the rolled loop ran the tile at 84% of
+// the FMA peak with both panels in L1/L2 (a standalone harness, K = 1024), unrolled by 2 at 91% and by 4 at 93%. In
+// the engine, old and new builds alternated process by process (4 rounds): sgemm 4096^3 on two threads 71-78% -> 81-96%
+// of peak, a 480x256x256 product in L2 on one thread 67-80% -> 71-88%.
 // STRIDED: a k-major A read in place (sa != MR: a LoRA product's activations), whose k step of 6 values can span two
 // cache lines, both prefetched PFA steps ahead (hardware prefetchers do not follow a stride of a whole row).
 template <bool ROWS, bool STRIDED = false>
@@ -34,6 +38,7 @@ void micro_t(long K, const float* A, long sa, const float* B, long sb, float* C,
   __m256 c[MR][2];
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = _mm256_setzero_ps();
+#pragma GCC unroll 4
   for (long k = 0; k < K; ++k) {
     const __m256 b0 = _mm256_loadu_ps(B);
     const __m256 b1 = _mm256_loadu_ps(B + 8);
@@ -53,6 +58,7 @@ void micro_t(long K, const float* A, long sa, const float* B, long sb, float* C,
     }
     B += sb;
   }
+#pragma GCC unroll 4
   for (long k = 0; k < K2; ++k) {
     const __m256 b0 = _mm256_loadu_ps(B);
     const __m256 b1 = _mm256_loadu_ps(B + 8);
