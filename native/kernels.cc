@@ -255,13 +255,37 @@ void att_tile(const IsaKernels* isa, long K, const float* A, const float* B, flo
   for (long r = 0; r < mr; ++r) std::memcpy(C + r * ldc, t + r * isa->NR, nr * sizeof(float));
 }
 
+// Lines to pull toward the cache while att_row runs: for each of its tiles, the same tile of `rows` rows (row stride
+// ld) at pf; for writing or for reading. The next query panel's rows of P: written by the forward's next att_row
+// (a fresh 4 T^2 bytes per head, usually not cached: each store would wait for its line), read by the backward's
+// softmax_bwd (P was written a whole forward ago). Measured on the Zen 3, 12 layers' P in turn, alternated with the
+// build without it process by process (10 rounds): attention forward 5.5 -> 5.1 ms a layer, backward 11.0 -> 10.3.
+struct AttAhead {
+  const float* pf = nullptr;
+  long rows = 0, ld = 0;
+  bool write = false;
+};
+// The next query panel's rows of a T x T matrix whose panel at t0 starts at m (none after the last panel).
+inline AttAhead next_rows(const float* m, long t0, long MR, long T, bool write) {
+  if (t0 + MR >= T) return {};
+  return {m + MR * T, std::min(MR, T - t0 - MR), T, write};
+}
+
 // C[0:mr, 0:n] = alpha * A-panel (K deep) x the B panels (each K x NR, `bps` apart, starting `boff` rows in) + beta C.
+// With `ahead`, each tile first prefetches its counterpart there.
 void att_row(const IsaKernels* isa, long K, const float* Ap, const float* Bp, long bps, long boff, float* C, long ldc,
-             long mr, long n, float alpha, float beta, long sa = 0, bool rowa = false) {
+             long mr, long n, float alpha, float beta, long sa = 0, bool rowa = false, const AttAhead& ahead = {}) {
   const long NR = isa->NR;
-  for (long j = 0; j * NR < n; ++j)
+  for (long j = 0; j * NR < n; ++j) {
+    for (long r = 0; r < ahead.rows; ++r)
+      for (long c = 0; c < NR; c += 16) {
+        const float* p = ahead.pf + r * ahead.ld + j * NR + c;
+        if (ahead.write) __builtin_prefetch(p, 1);
+        else __builtin_prefetch(p, 0);
+      }
     att_tile(isa, K, Ap, Bp + j * bps + boff * NR, C + j * NR, ldc, mr, std::min(NR, n - j * NR), alpha, beta, sa,
              rowa);
+  }
 }
 
 // The A operand of a product over MR rows of a row-major matrix (row stride ld, K columns from src): read in place
@@ -333,7 +357,8 @@ void attention_fwd_impl(float* out, float* P, const float* q, const float* k, co
         const long mr = std::min(MR, T - t0), cols = att_cols(pb + t0, mr, NR, S);
         float* sc = P ? P + bh * T * T + t0 * T : Sbuf;  // (P only without a cache: S == T)
         const RowsA qa = rows_a(isa, Qp, qb + t0 * ldq, ldq, mr, D);
-        att_row(isa, D, qa.a, Kt, NR * D, 0, sc, S, mr, cols, scale, 0.0f, qa.sa, qa.rowa);
+        const AttAhead ahead = P ? next_rows(sc, t0, MR, T, true) : AttAhead{};  // P's next rows (see AttAhead)
+        att_row(isa, D, qa.a, Kt, NR * D, 0, sc, S, mr, cols, scale, 0.0f, qa.sa, qa.rowa, ahead);
         for (long r = 0; r < mr; ++r) {
           // Query t (absolute position) sees keys [s0, t]: s0 = 0, or t + 1 - window under a sliding window
           // (Mistral). The keys before s0 get probability exactly 0, so the backward needs no window of its own.
@@ -396,7 +421,8 @@ void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const flo
           const long mr = std::min(MR, T - t0), cols = att_cols(t0, mr, NR, T);
           float* dSr = dS + t0 * T;
           const RowsA oa = rows_a(isa, Ap, dob + t0 * ldq, ldq, mr, D);
-          att_row(isa, D, oa.a, Vt, NR * D, 0, dSr, T, mr, cols, 1.0f, 0.0f, oa.sa, oa.rowa);
+          att_row(isa, D, oa.a, Vt, NR * D, 0, dSr, T, mr, cols, 1.0f, 0.0f, oa.sa, oa.rowa,
+                  next_rows(pb + t0 * T, t0, MR, T, false));  // P's next rows (see AttAhead)
           for (long r = 0; r < mr; ++r) softmax_bwd(dSr + r * T, pb + (t0 + r) * T, t0 + r + 1, cols);
           const RowsA sa = rows_a(isa, Ap, dSr, T, mr, cols);
           att_row(isa, cols, sa.a, Kc, NR * T, 0, dqb + t0 * ldq, ldq, mr, D, scale, 0.0f, sa.sa, sa.rowa);
