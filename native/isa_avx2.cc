@@ -370,16 +370,7 @@ void adamw(float* p, const float* g, float* m, float* v, long n, const float* k)
     const __m256 den = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), bc), eps);
     _mm256_storeu_ps(p + i, _mm256_sub_ps(pi, _mm256_div_ps(_mm256_mul_ps(ss, mi), den)));
   }
-  for (; i < n; ++i) {
-    const float gi = g[i];
-    float pi = p[i] * k[0];
-    const float mi = k[1] * m[i] + k[2] * gi;
-    const float vi = k[3] * v[i] + k[4] * (gi * gi);
-    m[i] = mi;
-    v[i] = vi;
-    pi -= (k[5] * mi) / (__builtin_sqrtf(vi) / k[6] + k[7]);
-    p[i] = pi;
-  }
+  if (i < n) isa_scalar()->adamw(p + i, g + i, m + i, v + i, n - i, k);  // the tail: the scalar loop itself
 }
 
 long nonfinite(const float* x, long n) {
