@@ -842,6 +842,31 @@ describe.each(FAMILIES)("$name", (fam) => {
   });
 });
 
+describe.each(FAMILIES)("$name, head untied for training", (fam) => {
+  it("untieHead() registers a copy of the tied table (the same logits), saves it untied, and is idempotent", async () => {
+    const dir = tmp();
+    writeModel(dir, fam.config, randomSD(fam.spec, 2));
+    const lm = await loadModel(dir);
+    const m = lm.model;
+    const before = noGrad(() => m.forward(Int32Array.from(IDS), 1, T));
+    const tied = m.tiedNames.length > 0;
+    const head = m.untieHead();
+    expect(m.untieHead()).toBe(head);
+    expect(m.tiedNames).toEqual([]);
+    if (tied) expect(m.config.tie_word_embeddings).toBe(false);
+    const names = m.namedParameters().map(([n]) => n);
+    expect(names.filter((n) => /^(lm_head|embed_out)\.weight$/.test(n))).toHaveLength(1);
+    const after = noGrad(() => m.forward(Int32Array.from(IDS), 1, T));
+    expect(bitsEqual(after.data, before.data)).toBe(true);
+    const out = tmp();
+    saveModel(out, lm);
+    const re = await loadModel(out);
+    expect(re.unused).toEqual([]);
+    expect(re.model.tiedNames).toEqual([]);
+    expect(bitsEqual(noGrad(() => re.model.forward(Int32Array.from(IDS), 1, T)).data, before.data)).toBe(true);
+  });
+});
+
 describe.each(FAMILIES)("$name with a KV cache", (fam) => {
   it("gives the logits and greedy tokens of re-running the whole context, past the context length too", async () => {
     const dir = tmp();

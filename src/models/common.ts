@@ -7,7 +7,7 @@ import { checkpoint } from "../nn/tape.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import type { Tensor } from "../tensor/tensor.js";
 import type { BlockKV } from "./kvcache.js";
-import type { ForwardOpts } from "./registry.js";
+import type { ForwardOpts, HfConfig } from "./registry.js";
 
 export function requirePositiveInts(cfg: Record<string, unknown>, keys: string[]): void {
   for (const k of keys) {
@@ -115,6 +115,16 @@ export function blockCols(C: number, p: number): Int32Array {
 /** A trainable LM head initialised as a copy of the tied embedding table (vocab, hidden): untieHead()'s layer. */
 export function headFromEmbedding(e: Tensor): Linear {
   return new Linear(e.shape[1], e.shape[0], { weight: e.data.slice() });
+}
+
+/**
+ * For untieHead(): marks `model` untied (config and tied names) and returns the new head, a trainable copy of the
+ * embedding table, for the family to register under its head's name.
+ */
+export function untie(model: { config: HfConfig; tiedNames: string[] }, embed: Tensor): Linear {
+  model.config.tie_word_embeddings = false;
+  model.tiedNames = [];
+  return headFromEmbedding(embed);
 }
 
 /** Logits: the model's own head when untied, else h · embeddingᵀ (tied weights). */

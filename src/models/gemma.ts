@@ -8,7 +8,7 @@ import { Embedding, Linear, RMSNorm } from "../nn/layers.js";
 import { Module, ModuleList } from "../nn/module.js";
 import { Rng } from "../tensor/rng.js";
 import { Tensor } from "../tensor/tensor.js";
-import { cacheOffsets, gqaHeadDim, headFromEmbedding, lmHead, requirePositiveInts, runBlocks } from "./common.js";
+import { cacheOffsets, gqaHeadDim, lmHead, requirePositiveInts, runBlocks, untie } from "./common.js";
 import type { BlockKV } from "./kvcache.js";
 import { blockLinearsOf, LlamaAttention, RopeCache, type RopeScaling, ropeSettings, rotaryDims } from "./llama.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
@@ -282,11 +282,7 @@ export class GemmaForCausalLM extends Module implements CausalLM {
   }
 
   untieHead(): Linear {
-    if (!this.lm_head) {
-      this.lm_head = this.registerModule("lm_head", headFromEmbedding(this.model.embed_tokens.weight));
-      this.config.tie_word_embeddings = false;
-      this.tiedNames = [];
-    }
+    if (!this.lm_head) this.lm_head = this.registerModule("lm_head", untie(this, this.model.embed_tokens.weight));
     return this.lm_head;
   }
 

@@ -9,11 +9,11 @@ import {
   actKind,
   cacheOffsets,
   headDims,
-  headFromEmbedding,
   lmHead,
   perHeadCols,
   requirePositiveInts,
   runBlocks,
+  untie,
 } from "./common.js";
 import type { BlockKV } from "./kvcache.js";
 import { RopeCache, type RopeScaling, ropeSettings, rotaryDims } from "./llama.js";
@@ -208,11 +208,7 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
   }
 
   untieHead(): Linear {
-    if (!this.embed_out) {
-      this.embed_out = this.registerModule("embed_out", headFromEmbedding(this.gpt_neox.embed_in.weight));
-      this.config.tie_word_embeddings = false;
-      this.tiedNames = [];
-    }
+    if (!this.embed_out) this.embed_out = this.registerModule("embed_out", untie(this, this.gpt_neox.embed_in.weight));
     return this.embed_out;
   }
 

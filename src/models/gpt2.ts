@@ -10,11 +10,11 @@ import {
   blockCols,
   cacheOffsets,
   headDims,
-  headFromEmbedding,
   lmHead,
   positionIds,
   requirePositiveInts,
   runBlocks,
+  untie,
 } from "./common.js";
 import type { BlockKV } from "./kvcache.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
@@ -179,11 +179,7 @@ export class Gpt2LMHeadModel extends Module implements CausalLM {
   }
 
   untieHead(): Linear {
-    if (!this.lm_head) {
-      this.lm_head = this.registerModule("lm_head", headFromEmbedding(this.transformer.wte.weight));
-      this.config.tie_word_embeddings = false;
-      this.tiedNames = [];
-    }
+    if (!this.lm_head) this.lm_head = this.registerModule("lm_head", untie(this, this.transformer.wte.weight));
     return this.lm_head;
   }
 

@@ -10,7 +10,7 @@ import { Module, ModuleList } from "../nn/module.js";
 import { newF32 } from "../tensor/arena.js";
 import { Rng } from "../tensor/rng.js";
 import type { Tensor } from "../tensor/tensor.js";
-import { cacheOffsets, gqaHeadDim, headFromEmbedding, lmHead, requirePositiveInts, runBlocks } from "./common.js";
+import { cacheOffsets, gqaHeadDim, lmHead, requirePositiveInts, runBlocks, untie } from "./common.js";
 import type { BlockKV } from "./kvcache.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
 
@@ -607,11 +607,7 @@ export class LlamaForCausalLM extends Module implements CausalLM {
   }
 
   untieHead(): Linear {
-    if (!this.lm_head) {
-      this.lm_head = this.registerModule("lm_head", headFromEmbedding(this.model.embed_tokens.weight));
-      this.config.tie_word_embeddings = false;
-      this.tiedNames = [];
-    }
+    if (!this.lm_head) this.lm_head = this.registerModule("lm_head", untie(this, this.model.embed_tokens.weight));
     return this.lm_head;
   }
 

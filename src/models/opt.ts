@@ -9,11 +9,11 @@ import {
   actKind,
   cacheOffsets,
   headDims,
-  headFromEmbedding,
   lmHead,
   positionIds,
   requirePositiveInts,
   runBlocks,
+  untie,
 } from "./common.js";
 import type { BlockKV } from "./kvcache.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
@@ -213,11 +213,8 @@ export class OptForCausalLM extends Module implements CausalLM {
   }
 
   untieHead(): Linear {
-    if (!this.lm_head) {
-      this.lm_head = this.registerModule("lm_head", headFromEmbedding(this.model.decoder.embed_tokens.weight));
-      this.config.tie_word_embeddings = false;
-      this.tiedNames = [];
-    }
+    if (!this.lm_head)
+      this.lm_head = this.registerModule("lm_head", untie(this, this.model.decoder.embed_tokens.weight));
     return this.lm_head;
   }
 
