@@ -272,13 +272,13 @@ inline AttAhead next_rows(const float* m, long t0, long MR, long T, bool write) 
 }
 
 // C[0:mr, 0:n] = alpha * A-panel (K deep) x the B panels (each K x NR, `bps` apart, starting `boff` rows in) + beta C.
-// With `ahead`, each tile first prefetches its counterpart there.
+// With `ahead`, each tile first prefetches its counterpart there (columns < n only: every address stays inside P).
 void att_row(const IsaKernels* isa, long K, const float* Ap, const float* Bp, long bps, long boff, float* C, long ldc,
              long mr, long n, float alpha, float beta, long sa = 0, bool rowa = false, const AttAhead& ahead = {}) {
   const long NR = isa->NR;
   for (long j = 0; j * NR < n; ++j) {
     for (long r = 0; r < ahead.rows; ++r)
-      for (long c = 0; c < NR; c += 16) {
+      for (long c = 0; c < NR && j * NR + c < n; c += 16) {  // (the next rows are as long as these: n <= T)
         const float* p = ahead.pf + r * ahead.ld + j * NR + c;
         if (ahead.write) __builtin_prefetch(p, 1);
         else __builtin_prefetch(p, 0);
