@@ -1,10 +1,11 @@
 // Pruning: exact mask counts per scope, N:M structure, SparseGPT vs a direct float64 implementation, Wanda = magnitude
 // under equal input norms, the sequential block loop on tiny models, the saved folder, and bad input.
-import { existsSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { evalText } from "../src/io/datasets.js";
 import type { Tokenizer } from "../src/io/tokenizer.js";
 import { loadModel } from "../src/models/load.js";
 import { calibrationWindows } from "../src/prune/calibration.js";
@@ -262,6 +263,35 @@ describe.skipIf(!existsSync(TOK))("sequential pruning of a tiny LLaMA", () => {
       return m.model.blockLinears(1)[6][1].weight.data.slice();
     };
     expect(Array.from(await run())).toEqual(Array.from(await run()));
+  });
+
+  it("calibration from a continuous text (tinystories, wikitext2, .txt) draws get_wikitext2's windows from its token stream", async () => {
+    const m = await loadModel(src);
+    const tok = m.tokenizer as Tokenizer;
+    const text = await evalText("tinystories");
+    // every story is shorter than a window: per-document draws (get_c4's) find none
+    expect(Math.max(...text.split(/\n\s*\n/).map((d) => tok.encode(d).length))).toBeLessThan(512);
+    const cal = await calibrationWindows(tok, { samples: 3, seqlen: 512, seed: 0, source: "tinystories" });
+    const ids = tok.encode(text);
+    expect(ids.length).toBe(393019);
+    // CPython 3.11: random.seed(0); [random.randint(0, 393019 - 512 - 1) for _ in range(3)]
+    expect(cal.starts).toEqual([201979, 220500, 21225]);
+    expect(cal.docIndices).toEqual([]);
+    for (const [i, s] of (cal.starts as number[]).entries())
+      expect(Array.from(cal.ids.subarray(i * 512, (i + 1) * 512))).toEqual(ids.slice(s, s + 512));
+    // a .txt file is one continuous text too, however short its paragraphs
+    const f = join(mkdtempSync(join(tmpdir(), "perp-cal-")), "short.txt");
+    writeFileSync(f, Array.from({ length: 40 }, (_, i) => `Line ${i} of a text.`).join("\n\n"));
+    const n = tok.encode(readFileSync(f, "utf8")).length;
+    const c = await calibrationWindows(tok, { samples: 4, seqlen: n - 1, seed: 3, source: f });
+    expect(c.starts?.every((s) => s === 0)).toBe(true); // randint(0, 0)
+    await expect(calibrationWindows(tok, { samples: 1, seqlen: n, seed: 0, source: f })).rejects.toThrow(
+      new RegExp(`has ${n} tokens, fewer than a window needs \\(seqlen \\+ 1 = ${n + 1}\\)`),
+    );
+    const r = await prune(m, { method: "wanda", sparsity: 0.5, calibSamples: 2, calibSeqlen: 64, calibDataset: f });
+    expect(r.report.calibration).toMatchObject({ dataset: f, samples: 2, seqlen: 64 });
+    expect(r.report.calibration?.token_starts).toHaveLength(2);
+    expect(r.report.calibration?.documents).toBeUndefined();
   });
 
   it("bad input: sparsity, N:M, divisibility, short calibration data, existing output", async () => {

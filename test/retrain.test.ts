@@ -21,6 +21,7 @@ import { Rng } from "../src/tensor/rng.js";
 import { Tensor } from "../src/tensor/tensor.js";
 import { reconstruct } from "../src/train/reconstruct.js";
 import { retrainModel } from "../src/train/retrain-model.js";
+import { WindowSampler } from "../src/train/sampler.js";
 import { lrAt, warmupSteps } from "../src/train/schedule.js";
 import { MICRO_LLAMA, writeTinyLlama } from "./fixtures.js";
 import { randF32 } from "./helpers.js";
@@ -329,6 +330,35 @@ describe.skipIf(!have)("retraining a pruned tiny model", () => {
     });
     expect(r.blocks[0].mse_before).toBeGreaterThan(0);
     expect(r.blocks[1].mse_before).toBe(0);
+  });
+
+  it("training windows from a continuous text (.txt) come from its token stream, whatever its paragraphs' length", async () => {
+    const dir = await prunedTiny("llama");
+    const m = await loadModel(dir);
+    const tok = m.tokenizer as Tokenizer;
+    const text = Array.from({ length: 120 }, (_, i) => `Paragraph ${i} is short.`).join("\n\n");
+    const ids = tok.encode(text);
+    const L = 48;
+    expect(Math.max(...text.split("\n\n").map((p) => tok.encode(p).length))).toBeLessThan(L);
+    const sampler = new WindowSampler({ kind: "stream", text }, tok, L, 1);
+    const w = Array.from({ length: 12 }, () => sampler.next());
+    const starts = w.map((x) => {
+      const i = ids.findIndex((_, s) => s + L < ids.length && ids.slice(s, s + L).every((v, j) => v === x[j]));
+      expect(i).toBeGreaterThanOrEqual(0); // a contiguous slice of the stream, not past its last token
+      return i;
+    });
+    expect(new Set(starts).size).toBeGreaterThan(6);
+    sampler.fastForward(5);
+    expect(sampler.next()).toEqual(w[5]); // resume redraws the same sequence
+    expect(() => new WindowSampler({ kind: "stream", text: "Too short." }, tok, L, 1)).toThrow(
+      /fewer than a window needs \(seqlen \+ 1 = 49\)/,
+    );
+    const f = join(mkdtempSync(join(tmpdir(), "perp-rt-txt-")), "train.txt");
+    writeFileSync(f, text);
+    const out = join(mkdtempSync(join(tmpdir(), "perp-rt-o-")), "out");
+    const r = await retrainModel(m, { ...base, params: ["norm"], loraType: "lora", dataset: f, seqlen: L, out });
+    expect(r.steps).toBe(3);
+    expect(r.sparsity_after).toBeCloseTo(r.sparsity_before, 12);
   });
 
   it("plain lora merge densifies and says so", async () => {

@@ -4,7 +4,7 @@
 //   node --import tsx scripts/xcheck/retrain-dump.mts <pruned dir> <work dir> [params] [lora type]
 //   python scripts/xcheck/retrain_hf_ref.py <pruned dir> <work dir> [lora type]
 import { mkdirSync, readFileSync } from "node:fs";
-import { documents } from "../../src/io/datasets.js";
+import { textSource } from "../../src/io/datasets.js";
 import { writeSafetensors } from "../../src/io/safetensors.js";
 import { loadModel } from "../../src/models/load.js";
 import { prunableLinears, setupTrainable } from "../../src/peft/select.js";
@@ -28,7 +28,7 @@ for (const [n, l] of prunableLinears(m0.model))
   t.push({ name: `mask.${n}`, dtype: "F32", shape: l.weight.shape, data: Float32Array.from(l.mask as Uint8Array) });
 const info = JSON.parse(readFileSync(`${dir}/perp.json`, "utf8"));
 const exclude = info?.prune?.calibration?.documents;
-const sampler = new WindowSampler(await documents("c4"), m0.tokenizer!, seqlen, 0, exclude ?? []);
+const sampler = new WindowSampler(await textSource("c4"), m0.tokenizer!, seqlen, 0, exclude ?? []);
 const ids = new Float32Array(steps * seqlen);
 for (let s = 0; s < steps; s++) ids.set(Float32Array.from(sampler.batch(1)), s * seqlen);
 t.push({ name: "ids", dtype: "F32", shape: [steps, seqlen], data: ids });

@@ -203,6 +203,8 @@ const pruneCmd: CommandDef = {
     "row (wanda), or per 128-column block (sparsegpt); --scope overrides; --pattern N:M keeps N of every M consecutive\n" +
     "inputs. Wanda and SparseGPT calibrate sequentially, block by block, on random windows of C4 documents, drawn as\n" +
     "their reference code draws them (Python's random.seed(--seed), randint: the same windows from the same documents).\n" +
+    "A continuous text (wikitext2, tinystories, a .txt file) is tokenized whole and windows start anywhere in it, as\n" +
+    "their get_wikitext2 draws them (the shipped WikiText-2 is the test split, the text --ppl wikitext2 measures).\n" +
     "The output folder holds the HF model with exact zeros (transformers loads it), perp.json (settings, per-layer\n" +
     "sparsity, timings) and perp-masks.safetensors (the masks as bitmaps).",
   options: [
@@ -285,10 +287,11 @@ const retrainCmd: CommandDef = {
     "plain lora keep every pruned weight exactly 0.0. bias creates zero biases where the family has none (the config\n" +
     "then declares them; a Mistral or Qwen2 model, whose transformers class has no biases or only q/k/v ones, is\n" +
     "exported as LLaMA, and refused when a sliding window is shorter than its context; Qwen3, Phi-3 and Gemma are\n" +
-    "refused). Data: C4 windows of the model's context (calibration documents excluded). AdamW (0.9/0.999, eps\n" +
-    "1e-8), linear schedule with warmup, per-block gradient checkpointing when the activations would need over a\n" +
-    "quarter of the memory (--grad-checkpoint; same numbers either way); the loss is logged to <out>/log.jsonl and\n" +
-    "checkpoints land in <out>/checkpoints; --resume continues from the last one.\n" +
+    "refused). Data: C4 windows of the model's context (calibration documents excluded); from a continuous text\n" +
+    "(wikitext2, tinystories, .txt) windows start anywhere in its token stream. AdamW (0.9/0.999, eps 1e-8), linear\n" +
+    "schedule with warmup, per-block gradient checkpointing when the activations would need over a quarter of the\n" +
+    "memory (--grad-checkpoint; same numbers either way); the loss is logged to <out>/log.jsonl and checkpoints land\n" +
+    "in <out>/checkpoints; --resume continues from the last one.\n" +
     "--mode reconstruct (PERP's): block by block, --steps optimizer steps train the block's subset so that it\n" +
     "reproduces the dense block (--dense) on the same inputs, the pruned model's own activations on the calibration\n" +
     "windows (MSE); the block is merged and its outputs feed the next; per-block MSE before/after is reported. Each\n" +

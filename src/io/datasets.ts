@@ -66,16 +66,28 @@ export async function evalText(name: string): Promise<string> {
   }
 }
 
-/** Documents of a text source for calibration/training: c4 | wikitext2 | tinystories | *.txt | *.jsonl | *.parquet. */
-export async function documents(source: string): Promise<string[]> {
-  if (source === "c4") return c4Documents();
-  if (source === "wikitext2" || source === "tinystories")
-    return (await evalText(source)).split(/\n\s*\n/).filter((s) => s.trim());
-  if (source.endsWith(".parquet")) return readParquetTexts(source);
-  if (source.endsWith(".jsonl")) return readJsonlTexts(source);
-  if (existsSync(source))
-    return readFileSync(source, "utf8")
-      .split(/\n\s*\n/)
-      .filter((s) => s.trim());
+/**
+ * A calibration/training text source, in one of two shapes, as the reference code draws windows from each:
+ * - `documents` (c4, *.jsonl, *.parquet): separate documents; a window lies inside one document long enough for it
+ *   (SparseGPT's / wanda's `get_c4`);
+ * - `stream` (wikitext2, tinystories, *.txt): one continuous text, tokenized once; a window starts anywhere in the
+ *   token stream (their `get_wikitext2`). Paragraphs of these texts are far shorter than a 2048-token context.
+ */
+export type TextSource = { kind: "documents"; docs: string[] } | { kind: "stream"; text: string };
+
+export async function textSource(source: string): Promise<TextSource> {
+  if (source === "c4") return { kind: "documents", docs: await c4Documents() };
+  if (source === "wikitext2" || source === "tinystories") return { kind: "stream", text: await evalText(source) };
+  if (source.endsWith(".parquet")) return { kind: "documents", docs: await readParquetTexts(source) };
+  if (source.endsWith(".jsonl")) return { kind: "documents", docs: readJsonlTexts(source) };
+  if (existsSync(source)) {
+    let text: string;
+    try {
+      text = readFileSync(source, "utf8");
+    } catch (e) {
+      throw new DataError(`${source}: cannot read (${(e as Error).message})`);
+    }
+    return { kind: "stream", text };
+  }
   throw new DataError(`unknown data source '${source}' (c4, wikitext2, tinystories, or a .txt/.jsonl/.parquet file)`);
 }

@@ -1,9 +1,10 @@
-// Calibration windows as wanda/SparseGPT's get_c4 draws them: `random.seed(seed)`, then per window a random document
-// (randint over the documents) until one's tokenization is longer than seqlen, then a random start
-// randint(0, len − seqlen − 1). The draws are CPython's own (PyRandom), so the same documents in the same order give
-// the reference code's windows exactly.
+// Calibration windows as wanda/SparseGPT draw them, with `random.seed(seed)` and CPython's own draws (PyRandom), so
+// the same text gives the reference code's windows exactly. From documents (c4, .jsonl, .parquet), as get_c4: per
+// window a random document (randint over the documents) until one's tokenization is longer than seqlen, then a random
+// start randint(0, len − seqlen − 1). From a continuous text (wikitext2, tinystories, .txt), as get_wikitext2: the
+// text tokenized once, then per window a start randint(0, len − seqlen − 1) in that token stream.
 import { DataError } from "../io/data.js";
-import { documents } from "../io/datasets.js";
+import { textSource } from "../io/datasets.js";
 import type { Tokenizer } from "../io/tokenizer.js";
 import { PyRandom } from "../tensor/pyrandom.js";
 
@@ -19,16 +20,34 @@ export interface Calibration {
   ids: Int32Array;
   samples: number;
   seqlen: number;
-  /** Indices of the documents windows were drawn from (retraining excludes them). */
+  /** Indices of the documents windows were drawn from (retraining excludes them); none for a continuous text. */
   docIndices: number[];
+  /** A continuous text's windows: where each starts in its token stream. */
+  starts?: number[];
 }
 
 export async function calibrationWindows(tok: Tokenizer, o: CalibrationOptions): Promise<Calibration> {
   if (!(o.samples >= 1 && o.seqlen >= 2))
     throw new DataError(`calibration needs samples >= 1 and seqlen >= 2 (got ${o.samples} x ${o.seqlen})`);
-  const docs = await documents(o.source);
-  if (!docs.length) throw new DataError(`calibration source '${o.source}' has no documents`);
+  const src = await textSource(o.source);
   const rng = new PyRandom(o.seed);
+  const ids = new Int32Array(o.samples * o.seqlen);
+  if (src.kind === "stream") {
+    const t = tok.encode(src.text);
+    if (t.length < o.seqlen + 1)
+      throw new DataError(
+        `calibration source '${o.source}' has ${t.length} tokens, fewer than a window needs (seqlen + 1 = ${o.seqlen + 1}); lower --calib-seqlen`,
+      );
+    const starts: number[] = [];
+    for (let s = 0; s < o.samples; s++) {
+      const start = rng.randint(0, t.length - o.seqlen - 1);
+      ids.set(t.slice(start, start + o.seqlen), s * o.seqlen);
+      starts.push(start);
+    }
+    return { ids, samples: o.samples, seqlen: o.seqlen, docIndices: [], starts };
+  }
+  const docs = src.docs;
+  if (!docs.length) throw new DataError(`calibration source '${o.source}' has no documents`);
   const cache = new Map<number, number[]>();
   const enc = (i: number) => {
     let e = cache.get(i);
@@ -43,7 +62,6 @@ export async function calibrationWindows(tok: Tokenizer, o: CalibrationOptions):
     throw new DataError(
       `calibration source '${o.source}' has no document longer than ${o.seqlen} tokens (the longest has ${maxBytes} bytes); lower --calib-seqlen`,
     );
-  const ids = new Int32Array(o.samples * o.seqlen);
   const used: number[] = [];
   for (let s = 0; s < o.samples; s++) {
     let doc = -1;

@@ -31,7 +31,15 @@ export interface PruneReport {
   pattern: string;
   scope: Scope | "block128";
   seed: number;
-  calibration: { dataset: string; samples: number; seqlen: number; documents: number[] } | null;
+  /** documents: the indices of the documents drawn from (c4, .jsonl, .parquet); token_starts: where each window
+   * starts in a continuous text's token stream (wikitext2, tinystories, .txt). */
+  calibration: {
+    dataset: string;
+    samples: number;
+    seqlen: number;
+    documents?: number[];
+    token_starts?: number[];
+  } | null;
   sparsity: number;
   layers: LayerReport[];
   seconds: { calibration_data: number; prune: number; blocks: number[] };
@@ -89,7 +97,12 @@ export async function prune(
       scope: method.name === "sparsegpt" && !nm ? "block128" : scope,
       seed,
       calibration: cal
-        ? { dataset: o.calibDataset ?? "c4", samples: cal.samples, seqlen: cal.seqlen, documents: cal.docIndices }
+        ? {
+            dataset: o.calibDataset ?? "c4",
+            samples: cal.samples,
+            seqlen: cal.seqlen,
+            ...(cal.starts ? { token_starts: cal.starts } : { documents: cal.docIndices }),
+          }
         : null,
       sparsity: zeros / total,
       layers: r.layers,

@@ -5,7 +5,7 @@ import { appendFileSync, mkdirSync } from "node:fs";
 import { totalmem } from "node:os";
 import { join } from "node:path";
 import { Progress } from "../cli/progress.js";
-import { documents } from "../io/datasets.js";
+import { textSource } from "../io/datasets.js";
 import type { LoadedModel } from "../models/load.js";
 import type { CausalLM } from "../models/registry.js";
 import * as F from "../nn/functional.js";
@@ -146,8 +146,13 @@ export async function retrain(m: LoadedModel, o: RetrainOptions): Promise<Retrai
   const settings = retrainSettings(o, seqlen);
   const { params, nTrain, nModel } = setupTrainable(m.model, o);
   const opt = new AdamW(params, { lr: o.lr, weightDecay: o.weightDecay ?? 0 });
-  const docs = await documents(o.dataset ?? "c4");
-  const sampler = new WindowSampler(docs, m.tokenizer, seqlen, o.seed ?? 0, o.excludeDocs ?? []);
+  const sampler = new WindowSampler(
+    await textSource(o.dataset ?? "c4"),
+    m.tokenizer,
+    seqlen,
+    o.seed ?? 0,
+    o.excludeDocs ?? [],
+  );
   mkdirSync(o.out, { recursive: true });
   const logPath = join(o.out, "log.jsonl");
   let state: TrainState = { step: 0, drawn: 0, losses: [], settings, seconds: 0 };

@@ -1,28 +1,47 @@
-// Training windows: a seeded sampler over documents (calibration documents excluded), each window `seqlen` tokens
-// from a random document longer than seqlen at a random start. Its state is the number of windows drawn, so a
-// resumed run re-draws exactly the same sequence.
+// Training windows: a seeded sampler, each window `seqlen` tokens at a random start. From documents (c4, .jsonl,
+// .parquet; calibration documents excluded): inside a random document longer than seqlen. From a continuous text
+// (wikitext2, tinystories, .txt): anywhere in its token stream, the text tokenized once. Its state is the number of
+// windows drawn, so a resumed run re-draws exactly the same sequence.
 import { DataError } from "../io/data.js";
+import type { TextSource } from "../io/datasets.js";
 import type { Tokenizer } from "../io/tokenizer.js";
 import { Rng } from "../tensor/rng.js";
 
 export class WindowSampler {
   private rng: Rng;
   private readonly cache = new Map<number, number[]>();
+  private readonly docs: string[];
   private readonly eligible: number[];
+  /** A continuous text's tokens (null for documents). */
+  private readonly stream: number[] | null;
   drawn = 0;
 
   constructor(
-    private readonly docs: string[],
+    src: TextSource,
     private readonly tok: Tokenizer,
     readonly seqlen: number,
     readonly seed: number,
     exclude: number[] = [],
   ) {
+    this.rng = new Rng(seed ^ 0x5eed);
+    if (src.kind === "stream") {
+      this.docs = [];
+      this.eligible = [];
+      this.stream = tok.encode(src.text);
+      if (this.stream.length <= seqlen)
+        throw new DataError(
+          `the training text has ${this.stream.length} tokens, fewer than a window needs (seqlen + 1 = ${seqlen + 1}); lower --seqlen`,
+        );
+      return;
+    }
+    this.docs = src.docs;
+    this.stream = null;
     const ex = new Set(exclude);
-    this.eligible = docs.map((_, i) => i).filter((i) => !ex.has(i) && Buffer.byteLength(docs[i], "utf8") + 2 > seqlen);
+    this.eligible = this.docs
+      .map((_, i) => i)
+      .filter((i) => !ex.has(i) && Buffer.byteLength(this.docs[i], "utf8") + 2 > seqlen);
     if (!this.eligible.length)
       throw new DataError(`no training document is longer than ${seqlen} tokens; lower --seqlen`);
-    this.rng = new Rng(seed ^ 0x5eed);
   }
 
   private enc(i: number): number[] {
@@ -36,6 +55,11 @@ export class WindowSampler {
 
   /** One window of seqlen token ids. */
   next(): number[] {
+    if (this.stream) {
+      const s = this.rng.int(this.stream.length - this.seqlen);
+      this.drawn++;
+      return this.stream.slice(s, s + this.seqlen);
+    }
     for (let tries = 0; tries < 100 * this.eligible.length + 1000; tries++) {
       const d = this.eligible[this.rng.int(this.eligible.length)];
       const t = this.enc(d);
