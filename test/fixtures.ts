@@ -25,8 +25,8 @@ export function writeTokenizer(dir: string): void {
   writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify({ bos_token: "<s>", eos_token: "</s>" }));
 }
 
-export function writeTinyLlama(dir: string, o: { kv?: number; seed?: number } = {}): void {
-  const [C, I, H, KV, L, V, D] = [16, 32, 4, o.kv ?? 4, 2, 512, 4];
+export function writeTinyLlama(dir: string, o: { kv?: number; seed?: number; layers?: number } = {}): void {
+  const [C, I, H, KV, L, V, D] = [16, 32, 4, o.kv ?? 4, o.layers ?? 2, 512, 4];
   const rng = new Rng(o.seed ?? 3);
   const ts: { name: string; dtype: "F32"; shape: number[]; data: Float32Array }[] = [];
   const add = (name: string, shape: number[], one = false) => {

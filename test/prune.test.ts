@@ -8,16 +8,19 @@ import { describe, expect, it } from "vitest";
 import { evalText } from "../src/io/datasets.js";
 import type { Tokenizer } from "../src/io/tokenizer.js";
 import { loadModel } from "../src/models/load.js";
+import { noGrad } from "../src/nn/tape.js";
 import { calibrationWindows } from "../src/prune/calibration.js";
 import { prune, readMasks, savePruned } from "../src/prune/index.js";
 import { inspect } from "../src/prune/inspect.js";
 import { countZeros, isNM, selectMask } from "../src/prune/mask.js";
 import { magnitude, wanda } from "../src/prune/methods.js";
+import { pruneSequential } from "../src/prune/sequential.js";
 import { hinvUpper, sparsegptPrune } from "../src/prune/sparsegpt.js";
 import { gramLower, symmetrize } from "../src/tensor/linalg.js";
 import { K } from "../src/tensor/native.js";
 import { PyRandom } from "../src/tensor/pyrandom.js";
 import { Rng } from "../src/tensor/rng.js";
+import { Tensor } from "../src/tensor/tensor.js";
 import { TOK, writeTinyLlama } from "./fixtures.js";
 import { randF32 } from "./helpers.js";
 
@@ -255,6 +258,47 @@ describe.skipIf(!existsSync(TOK))("sequential pruning of a tiny LLaMA", () => {
         expect(readMasks(out)?.size).toBe(14);
         expect(r.parameters.prunable).toBe(2 * (16 * 16 * 2 + 8 * 16 * 2 + 32 * 16 * 3));
       });
+
+  it("sequential: block i is calibrated on the outputs of the pruned blocks < i (an independent loop agrees)", async () => {
+    // four blocks, one window per forward: the block outputs' buffers and the arena's are reused over and over
+    const dir = mkdtempSync(join(tmpdir(), "perp-pr4-"));
+    writeTinyLlama(dir, { kv: 2, seed: 4, layers: 4 });
+    const m = await loadModel(dir);
+    const spec = { sparsity: 0.5, nm: null, scope: "row" as const };
+    const cal = await calibrationWindows(m.tokenizer as Tokenizer, { samples: 3, seqlen: 32, seed: 2, source: "c4" });
+    const got = pruneSequential(m.model, { method: wanda, spec, seed: 0, calibration: cal, batch: 1 }).masks;
+    // the reference's loop: all windows in one forward per block, statistics from hooks, prune, re-run
+    const ref = (await loadModel(dir)).model;
+    let X = noGrad(() => ref.embed(cal.ids, 3, 32)).data;
+    for (let i = 0; i < 4; i++) {
+      const lins = ref.blockLinears(i);
+      const colsq = new Map<string, Float64Array>();
+      for (const [name, lin] of lins)
+        lin.inputHook = (x) => {
+          const cols = lin.weight.shape[1];
+          const c = new Float64Array(cols);
+          for (let r = 0; r < x.size / cols; r++) for (let j = 0; j < cols; j++) c[j] += x.data[r * cols + j] ** 2;
+          colsq.set(name, c);
+        };
+      noGrad(() => ref.runBlock(i, new Tensor(X.slice(), [96, 16]), 3, 32));
+      for (const [name, lin] of lins) {
+        lin.inputHook = null;
+        const [rows, cols] = lin.weight.shape;
+        const r = wanda.prune(
+          lin.weight.data,
+          rows,
+          cols,
+          spec,
+          { tokens: 96, colsq: colsq.get(name) },
+          new Rng(0),
+          name,
+        );
+        expect(Array.from(got.get(`${name}.weight`) as Uint8Array), name).toEqual(Array.from(r.mask));
+        lin.weight.data = r.W;
+      }
+      X = noGrad(() => ref.runBlock(i, new Tensor(X.slice(), [96, 16]), 3, 32)).data;
+    }
+  });
 
   it("is deterministic for a seed; calibration windows come from C4", async () => {
     const run = async () => {

@@ -6,6 +6,7 @@ import { Progress } from "../cli/progress.js";
 import type { CausalLM } from "../models/registry.js";
 import type { Linear } from "../nn/layers.js";
 import { noGrad } from "../nn/tape.js";
+import { Arena, allocRaw, withArena } from "../tensor/arena.js";
 import { gramLower } from "../tensor/linalg.js";
 import { K } from "../tensor/native.js";
 import { Rng } from "../tensor/rng.js";
@@ -114,6 +115,35 @@ function attachStats(
   };
 }
 
+/**
+ * Block i over N windows of L tokens (X: N·L rows), bt windows per forward, into `out` (null: a statistics pass that
+ * keeps no outputs). The activations live in `arena`, reused from batch to batch and block to block: a fresh buffer
+ * costs a page fault per 4 KiB and a zeroing pass (pruning a llama768 block took 25-35% longer with them).
+ */
+export function blockOutputs(
+  model: CausalLM,
+  i: number,
+  X: Float32Array,
+  N: number,
+  L: number,
+  bt: number,
+  arena: Arena,
+  out: Float32Array | null,
+): void {
+  const C = X.length / (N * L);
+  noGrad(() => {
+    for (let s = 0; s < N; s += bt) {
+      const b = Math.min(bt, N - s);
+      withArena(arena, () => {
+        const x = allocRaw(b * L * C);
+        x.set(X.subarray(s * L * C, (s + b) * L * C));
+        const y = model.runBlock(i, new Tensor(x, [b * L, C]), b, L);
+        out?.set(y.data, s * L * C);
+      });
+    }
+  });
+}
+
 export function pruneSequential(model: CausalLM, o: SequentialOptions): SequentialResult {
   const rng = new Rng(o.seed);
   const masks = new Map<string, Uint8Array>();
@@ -129,22 +159,11 @@ export function pruneSequential(model: CausalLM, o: SequentialOptions): Sequenti
   const Bt = Math.max(1, Math.min(o.batch ?? 8, N || 1));
   // current block inputs for every calibration sample: (N·L, C)
   let inps: Float32Array | null = null;
-  let C = 0;
-  const run = (i: number, src: Float32Array): Float32Array => {
-    const out = new Float32Array(src.length);
-    noGrad(() => {
-      for (let s = 0; s < N; s += Bt) {
-        const b = Math.min(Bt, N - s);
-        const x = new Tensor(src.slice(s * L * C, (s + b) * L * C), [b * L, C]);
-        out.set(model.runBlock(i, x, b, L).data, s * L * C);
-      }
-    });
-    return out;
-  };
+  // inps, outs = outs, inps, as the references swap them: the pruned block's outputs go to the previous inputs' buffer
+  const arena = new Arena();
+  let spare: Float32Array | null = null;
   if (needs && cal) {
-    const e = noGrad(() => model.embed(cal.ids, N, L));
-    C = e.shape[e.shape.length - 1];
-    inps = e.data;
+    inps = noGrad(() => model.embed(cal.ids, N, L)).data;
   }
   for (let i = 0; i < nb; i++) {
     const t0 = performance.now();
@@ -153,7 +172,7 @@ export function pruneSequential(model: CausalLM, o: SequentialOptions): Sequenti
     if (needs && inps) {
       const h = attachStats(lins, o.method.stats as "colnorm" | "hessian");
       try {
-        run(i, inps);
+        blockOutputs(model, i, inps, N, L, Bt, arena, null);
       } finally {
         h.detach();
       }
@@ -161,7 +180,12 @@ export function pruneSequential(model: CausalLM, o: SequentialOptions): Sequenti
     }
     for (const [name, lin] of lins) layers.push(pruneLinear(name, lin, o, stats?.get(name) ?? null, rng, masks));
     stats = null;
-    if (needs && inps) inps = run(i, inps);
+    if (needs && inps) {
+      const next: Float32Array = spare?.length === inps.length ? spare : new Float32Array(inps.length);
+      blockOutputs(model, i, inps, N, L, Bt, arena, next);
+      spare = inps;
+      inps = next;
+    }
     blockSeconds.push((performance.now() - t0) / 1000);
     bar?.tick(
       1,

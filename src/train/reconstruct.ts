@@ -15,9 +15,11 @@ import type { Tokenizer } from "../io/tokenizer.js";
 import type { LoadedModel } from "../models/load.js";
 import * as F from "../nn/functional.js";
 import { AdamW } from "../nn/optim.js";
-import { backward, noGrad } from "../nn/tape.js";
+import { backward, clearTape, noGrad } from "../nn/tape.js";
 import { countParams, setupTrainable } from "../peft/select.js";
 import { calibrationWindows } from "../prune/calibration.js";
+import { blockOutputs } from "../prune/sequential.js";
+import { Arena, allocRaw, withArena } from "../tensor/arena.js";
 import { Tensor } from "../tensor/tensor.js";
 import { trimLog } from "./checkpoint.js";
 import type { RetrainOptions, RetrainSummary } from "./loop.js";
@@ -36,14 +38,10 @@ export interface ReconstructOptions extends RetrainOptions {
   calibDataset?: string;
 }
 
-function blockOut(m: LoadedModel, i: number, X: Float32Array, N: number, L: number, C: number, bt = 8): Float32Array {
+/** Block i of m over the N windows X (N·L rows), 8 windows per forward: a fresh output array. */
+function blockOut(m: LoadedModel, i: number, X: Float32Array, N: number, L: number, arena: Arena): Float32Array {
   const out = new Float32Array(X.length);
-  noGrad(() => {
-    for (let s = 0; s < N; s += bt) {
-      const b = Math.min(bt, N - s);
-      out.set(m.model.runBlock(i, new Tensor(X.slice(s * L * C, (s + b) * L * C), [b * L, C]), b, L).data, s * L * C);
-    }
-  });
+  blockOutputs(m.model, i, X, N, L, 8, arena, out);
   return out;
 }
 
@@ -102,6 +100,7 @@ export async function reconstruct(
     0,
   );
   let Xs = noGrad(() => student.model.embed(cal.ids, N, L)).data;
+  const arena = new Arena();
   const C = Xs.length / (N * L);
   const B = Math.min(o.batch ?? 1, N);
   const settings = {
@@ -130,7 +129,7 @@ export async function reconstruct(
         p.data = f.f32(n).slice();
       }
       for (const [, l] of student.model.blockLinears(i)) l.mergeLora();
-      Xs = blockOut(student, i, Xs, N, L, C);
+      Xs = blockOut(student, i, Xs, N, L, arena);
     }
   } else {
     rmSync(ckptDir(o.out), { recursive: true, force: true }); // a fresh run: an earlier run's blocks do not count
@@ -143,8 +142,8 @@ export async function reconstruct(
   bar?.tick(state.blocks_done * o.steps);
   const warm = warmupSteps(o.steps, o.warmup ?? 0.1, "floor"); // PERP: int(0.1 * n_iterations)
   for (let i = state.blocks_done; i < student.model.numBlocks; i++) {
-    const Y = blockOut(teacher, i, Xs, N, L, C); // the dense block on the pruned stream
-    const before = mseOf(blockOut(student, i, Xs, N, L, C), Y);
+    const Y = blockOut(teacher, i, Xs, N, L, arena); // the dense block on the pruned stream
+    const before = mseOf(blockOut(student, i, Xs, N, L, arena), Y);
     const own = ownOf(i);
     const opt = own.length ? new AdamW(own, { lr: o.lr, weightDecay: o.weightDecay ?? 0 }) : null;
     let cursor = 0; // each block's batches start at the first window (PERP builds a fresh, unshuffled loader per block)
@@ -155,12 +154,22 @@ export async function reconstruct(
         const s0 = cursor % N;
         const b = Math.min(B, N - s0);
         cursor += b;
-        const x = new Tensor(Xs.slice(s0 * L * C, (s0 + b) * L * C), [b * L, C]);
-        const loss = F.mse(student.model.runBlock(i, x, b, L), Y.subarray(s0 * L * C, (s0 + b) * L * C));
-        if (!Number.isFinite(loss.data[0]))
-          throw new TrainError(`non-finite reconstruction loss at block ${i}, step ${step + 1}`);
-        lsum += loss.data[0];
-        backward((o.gradAccum ?? 1) === 1 ? loss : F.scale(loss, 1 / (o.gradAccum ?? 1)));
+        // activations from the arena, as a retraining step takes them (the gradients of the parameters are not)
+        withArena(arena, () => {
+          const xb = allocRaw(b * L * C);
+          xb.set(Xs.subarray(s0 * L * C, (s0 + b) * L * C));
+          const loss = F.mse(
+            student.model.runBlock(i, new Tensor(xb, [b * L, C]), b, L),
+            Y.subarray(s0 * L * C, (s0 + b) * L * C),
+          );
+          const lv = loss.data[0];
+          if (!Number.isFinite(lv)) {
+            clearTape();
+            throw new TrainError(`non-finite reconstruction loss at block ${i}, step ${step + 1}`);
+          }
+          lsum += lv;
+          backward((o.gradAccum ?? 1) === 1 ? loss : F.scale(loss, 1 / (o.gradAccum ?? 1)));
+        });
       }
       opt.update(lrAt(step, o.steps, warm, o.lr));
       losses.push(lsum / (o.gradAccum ?? 1));
@@ -176,7 +185,7 @@ export async function reconstruct(
       own.map(([n, p]) => ({ name: n, dtype: "F32" as const, shape: p.shape, data: p.data })),
     );
     for (const [, l] of student.model.blockLinears(i)) l.mergeLora();
-    Xs = blockOut(student, i, Xs, N, L, C);
+    Xs = blockOut(student, i, Xs, N, L, arena);
     blocks.push({ block: i, mse_before: before, mse_after: mseOf(Xs, Y), trainable: countParams(own) });
     state.blocks_done = i + 1;
     state.seconds = (performance.now() - t0) / 1000;
