@@ -171,7 +171,9 @@ export function runEngineBench(
   trainable += C;
   // Frozen weights packed once for the GEMM, as the retraining loop does (--pack-frozen auto).
   const packed = packFrozenWeights(peftModel, "auto");
-  const [tfull, tpeft] = timeAlternating([stepOf(model), stepOf(peftModel)], warm, reps);
+  // 11 rounds: on a VM whose speed swings by a third within minutes, 7 left the ratio of the medians scattered over
+  // 1.33-1.46 between runs where single profiled steps gave 1.41 (session 21).
+  const [tfull, tpeft] = timeAlternating([stepOf(model), stepOf(peftModel)], warm, quick ? reps : 11);
   const fullTok = T / tfull;
   const peftTok = T / tpeft;
   log(`fwd+bwd full: ${fullTok.toFixed(0)} tok/s`);
