@@ -332,6 +332,10 @@ describe.skipIf(!existsSync(TOK))("sequential pruning of a tiny LLaMA", () => {
     await expect(calibrationWindows(tok, { samples: 1, seqlen: n, seed: 0, source: f })).rejects.toThrow(
       new RegExp(`has ${n} tokens, fewer than a window needs \\(seqlen \\+ 1 = ${n + 1}\\)`),
     );
+    // a path that exists but is no readable text: a clear error
+    await expect(calibrationWindows(tok, { samples: 1, seqlen: 8, seed: 0, source: tmpdir() })).rejects.toThrow(
+      /: cannot read \(EISDIR/,
+    );
     const r = await prune(m, { method: "wanda", sparsity: 0.5, calibSamples: 2, calibSeqlen: 64, calibDataset: f });
     expect(r.report.calibration).toMatchObject({ dataset: f, samples: 2, seqlen: 64 });
     expect(r.report.calibration?.token_starts).toHaveLength(2);

@@ -4,6 +4,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { asyncBufferFromFile, parquetReadObjects } from "hyparquet";
 import { compressors } from "hyparquet-compressors";
 import { DataError, requireData } from "./data.js";
+import type { Tokenizer } from "./tokenizer.js";
 
 export const C4_PATH = ["datasets", "c4", "c4-validation-2k.parquet"];
 
@@ -90,4 +91,14 @@ export async function textSource(source: string): Promise<TextSource> {
     return { kind: "stream", text };
   }
   throw new DataError(`unknown data source '${source}' (c4, wikitext2, tinystories, or a .txt/.jsonl/.parquet file)`);
+}
+
+/** A continuous text's tokens, at least one window of seqlen (+ 1 for its last target) long; `what` names it. */
+export function streamTokens(tok: Tokenizer, text: string, seqlen: number, what: string, flag: string): number[] {
+  const t = tok.encode(text);
+  if (t.length < seqlen + 1)
+    throw new DataError(
+      `${what} has ${t.length} tokens, fewer than a window needs (seqlen + 1 = ${seqlen + 1}); lower ${flag}`,
+    );
+  return t;
 }

@@ -4,7 +4,7 @@
 // start randint(0, len − seqlen − 1). From a continuous text (wikitext2, tinystories, .txt), as get_wikitext2: the
 // text tokenized once, then per window a start randint(0, len − seqlen − 1) in that token stream.
 import { DataError } from "../io/data.js";
-import { textSource } from "../io/datasets.js";
+import { streamTokens, textSource } from "../io/datasets.js";
 import type { Tokenizer } from "../io/tokenizer.js";
 import { PyRandom } from "../tensor/pyrandom.js";
 
@@ -33,11 +33,7 @@ export async function calibrationWindows(tok: Tokenizer, o: CalibrationOptions):
   const rng = new PyRandom(o.seed);
   const ids = new Int32Array(o.samples * o.seqlen);
   if (src.kind === "stream") {
-    const t = tok.encode(src.text);
-    if (t.length < o.seqlen + 1)
-      throw new DataError(
-        `calibration source '${o.source}' has ${t.length} tokens, fewer than a window needs (seqlen + 1 = ${o.seqlen + 1}); lower --calib-seqlen`,
-      );
+    const t = streamTokens(tok, src.text, o.seqlen, `calibration source '${o.source}'`, "--calib-seqlen");
     const starts: number[] = [];
     for (let s = 0; s < o.samples; s++) {
       const start = rng.randint(0, t.length - o.seqlen - 1);

@@ -3,7 +3,7 @@
 // (wikitext2, tinystories, .txt): anywhere in its token stream, the text tokenized once. Its state is the number of
 // windows drawn, so a resumed run re-draws exactly the same sequence.
 import { DataError } from "../io/data.js";
-import type { TextSource } from "../io/datasets.js";
+import { streamTokens, type TextSource } from "../io/datasets.js";
 import type { Tokenizer } from "../io/tokenizer.js";
 import { Rng } from "../tensor/rng.js";
 
@@ -27,11 +27,7 @@ export class WindowSampler {
     if (src.kind === "stream") {
       this.docs = [];
       this.eligible = [];
-      this.stream = tok.encode(src.text);
-      if (this.stream.length <= seqlen)
-        throw new DataError(
-          `the training text has ${this.stream.length} tokens, fewer than a window needs (seqlen + 1 = ${seqlen + 1}); lower --seqlen`,
-        );
+      this.stream = streamTokens(tok, src.text, seqlen, "the training text", "--seqlen");
       return;
     }
     this.docs = src.docs;
