@@ -1,6 +1,7 @@
 // Gradients of every differentiable op and of a whole LLaMA decoder block against float64 finite differences of the
 // TS reference kernels; plus: frozen weights never get a weight-gradient GEMM; checkpointing gives the same grads.
 import { describe, expect, it } from "vitest";
+import { LLAMA768, stepFlopsPerToken } from "../src/bench/engine.js";
 import { GemmaDecoderLayer } from "../src/models/gemma.js";
 import { LlamaDecoderLayer, LlamaForCausalLM, ropeTables } from "../src/models/llama.js";
 import { PhiDecoderLayer } from "../src/models/phi.js";
@@ -509,6 +510,56 @@ describe("LLaMA decoder block (RMSNorm, GQA + RoPE, SwiGLU) end to end", () => {
     const b2 = gradStats.dWGemms;
     backward(plain.forward(x, B, T, tab), randF32(out.size, 7));
     expect(gradStats.dWGemms - b2).toBe(0);
+  });
+
+  it("a whole-model step's GEMMs do the FLOPs the bench counts: full 6N per token, PEFT 4N + the LoRA-rank products", () => {
+    const cfg = { ...LLAMA768, hidden_size: 48, intermediate_size: 80, num_hidden_layers: 2, num_attention_heads: 4 };
+    Object.assign(cfg, { num_key_value_heads: 2, vocab_size: 96, max_position_embeddings: 32 });
+    const T = 24;
+    const r = 3;
+    const ids = Int32Array.from({ length: T }, (_, i) => (7 * i + 3) % cfg.vocab_size);
+    const targets = Int32Array.from({ length: T }, (_, i) => (i + 1 < T ? ids[i + 1] : -100));
+    const gemmFlops = (m: LlamaForCausalLM): number => {
+      const k = K as unknown as { gemm: (...a: unknown[]) => void };
+      const gemm = k.gemm;
+      let flops = 0;
+      k.gemm = (...a: unknown[]) => {
+        const [M, N, Kd, K2] = [a[3], a[4], a[5], a[16] ?? 0] as number[];
+        flops += 2 * M * N * (Kd + K2);
+        gemm(...a);
+      };
+      try {
+        backward(F.crossEntropy(m.forward(ids, 1, T), targets).loss);
+      } finally {
+        k.gemm = gemm;
+      }
+      return flops;
+    };
+    const full = new LlamaForCausalLM(cfg).initRandom(0, 0.02).requiresGrad(true);
+    const peft = new LlamaForCausalLM(cfg).initRandom(0, 0.02).requiresGrad(false);
+    const rng = new Rng(2);
+    for (const layer of peft.model.layers.items) {
+      for (const [, lin] of layer.linears()) rng.fillNormal(lin.addLora(r, 2 * r, rng).B.data, 0.01);
+      layer.input_layernorm.weight.requiresGrad = true;
+      layer.post_attention_layernorm.weight.requiresGrad = true;
+    }
+    peft.model.norm.weight.requiresGrad = true;
+    const adapted = peft.model.layers.items.flatMap((layer) => layer.linears().map(([, l]) => l));
+    const C = cfg.hidden_size;
+    const N = adapted.reduce((a, l) => a + l.inFeatures * l.outFeatures, 0) + C * cfg.vocab_size;
+    const want = stepFlopsPerToken(N, cfg.num_hidden_layers, C, T, r, adapted);
+    const attention = 6 * T * C * cfg.num_hidden_layers; // not GEMM calls: the attention kernels
+    expect(gemmFlops(full)).toBe((want.full - attention) * T);
+    expect(gemmFlops(peft)).toBe((want.peft - attention) * T);
+    // llama768 with LoRA r = 16 on every block linear: the ceiling the README derives (321.9 / 227.4 GFLOP a step)
+    const big = new LlamaForCausalLM({ ...LLAMA768, num_hidden_layers: 1 });
+    const per = big.model.layers.items[0].linears().map(([, l]) => l);
+    const blockN = per.reduce((a, l) => a + l.inFeatures * l.outFeatures, 0);
+    const L = LLAMA768.num_hidden_layers;
+    const f = stepFlopsPerToken(L * blockN + 768 * 32000, L, 768, 512, 16, Array(L).fill(per).flat());
+    expect((f.full * 512) / 1e9).toBeCloseTo(321.9, 1);
+    expect((f.peft * 512) / 1e9).toBeCloseTo(227.4, 1);
+    expect(f.full / f.peft).toBeCloseTo(1.415, 3);
   });
 
   it("no-grad forward records nothing and matches the recorded forward", () => {

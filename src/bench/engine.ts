@@ -72,6 +72,27 @@ export interface EngineBenchResult {
   [key: string]: string | number | boolean;
 }
 
+/**
+ * Model FLOPs per token of one fwd+bwd step as the engine computes it, everything trainable (`full`) and with only
+ * norms + rank-r LoRA on the given block linears trainable (`peft`): products 2 FLOPs per multiply-add; causal
+ * attention over the lower triangle of the scores (QKᵀ and PV forward, twice that backward: 6·T·C per token and
+ * layer); full = 6·N (forward, dX, dW) with N the matmul parameters (head included); PEFT = 4·N (no dW) plus the
+ * rank-r products of each adapter (x·Aᵀ, its fold into y, g·B, dB, dA and the fold into dX: 6·r·(in + out)).
+ * full ÷ peft is what PEFT ÷ full would be if both steps ran at the same FLOP rate.
+ */
+export function stepFlopsPerToken(
+  matmulParams: number,
+  layers: number,
+  hidden: number,
+  T: number,
+  r: number,
+  adapted: { inFeatures: number; outFeatures: number }[],
+): { full: number; peft: number } {
+  const attention = 6 * T * hidden * layers;
+  const lora = adapted.reduce((a, l) => a + 6 * r * (l.inFeatures + l.outFeatures), 0);
+  return { full: 6 * matmulParams + attention, peft: 4 * matmulParams + lora + attention };
+}
+
 /** Seconds to prune one llama768 block with calibration (stats forward + prune 7 linears + re-forward). */
 export function pruneBlockSeconds(method: "wanda" | "sparsegpt", samples: number, seqlen: number): number {
   const model = new LlamaForCausalLM({ ...LLAMA768, num_hidden_layers: 1 }).initRandom(0, 0.02);
@@ -169,6 +190,14 @@ export function runEngineBench(
   }
   peftModel.model.norm.weight.requiresGrad = true;
   trainable += C;
+  const stepFlops = stepFlopsPerToken(
+    matmulParams,
+    cfg.num_hidden_layers,
+    C,
+    T,
+    16,
+    peftModel.model.layers.items.flatMap((layer) => layer.linears().map(([, l]) => l)),
+  );
   // Frozen weights packed once for the GEMM, as the retraining loop does (--pack-frozen auto).
   const packed = packFrozenWeights(peftModel, "auto");
   // 11 rounds: on a VM whose speed swings by a third within minutes, 7 left the ratio of the medians scattered over
@@ -204,6 +233,10 @@ export function runEngineBench(
     fwdbwd_full_tok_s: +fullTok.toFixed(1),
     fwdbwd_peft_tok_s: +peftTok.toFixed(1),
     peft_over_full: +(peftTok / fullTok).toFixed(3),
+    // PEFT ÷ full if both steps ran at the same FLOP rate (stepFlopsPerToken), and the PEFT step's FLOP rate as a
+    // share of the full step's: the measured ratio is their product
+    peft_over_full_flop_ceiling: +(stepFlops.full / stepFlops.peft).toFixed(3),
+    peft_flop_rate_over_full: +((peftTok * stepFlops.peft) / (fullTok * stepFlops.full)).toFixed(3),
     fwdbwd_full_mfu: +((fullTok * flopsPerToken) / (peak * 1e9)).toFixed(3),
     peft_trainable_params: trainable,
     peft_packed_frozen_mb: packed.weights ? Math.round(packed.bytes / 2 ** 20) : 0,
