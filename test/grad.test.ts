@@ -552,7 +552,7 @@ describe("LLaMA decoder block (RMSNorm, GQA + RoPE, SwiGLU) end to end", () => {
     expect(gemmFlops(full)).toBe((want.full - attention) * T);
     expect(gemmFlops(peft)).toBe((want.peft - attention) * T);
     // llama768 with LoRA r = 16 on every block linear: the ceiling the README derives (321.9 / 227.4 GFLOP a step)
-    const big = new LlamaForCausalLM({ ...LLAMA768, num_hidden_layers: 1 });
+    const big = new LlamaForCausalLM({ ...LLAMA768, num_hidden_layers: 1, vocab_size: 8 }); // its block's shapes
     const per = big.model.layers.items[0].linears().map(([, l]) => l);
     const blockN = per.reduce((a, l) => a + l.inFeatures * l.outFeatures, 0);
     const L = LLAMA768.num_hidden_layers;
