@@ -1,8 +1,9 @@
-// Shared pieces of the family files: config checks, the checkpointed block loop, the (un)tied LM head.
+// Shared pieces of the family files: config checks, the checkpointed block loop, DecoderLM (the (un)tied LM head, the
+// blocks' linears under their HF names).
 
 import * as F from "../nn/functional.js";
 import { Linear } from "../nn/layers.js";
-import type { Module } from "../nn/module.js";
+import { Module } from "../nn/module.js";
 import { checkpoint } from "../nn/tape.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import type { Tensor } from "../tensor/tensor.js";
@@ -118,16 +119,63 @@ export function headFromEmbedding(e: Tensor): Linear {
 }
 
 /**
- * For untieHead(): marks `model` untied (config and tied names) and returns the new head, a trainable copy of the
- * embedding table, for the family to register under its head's name.
+ * What every family's causal LM shares around its decoder stack: logits = head(hidden(ids)), the head being the
+ * model's own Linear (untied) or the input embedding table itself (tied: h · embeddingᵀ); untieHead() gives a tied
+ * model a head of its own, a trainable copy of the table. A family supplies its blocks and their HF name prefix, its
+ * embedding table, and calls initHead() in its constructor.
  */
-export function untie(model: { config: HfConfig; tiedNames: string[] }, embed: Tensor): Linear {
-  model.config.tie_word_embeddings = false;
-  model.tiedNames = [];
-  return headFromEmbedding(embed);
-}
+export abstract class DecoderLM<Block extends { linears(): [string, Linear][] }> extends Module {
+  abstract readonly config: HfConfig;
+  /** Names of HF tensors tied to another parameter (the head's weight while tied), not saved. */
+  tiedNames: string[] = [];
+  /** The model's own head, registered as headName; null while tied to the embedding table. */
+  private ownHead: Linear | null = null;
+  private headName = "lm_head";
+  abstract get blocks(): Block[];
+  /** HF name prefix of the blocks: block i's linears are `${blockPrefix}.${i}.<name>`. */
+  protected abstract readonly blockPrefix: string;
+  /** The input embedding table (vocab, hidden), which a tied head shares. */
+  protected abstract embeddingTable(): Tensor;
+  abstract hidden(ids: Int32Array, B: number, T: number, opts?: ForwardOpts): Tensor;
 
-/** Logits: the model's own head when untied, else h · embeddingᵀ (tied weights). */
-export function lmHead(h: Tensor, head: Linear | null, embed: Tensor): Tensor {
-  return head ? head.forward(h) : F.linear(h, embed);
+  /**
+   * For the constructor: the head tied to the embedding table, or its own (`untied()`, by default a copy of the
+   * table) registered as `name`, its HF tensors' prefix.
+   */
+  protected initHead(tied: boolean, untied?: () => Linear, name = "lm_head"): void {
+    this.headName = name;
+    this.tiedNames = tied ? [`${name}.weight`] : [];
+    this.ownHead = tied
+      ? null
+      : this.registerModule(name, untied ? untied() : headFromEmbedding(this.embeddingTable()));
+  }
+
+  get numBlocks(): number {
+    return this.blocks.length;
+  }
+
+  /** The prunable linears of block i with their full HF names (prefix of `.weight`). */
+  blockLinears(i: number): [string, Linear][] {
+    return this.blocks[i].linears().map(([n, l]) => [`${this.blockPrefix}.${i}.${n}`, l]);
+  }
+
+  /** The head as its own Linear: a tied one becomes a trainable copy of the table (tie_word_embeddings false). */
+  untieHead(): Linear {
+    if (!this.ownHead) {
+      this.config.tie_word_embeddings = false;
+      this.tiedNames = [];
+      this.ownHead = this.registerModule(this.headName, headFromEmbedding(this.embeddingTable()));
+    }
+    return this.ownHead;
+  }
+
+  /** Logits (n, V) for hidden states (n, C). */
+  head(h: Tensor): Tensor {
+    return this.ownHead ? this.ownHead.forward(h) : F.linear(h, this.embeddingTable());
+  }
+
+  /** Logits (B·T, V) for ids (B·T). */
+  forward(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
+    return this.head(this.hidden(ids, B, T, opts));
+  }
 }

@@ -8,7 +8,7 @@ import { Embedding, Linear, RMSNorm } from "../nn/layers.js";
 import { Module, ModuleList } from "../nn/module.js";
 import { Rng } from "../tensor/rng.js";
 import { Tensor } from "../tensor/tensor.js";
-import { cacheOffsets, gqaHeadDim, lmHead, requirePositiveInts, runBlocks, untie } from "./common.js";
+import { cacheOffsets, DecoderLM, gqaHeadDim, requirePositiveInts, runBlocks } from "./common.js";
 import type { BlockKV } from "./kvcache.js";
 import { blockLinearsOf, LlamaAttention, RopeCache, type RopeScaling, ropeSettings, rotaryDims } from "./llama.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
@@ -182,12 +182,11 @@ function ropeKinds(cfg: GemmaConfig): {
   };
 }
 
-export class GemmaForCausalLM extends Module implements CausalLM {
+export class GemmaForCausalLM extends DecoderLM<GemmaDecoderLayer> implements CausalLM {
   readonly model: GemmaModel;
   readonly maxContext: number;
   readonly vocabSize: number;
-  tiedNames: string[];
-  lm_head: Linear | null;
+  protected readonly blockPrefix = "model.layers";
   readonly headDim: number;
   private readonly ropes: { full: RopeCache; sliding: RopeCache };
   private readonly embedScale: number;
@@ -225,20 +224,12 @@ export class GemmaForCausalLM extends Module implements CausalLM {
     const full = cache(kinds.full);
     // (Gemma: one RoPE for every block, so one set of tables)
     this.ropes = { full, sliding: kinds.sliding === kinds.full ? full : cache(kinds.sliding) };
-    this.tiedNames = config.tie_word_embeddings === false ? [] : ["lm_head.weight"];
     this.model = this.registerModule("model", new GemmaModel(config, this.headDim));
-    this.lm_head =
-      config.tie_word_embeddings === false
-        ? this.registerModule("lm_head", new Linear(config.hidden_size, config.vocab_size))
-        : null;
+    this.initHead(config.tie_word_embeddings !== false, () => new Linear(config.hidden_size, config.vocab_size));
   }
 
   get blocks(): GemmaDecoderLayer[] {
     return this.model.layers.items;
-  }
-
-  get numBlocks(): number {
-    return this.blocks.length;
   }
 
   /** Random init (N(0, std) for matrices; norms stay at their offset 0, i.e. scale 1), seeded. */
@@ -262,10 +253,6 @@ export class GemmaForCausalLM extends Module implements CausalLM {
     return b.forward(x, B, T, this.ropeOf(b).get(T));
   }
 
-  blockLinears(i: number): [string, Linear][] {
-    return this.blocks[i].linears().map(([n, l]) => [`model.layers.${i}.${n}`, l]);
-  }
-
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
     const off = cacheOffsets(opts, B);
     const full = this.ropes.full.rows(B, T, off);
@@ -281,16 +268,7 @@ export class GemmaForCausalLM extends Module implements CausalLM {
     return this.model.norm.forward(x);
   }
 
-  untieHead(): Linear {
-    if (!this.lm_head) this.lm_head = this.registerModule("lm_head", untie(this, this.model.embed_tokens.weight));
-    return this.lm_head;
-  }
-
-  head(h: Tensor): Tensor {
-    return lmHead(h, this.lm_head, this.model.embed_tokens.weight);
-  }
-
-  forward(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
-    return this.head(this.hidden(ids, B, T, opts));
+  protected embeddingTable(): Tensor {
+    return this.model.embed_tokens.weight;
   }
 }

@@ -5,16 +5,7 @@ import { Embedding, LayerNorm, Linear } from "../nn/layers.js";
 import { Module, ModuleList } from "../nn/module.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import type { Tensor } from "../tensor/tensor.js";
-import {
-  actKind,
-  cacheOffsets,
-  headDims,
-  lmHead,
-  perHeadCols,
-  requirePositiveInts,
-  runBlocks,
-  untie,
-} from "./common.js";
+import { actKind, cacheOffsets, DecoderLM, headDims, perHeadCols, requirePositiveInts, runBlocks } from "./common.js";
 import type { BlockKV } from "./kvcache.js";
 import { RopeCache, type RopeScaling, ropeSettings, rotaryDims } from "./llama.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
@@ -134,12 +125,11 @@ class NeoxModel extends Module {
   }
 }
 
-export class GptNeoxForCausalLM extends Module implements CausalLM {
+export class GptNeoxForCausalLM extends DecoderLM<NeoxLayer> implements CausalLM {
   readonly gpt_neox: NeoxModel;
-  embed_out: Linear | null;
   readonly maxContext: number;
   readonly vocabSize: number;
-  tiedNames: string[];
+  protected readonly blockPrefix = "gpt_neox.layers";
   readonly config: NeoxConfig;
   private readonly rotDim: number;
   private readonly ropeCfg: ReturnType<typeof ropeSettings>;
@@ -164,19 +154,12 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
     this.config = cfg;
     this.maxContext = cfg.max_position_embeddings;
     this.vocabSize = cfg.vocab_size;
-    this.tiedNames = cfg.tie_word_embeddings ? ["embed_out.weight"] : [];
     this.gpt_neox = this.registerModule("gpt_neox", new NeoxModel(cfg));
-    this.embed_out = cfg.tie_word_embeddings
-      ? null
-      : this.registerModule("embed_out", new Linear(cfg.hidden_size, cfg.vocab_size));
+    this.initHead(!!cfg.tie_word_embeddings, () => new Linear(cfg.hidden_size, cfg.vocab_size), "embed_out");
   }
 
   get blocks(): NeoxLayer[] {
     return this.gpt_neox.layers.items;
-  }
-
-  get numBlocks(): number {
-    return this.blocks.length;
   }
 
   get ropeSwitch(): number | undefined {
@@ -196,10 +179,6 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
     return this.blocks[i].forward(x, B, T, this.rope(T));
   }
 
-  blockLinears(i: number): [string, Linear][] {
-    return this.blocks[i].linears().map(([n, l]) => [`gpt_neox.layers.${i}.${n}`, l]);
-  }
-
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
     const rope = this.ropeCache.rows(B, T, cacheOffsets(opts, B));
     const h = this.gpt_neox.embed_in.forward(ids);
@@ -207,16 +186,7 @@ export class GptNeoxForCausalLM extends Module implements CausalLM {
     return this.gpt_neox.final_layer_norm.forward(x);
   }
 
-  untieHead(): Linear {
-    if (!this.embed_out) this.embed_out = this.registerModule("embed_out", untie(this, this.gpt_neox.embed_in.weight));
-    return this.embed_out;
-  }
-
-  head(h: Tensor): Tensor {
-    return lmHead(h, this.embed_out, this.gpt_neox.embed_in.weight);
-  }
-
-  forward(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
-    return this.head(this.hidden(ids, B, T, opts));
+  protected embeddingTable(): Tensor {
+    return this.gpt_neox.embed_in.weight;
   }
 }

@@ -9,12 +9,11 @@ import {
   actKind,
   blockCols,
   cacheOffsets,
+  DecoderLM,
   headDims,
-  lmHead,
   positionIds,
   requirePositiveInts,
   runBlocks,
-  untie,
 } from "./common.js";
 import type { BlockKV } from "./kvcache.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
@@ -130,12 +129,11 @@ class Gpt2Model extends Module {
   }
 }
 
-export class Gpt2LMHeadModel extends Module implements CausalLM {
+export class Gpt2LMHeadModel extends DecoderLM<Gpt2Block> implements CausalLM {
   readonly transformer: Gpt2Model;
   readonly maxContext: number;
   readonly vocabSize: number;
-  tiedNames = ["lm_head.weight"];
-  lm_head: Linear | null = null;
+  protected readonly blockPrefix = "transformer.h";
   readonly config: Gpt2Config;
 
   constructor(config: HfConfig) {
@@ -147,15 +145,11 @@ export class Gpt2LMHeadModel extends Module implements CausalLM {
     this.maxContext = cfg.n_positions;
     this.vocabSize = cfg.vocab_size;
     this.transformer = this.registerModule("transformer", new Gpt2Model(cfg));
-    if (cfg.tie_word_embeddings === false) this.untieHead();
+    this.initHead(cfg.tie_word_embeddings !== false);
   }
 
   get blocks(): Gpt2Block[] {
     return this.transformer.h.items;
-  }
-
-  get numBlocks(): number {
-    return this.blocks.length;
   }
 
   /** `offsets`: the first position of every row, or of each row. */
@@ -169,25 +163,12 @@ export class Gpt2LMHeadModel extends Module implements CausalLM {
     return this.blocks[i].forward(x, B, T);
   }
 
-  blockLinears(i: number): [string, Linear][] {
-    return this.blocks[i].linears().map(([n, l]) => [`transformer.h.${i}.${n}`, l]);
-  }
-
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
     const x = this.embed(ids, B, T, cacheOffsets(opts, B));
     return this.transformer.ln_f.forward(runBlocks(this.blocks, x, (b, h, kv) => b.forward(h, B, T, kv), opts, B, T));
   }
 
-  untieHead(): Linear {
-    if (!this.lm_head) this.lm_head = this.registerModule("lm_head", untie(this, this.transformer.wte.weight));
-    return this.lm_head;
-  }
-
-  head(h: Tensor): Tensor {
-    return lmHead(h, this.lm_head, this.transformer.wte.weight);
-  }
-
-  forward(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
-    return this.head(this.hidden(ids, B, T, opts));
+  protected embeddingTable(): Tensor {
+    return this.transformer.wte.weight;
   }
 }

@@ -10,7 +10,7 @@ import { Module, ModuleList } from "../nn/module.js";
 import { newF32 } from "../tensor/arena.js";
 import { Rng } from "../tensor/rng.js";
 import type { Tensor } from "../tensor/tensor.js";
-import { cacheOffsets, gqaHeadDim, lmHead, requirePositiveInts, runBlocks, untie } from "./common.js";
+import { cacheOffsets, DecoderLM, gqaHeadDim, requirePositiveInts, runBlocks } from "./common.js";
 import type { BlockKV } from "./kvcache.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
 
@@ -522,12 +522,11 @@ class LlamaModel extends Module {
   }
 }
 
-export class LlamaForCausalLM extends Module implements CausalLM {
+export class LlamaForCausalLM extends DecoderLM<LlamaDecoderLayer> implements CausalLM {
   readonly model: LlamaModel;
   readonly maxContext: number;
   readonly vocabSize: number;
-  tiedNames: string[];
-  lm_head: Linear | null;
+  protected readonly blockPrefix = "model.layers";
   private readonly ropeCache: RopeCache;
   private readonly ropeCfg: ReturnType<typeof ropeSettings>;
   readonly headDim: number;
@@ -546,7 +545,6 @@ export class LlamaForCausalLM extends Module implements CausalLM {
     this.headDim = gqaHeadDim(config);
     this.maxContext = config.max_position_embeddings ?? 2048;
     this.vocabSize = config.vocab_size;
-    this.tiedNames = config.tie_word_embeddings ? ["lm_head.weight"] : [];
     this.ropeCfg = ropeSettings(config, { partial: config.partial_rotary_factor });
     // Partial rotary (the first int(head_dim · factor) dims of each head) exists in transformers' Phi-3 only.
     const partial = this.ropeCfg.partial ?? 1;
@@ -555,9 +553,7 @@ export class LlamaForCausalLM extends Module implements CausalLM {
     const rotDim = rotaryDims(this.headDim, this.ropeCfg);
     this.ropeCache = new RopeCache(rotDim, this.ropeCfg.theta, this.ropeCfg.scaling, this.maxContext);
     this.model = this.registerModule("model", new LlamaModel(config));
-    this.lm_head = config.tie_word_embeddings
-      ? null
-      : this.registerModule("lm_head", new Linear(config.hidden_size, config.vocab_size));
+    this.initHead(!!config.tie_word_embeddings, () => new Linear(config.hidden_size, config.vocab_size));
   }
 
   get ropeSwitch(): number | undefined {
@@ -582,10 +578,6 @@ export class LlamaForCausalLM extends Module implements CausalLM {
     return this.ropeCache.get(T, pos0);
   }
 
-  get numBlocks(): number {
-    return this.model.layers.items.length;
-  }
-
   embed(ids: Int32Array, B: number, T: number): Tensor {
     if (ids.length !== B * T) throw new RangeError(`forward: ${ids.length} ids for B=${B}, T=${T}`);
     return this.model.embed_tokens.forward(ids);
@@ -595,10 +587,6 @@ export class LlamaForCausalLM extends Module implements CausalLM {
     return this.model.layers.items[i].forward(x, B, T, this.rope(T));
   }
 
-  blockLinears(i: number): [string, Linear][] {
-    return this.model.layers.items[i].linears().map(([n, l]) => [`model.layers.${i}.${n}`, l]);
-  }
-
   /** Final hidden states (B·T, C) for token ids (B·T). */
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
     const rope = this.ropeCache.rows(B, T, cacheOffsets(opts, B));
@@ -606,16 +594,7 @@ export class LlamaForCausalLM extends Module implements CausalLM {
     return this.model.norm.forward(x);
   }
 
-  untieHead(): Linear {
-    if (!this.lm_head) this.lm_head = this.registerModule("lm_head", untie(this, this.model.embed_tokens.weight));
-    return this.lm_head;
-  }
-
-  head(h: Tensor): Tensor {
-    return lmHead(h, this.lm_head, this.model.embed_tokens.weight);
-  }
-
-  forward(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
-    return this.head(this.hidden(ids, B, T, opts));
+  protected embeddingTable(): Tensor {
+    return this.model.embed_tokens.weight;
   }
 }

@@ -5,16 +5,7 @@ import { Embedding, LayerNorm, Linear } from "../nn/layers.js";
 import { Module, ModuleList } from "../nn/module.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import type { Tensor } from "../tensor/tensor.js";
-import {
-  actKind,
-  cacheOffsets,
-  headDims,
-  lmHead,
-  positionIds,
-  requirePositiveInts,
-  runBlocks,
-  untie,
-} from "./common.js";
+import { actKind, cacheOffsets, DecoderLM, headDims, positionIds, requirePositiveInts, runBlocks } from "./common.js";
 import type { BlockKV } from "./kvcache.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
 
@@ -151,12 +142,11 @@ class OptModel extends Module {
   }
 }
 
-export class OptForCausalLM extends Module implements CausalLM {
+export class OptForCausalLM extends DecoderLM<OptDecoderLayer> implements CausalLM {
   readonly model: OptModel;
   readonly maxContext: number;
   readonly vocabSize: number;
-  tiedNames = ["lm_head.weight"];
-  lm_head: Linear | null = null;
+  protected readonly blockPrefix = "model.decoder.layers";
   readonly config: OptConfig;
 
   constructor(config: HfConfig) {
@@ -175,15 +165,11 @@ export class OptForCausalLM extends Module implements CausalLM {
     this.maxContext = cfg.max_position_embeddings;
     this.vocabSize = cfg.vocab_size;
     this.model = this.registerModule("model", new OptModel(cfg));
-    if (cfg.tie_word_embeddings === false) this.untieHead();
+    this.initHead(cfg.tie_word_embeddings !== false);
   }
 
   get blocks(): OptDecoderLayer[] {
     return this.model.decoder.layers.items;
-  }
-
-  get numBlocks(): number {
-    return this.blocks.length;
   }
 
   /** `offsets`: the first position of every row, or of each row. */
@@ -199,10 +185,6 @@ export class OptForCausalLM extends Module implements CausalLM {
     return this.blocks[i].forward(x, B, T);
   }
 
-  blockLinears(i: number): [string, Linear][] {
-    return this.blocks[i].linears().map(([n, l]) => [`model.decoder.layers.${i}.${n}`, l]);
-  }
-
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
     const d = this.model.decoder;
     let x = this.embed(ids, B, T, cacheOffsets(opts, B));
@@ -212,17 +194,7 @@ export class OptForCausalLM extends Module implements CausalLM {
     return x;
   }
 
-  untieHead(): Linear {
-    if (!this.lm_head)
-      this.lm_head = this.registerModule("lm_head", untie(this, this.model.decoder.embed_tokens.weight));
-    return this.lm_head;
-  }
-
-  head(h: Tensor): Tensor {
-    return lmHead(h, this.lm_head, this.model.decoder.embed_tokens.weight);
-  }
-
-  forward(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
-    return this.head(this.hidden(ids, B, T, opts));
+  protected embeddingTable(): Tensor {
+    return this.model.decoder.embed_tokens.weight;
   }
 }

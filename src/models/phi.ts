@@ -7,7 +7,7 @@ import { Embedding, LayerNorm, Linear } from "../nn/layers.js";
 import { Module, ModuleList } from "../nn/module.js";
 import type { ActKind } from "../tensor/ref/kernels.js";
 import type { Tensor } from "../tensor/tensor.js";
-import { actKind, cacheOffsets, gqaHeadDim, lmHead, requirePositiveInts, runBlocks } from "./common.js";
+import { actKind, cacheOffsets, DecoderLM, gqaHeadDim, requirePositiveInts, runBlocks } from "./common.js";
 import type { BlockKV } from "./kvcache.js";
 import { RopeCache, type RopeScaling, ropeSettings, rotaryDims } from "./llama.js";
 import type { CausalLM, ForwardOpts, HfConfig } from "./registry.js";
@@ -143,12 +143,11 @@ class PhiModel extends Module {
   }
 }
 
-export class PhiForCausalLM extends Module implements CausalLM {
+export class PhiForCausalLM extends DecoderLM<PhiDecoderLayer> implements CausalLM {
   readonly model: PhiModel;
-  readonly lm_head: Linear;
   readonly maxContext: number;
   readonly vocabSize: number;
-  readonly tiedNames: string[] = [];
+  protected readonly blockPrefix = "model.layers";
   readonly config: PhiConfig;
   private readonly ropeCache: RopeCache;
 
@@ -172,15 +171,11 @@ export class PhiForCausalLM extends Module implements CausalLM {
     this.vocabSize = cfg.vocab_size;
     this.ropeCache = new RopeCache(rotaryDims(D, rs), rs.theta, rs.scaling, this.maxContext);
     this.model = this.registerModule("model", new PhiModel(cfg, D));
-    this.lm_head = this.registerModule("lm_head", new Linear(cfg.hidden_size, cfg.vocab_size, { bias: true }));
+    this.initHead(false, () => new Linear(cfg.hidden_size, cfg.vocab_size, { bias: true }));
   }
 
   get blocks(): PhiDecoderLayer[] {
     return this.model.layers.items;
-  }
-
-  get numBlocks(): number {
-    return this.blocks.length;
   }
 
   get ropeSwitch(): number | undefined {
@@ -196,25 +191,13 @@ export class PhiForCausalLM extends Module implements CausalLM {
     return this.blocks[i].forward(x, B, T, this.ropeCache.get(T));
   }
 
-  blockLinears(i: number): [string, Linear][] {
-    return this.blocks[i].linears().map(([n, l]) => [`model.layers.${i}.${n}`, l]);
-  }
-
   hidden(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
     const rope = this.ropeCache.rows(B, T, cacheOffsets(opts, B));
     const x = runBlocks(this.blocks, this.embed(ids, B, T), (b, h, kv) => b.forward(h, B, T, rope, kv), opts, B, T);
     return this.model.final_layernorm.forward(x);
   }
 
-  untieHead(): Linear {
-    return this.lm_head;
-  }
-
-  head(h: Tensor): Tensor {
-    return lmHead(h, this.lm_head, this.model.embed_tokens.weight);
-  }
-
-  forward(ids: Int32Array, B: number, T: number, opts: ForwardOpts = {}): Tensor {
-    return this.head(this.hidden(ids, B, T, opts));
+  protected embeddingTable(): Tensor {
+    return this.model.embed_tokens.weight;
   }
 }
