@@ -3,7 +3,7 @@
 // 1-thread one); the micro-kernel with its operands in L2; sgemm 4096³ on one thread and, on two, under candidate
 // blockings taken in turn (share of a peak read just before each, as the bench does); the llama768 product shapes on
 // two threads (a reused C, a fresh C: first-touch page faults, one thread); a 64 MB copy. Used on an Intel Xeon in
-// session 16 (README, Performance). A dev tool, not a test.
+// session 16 (docs/performance-log.md). A dev tool, not a test.
 import { median, sgemmVsPeak } from "../src/bench/engine.js";
 import { newF32 } from "../src/tensor/arena.js";
 import { K } from "../src/tensor/native.js";
