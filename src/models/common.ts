@@ -114,7 +114,7 @@ export function blockCols(C: number, p: number): Int32Array {
 }
 
 /** A trainable LM head initialised as a copy of the tied embedding table (vocab, hidden): untieHead()'s layer. */
-export function headFromEmbedding(e: Tensor): Linear {
+function headFromEmbedding(e: Tensor): Linear {
   return new Linear(e.shape[1], e.shape[0], { weight: e.data.slice() });
 }
 
